@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The one test command: venv, package with its dev extra, services, lint, types, tests.
+# Extra arguments go to pytest (e.g. scripts/test.sh tests/unit -x).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ -z "${VIRTUAL_ENV:-}" ]; then
+  if [ ! -x .venv/bin/python ]; then
+    echo "test.sh: creating .venv"
+    python3 -m venv .venv
+  fi
+  # shellcheck disable=SC1091
+  . .venv/bin/activate
+fi
+echo "test.sh: installing tickwork with its dev extra into $VIRTUAL_ENV"
+python -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null
+python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+
+if ! bash scripts/services.sh; then
+  if [ -n "${CI:-}" ]; then
+    echo "test.sh: a service is missing (see above); under CI that fails the run" >&2
+    exit 1
+  fi
+  echo "test.sh: a service is missing (see above); tests that need it will be skipped" >&2
+fi
+
+# Browser tests drive Debian's Chromium (Playwright's own browser download is not used).
+if [ ! -x /usr/bin/chromium ]; then
+  echo "test.sh: installing chromium with apt for the browser tests"
+  if [ "$(id -u)" -eq 0 ]; then apt_get="apt-get"; else apt_get="sudo apt-get"; fi
+  $apt_get update -qq && DEBIAN_FRONTEND=noninteractive $apt_get install -y -qq chromium >/dev/null \
+    || echo "test.sh: MISSING: could not install chromium; browser tests fail under CI (skip elsewhere)" >&2
+fi
+
+echo "test.sh: ruff"
+ruff check .
+ruff format --check .
+echo "test.sh: mypy"
+mypy tickwork
+echo "test.sh: pytest"
+set +e
+python -m pytest "$@"
+status=$?
+set -e
+if [ "$status" -eq 5 ]; then
+  echo "test.sh: pytest collected no tests" >&2
+fi
+exit "$status"

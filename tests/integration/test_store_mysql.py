@@ -1,0 +1,89 @@
+"""The store on real MariaDB: migrations from empty, the attempt uniqueness, CAS claims."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.exc import IntegrityError
+
+from tests.conftest import MYSQL_SERVER_URL, SEED, require_service
+from tickwork.errors import Conflict, DatabaseNotMigrated
+from tickwork.spec import JobSpec
+from tickwork.store import RunStatus, ensure_migrated, make_engine, upgrade
+from tickwork.store.jobs import create_job
+from tickwork.store.runs import claim_attempt, finish_attempt, get_run, insert_run
+
+pytestmark = pytest.mark.integration
+
+
+def test_migrations_upgrade_an_empty_database_and_gate_commands() -> None:
+    require_service("MariaDB", "127.0.0.1", 3306)
+    name = f"tickwork_mig_{uuid.uuid4().hex[:8]}"
+    server = create_engine(MYSQL_SERVER_URL, isolation_level="AUTOCOMMIT")
+    with server.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE `{name}`"))
+    try:
+        url = f"{MYSQL_SERVER_URL}/{name}"
+        engine = make_engine(url)
+        with pytest.raises(DatabaseNotMigrated, match="tickwork db upgrade"):
+            ensure_migrated(engine)
+        upgrade(url)
+        ensure_migrated(engine)
+        insp = inspect(engine)
+        assert {"jobs", "job_runs", "alembic_version"} <= set(insp.get_table_names())
+        columns = {c["name"]: c for c in insp.get_columns("job_runs")}
+        assert getattr(columns["scheduled_for"]["type"], "fsp", None) == 6
+        uniques = {u["name"]: u["column_names"] for u in insp.get_unique_constraints("job_runs")}
+        assert uniques["uq_job_runs_fire_attempt"] == ["job_id", "scheduled_for", "attempt"]
+        assert any(ix["column_names"] == ["next_fire_at"] for ix in insp.get_indexes("jobs"))
+        engine.dispose()
+    finally:
+        with server.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+        server.dispose()
+
+
+def test_unique_constraint_rejects_a_second_row_for_the_same_attempt(mysql_engine) -> None:
+    job = create_job(mysql_engine, JobSpec.model_validate(SEED))
+    fire = datetime(2026, 1, 1, 12, 1, tzinfo=UTC)
+    insert_run(mysql_engine, job_id=job.id, scheduled_for=fire, attempt=1)
+    with pytest.raises(IntegrityError):
+        insert_run(mysql_engine, job_id=job.id, scheduled_for=fire, attempt=1)
+    # The next attempt of the same fire, and the same attempt of another fire, are fine.
+    insert_run(mysql_engine, job_id=job.id, scheduled_for=fire, attempt=2)
+    insert_run(mysql_engine, job_id=job.id, scheduled_for=fire + timedelta(minutes=1), attempt=1)
+
+
+def test_microseconds_survive_the_round_trip(mysql_engine) -> None:
+    job = create_job(mysql_engine, JobSpec.model_validate(SEED))
+    fire = datetime(2026, 1, 1, 12, 1, 0, 123456, tzinfo=UTC)
+    run_id = insert_run(mysql_engine, job_id=job.id, scheduled_for=fire)
+    assert get_run(mysql_engine, run_id).scheduled_for == fire
+
+
+def test_duplicate_job_name_is_a_conflict_and_writes_nothing(mysql_engine) -> None:
+    create_job(mysql_engine, JobSpec.model_validate(SEED))
+    with pytest.raises(Conflict, match="test-http"):
+        create_job(mysql_engine, JobSpec.model_validate(SEED))
+    with mysql_engine.connect() as conn:
+        assert conn.scalar(text("SELECT COUNT(*) FROM jobs")) == 1
+
+
+def test_seed_job_next_fire_is_the_next_whole_minute(mysql_engine) -> None:
+    now = datetime(2026, 1, 1, 12, 0, 30, tzinfo=UTC)
+    job = create_job(mysql_engine, JobSpec.model_validate(SEED), now=now)
+    assert job.next_fire_at == datetime(2026, 1, 1, 12, 1, tzinfo=UTC)
+
+
+def test_claim_is_compare_and_set(mysql_engine) -> None:
+    job = create_job(mysql_engine, JobSpec.model_validate(SEED))
+    run_id = insert_run(mysql_engine, job_id=job.id, scheduled_for=datetime.now(UTC))
+    assert claim_attempt(mysql_engine, run_id, "worker-a")
+    assert not claim_attempt(mysql_engine, run_id, "worker-b")
+    assert not finish_attempt(mysql_engine, run_id, "worker-b", status=RunStatus.SUCCESS)
+    assert finish_attempt(mysql_engine, run_id, "worker-a", status=RunStatus.SUCCESS, output="ok")
+    run = get_run(mysql_engine, run_id)
+    assert (run.status, run.worker_id, run.output) == ("SUCCESS", "worker-a", "ok")

@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import pytest
+
+from tickwork.config import load_settings
+from tickwork.errors import ConfigError
+
+pytestmark = pytest.mark.unit
+
+
+def test_defaults_are_the_embedded_mode() -> None:
+    settings = load_settings()
+    assert settings.database_url.startswith("sqlite")
+    assert settings.embedded_broker
+    assert settings.redis_url is None
+
+
+@pytest.mark.parametrize(
+    ("env", "value", "needle"),
+    [
+        ("TICKWORK_BROKER_URL", "kafka://x", "amqp"),
+        ("TICKWORK_DATABASE_URL", "postgres://x", "mysql"),
+        ("TICKWORK_REDIS_URL", "http://x", "redis://"),
+        ("TICKWORK_LOG_LEVEL", "LOUD", "INFO"),
+        ("TICKWORK_OUTPUT_MAX_BYTES", "-1", "greater"),
+        ("TICKWORK_AUTH_SECRET", "short", "16"),
+        ("TICKWORK_HTTP_DENY_NETWORKS", '["not-a-net"]', "not a network"),
+    ],
+)
+def test_a_bad_value_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, env: str, value: str, needle: str
+) -> None:
+    monkeypatch.setenv(env, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert info.value.field == env
+    assert needle in info.value.reason

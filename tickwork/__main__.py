@@ -1,0 +1,3 @@
+from tickwork.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,151 @@
+"""The one ``Settings`` object. No other module reads ``os.environ``."""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import json
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
+
+from tickwork.errors import ConfigError
+
+DEFAULT_DATABASE_URL = "sqlite:///tickwork.db"
+DEFAULT_HTTP_DENY_NETWORKS = (
+    "169.254.0.0/16",  # link-local, including cloud metadata at 169.254.169.254
+    "fe80::/10",
+    "fd00:ec2::254/128",
+    "100.100.100.200/32",  # Alibaba metadata
+)
+
+
+class Settings(BaseSettings):
+    """Everything tickwork can be configured with; each field is ``TICKWORK_<NAME>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TICKWORK_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    database_url: str = DEFAULT_DATABASE_URL
+    #: ``memory://`` (or empty) is Dramatiq's in-process broker; ``amqp://`` selects RabbitMQ.
+    broker_url: str = "memory://"
+    #: Empty means in-process locking and heartbeats (embedded mode).
+    redis_url: str | None = None
+    #: Prefix of every queue, Redis key and DLQ name, so a test run never touches a live cluster.
+    namespace: str = "tickwork"
+
+    #: Modules to import at start-up so their ``@job`` functions are registered.
+    imports: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["json", "text"] = "text"
+
+    output_max_bytes: int = Field(default=65536, ge=256, le=16 * 1024 * 1024)
+    max_payload_bytes: int = Field(default=256 * 1024, ge=1024, le=64 * 1024 * 1024)
+
+    auth_secret: str = "change-me-tickwork-dev-secret-32b!"
+    auth_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    token_ttl_seconds: int = Field(default=12 * 3600, ge=60)
+
+    http_deny_networks: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_HTTP_DENY_NETWORKS)
+    )
+    http_max_connections: int = Field(default=100, ge=1)
+
+    leader_ttl_ms: int = Field(default=3000, ge=500, le=600_000)
+    leader_renew_ms: int = Field(default=1000, ge=100, le=300_000)
+    heartbeat_ttl_seconds: float = Field(default=10.0, gt=0, le=3600)
+    heartbeat_interval_seconds: float = Field(default=2.0, gt=0, le=600)
+    outbox_grace_seconds: float = Field(default=30.0, gt=0, le=86400)
+    misfire_grace_seconds: float = Field(default=60.0, ge=0, le=86400 * 7)
+    fire_all_limit: int = Field(default=100, ge=1, le=100_000)
+    retention_days: float = Field(default=30.0, gt=0)
+    publish_batch_size: int = Field(default=500, ge=1, le=100_000)
+
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=0, le=65535)
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        if not (value.startswith("sqlite") or value.startswith("mysql")):
+            raise ValueError("must be a sqlite:/// or mysql+pymysql:// URL")
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_url(cls, value: str) -> str:
+        if value in ("", "memory", "memory://", "stub://"):
+            return "memory://"
+        if not value.startswith(("amqp://", "amqps://")):
+            raise ValueError("must be memory:// or an amqp:// URL")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis:// URL or empty")
+        return value
+
+    @field_validator("imports", "http_deny_networks", mode="before")
+    @classmethod
+    def _imports(cls, value: object) -> object:
+        if isinstance(value, str):  # comma-separated, or a JSON list
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [v.strip() for v in text.split(",") if v.strip()]
+        return value
+
+    @field_validator("http_deny_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for net in value:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{net!r} is not a network: {exc}") from None
+        return value
+
+    @field_validator("auth_secret")
+    @classmethod
+    def _secret(cls, value: str) -> str:
+        if len(value) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.broker_url == "memory://"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings, turning pydantic's error into a :class:`ConfigError` naming the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except SettingsError as exc:
+        field = str(exc).split('"')[1] if '"' in str(exc) else "settings"
+        raise ConfigError(f"TICKWORK_{field.upper()}", "cannot be parsed") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError("TICKWORK_SETTINGS", f"invalid JSON list: {exc}") from None
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = str(err["loc"][0]) if err["loc"] else "settings"
+        raise ConfigError(f"TICKWORK_{loc.upper()}", err["msg"].removeprefix("Value error, ")) from None
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()

@@ -1,0 +1,168 @@
+"""The job definition as users write it (REST JSON, CLI flags, ``@job`` arguments), validated.
+
+One pydantic model serves the API body (camelCase aliases), the CLI and the decorator, so
+every entry point rejects the same inputs with the same field names and reasons.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from tickwork.errors import ValidationError
+from tickwork.scheduler.cron import CronSchedule, parse_run_at, parse_timezone
+from tickwork.store.models import HandlerType, MisfirePolicy, OverlapPolicy
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,199}$")
+QUEUE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
+PYTHON_HANDLER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:\-]{0,199}$")
+MAX_PARAMETERS_BYTES = 64 * 1024
+HTTP_METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}
+
+
+class JobSpec(BaseModel):
+    """A job definition. Exactly one of ``cronExpression`` / ``runAt`` or neither (on demand)."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", str_strip_whitespace=True
+    )
+
+    name: str = Field(min_length=1, max_length=200)
+    cron_expression: str | None = Field(default=None, max_length=200)
+    run_at: datetime | None = None
+    timezone: str = "UTC"
+    handler_type: HandlerType
+    handler_data: str = Field(min_length=1, max_length=2048)
+    parameters: dict[str, Any] | None = None
+    retry_count: int = Field(default=0, ge=0, le=100)
+    retry_backoff_seconds: int = Field(default=10, ge=0, le=86400)
+    max_backoff_seconds: int = Field(default=3600, ge=0, le=7 * 86400)
+    timeout_seconds: float | None = Field(default=None, gt=0, le=86400)
+    queue: str = "default"
+    misfire_policy: MisfirePolicy = MisfirePolicy.FIRE_ONCE
+    misfire_grace_seconds: float | None = Field(default=None, ge=0, le=7 * 86400)
+    overlap_policy: OverlapPolicy = OverlapPolicy.ALLOW
+    enabled: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not NAME_RE.match(value):
+            raise ValueError("use letters, digits and _ . : - (starting with a letter or digit)")
+        return value
+
+    @field_validator("queue")
+    @classmethod
+    def _queue(cls, value: str) -> str:
+        if not QUEUE_RE.match(value):
+            raise ValueError("use letters, digits, _ and - (starting with a letter or _), at most 64")
+        return value
+
+    @field_validator("cron_expression")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        CronSchedule(value)  # raises ScheduleError (a ValueError) with the field's reason
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        parse_timezone(value)
+        return value
+
+    @field_validator("run_at")
+    @classmethod
+    def _run_at(cls, value: datetime | None) -> datetime | None:
+        try:
+            return None if value is None else parse_run_at(value)
+        except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 has no UTC instant
+            raise ValidationError("runAt", "outside the range of representable UTC instants") from None
+
+    @field_validator("parameters")
+    @classmethod
+    def _parameters(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and len(json.dumps(value)) > MAX_PARAMETERS_BYTES:
+            raise ValueError(f"larger than {MAX_PARAMETERS_BYTES} bytes as JSON")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> JobSpec:
+        if self.cron_expression and self.run_at is not None:
+            raise ValueError("give cronExpression or runAt, not both")
+        if self.max_backoff_seconds < self.retry_backoff_seconds and self.retry_count > 0:
+            # Not an error in every scheduler, but here it would silently cap every retry.
+            self.max_backoff_seconds = max(self.max_backoff_seconds, self.retry_backoff_seconds)
+        if self.handler_type == HandlerType.HTTP:
+            validate_http_url(self.handler_data)
+            validate_http_parameters(self.parameters or {})
+        elif not PYTHON_HANDLER_RE.match(self.handler_data):
+            raise ValueError("handlerData: must name a registered @job function")
+        return self
+
+    def to_row(self) -> dict[str, Any]:
+        """Column values for ``jobs`` (snake_case)."""
+        data = self.model_dump(by_alias=False)
+        data["handler_type"] = self.handler_type.value
+        data["misfire_policy"] = self.misfire_policy.value
+        data["overlap_policy"] = self.overlap_policy.value
+        return data
+
+
+def validate_http_url(url: str, deny_networks: list[str] | None = None, field: str = "handlerData") -> None:
+    """An absolute http(s) URL with a host; a literal IP must not be in ``deny_networks``."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ValidationError(field, f"not a valid URL: {exc}") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValidationError(field, "must be an http:// or https:// URL")
+    if not parts.hostname:
+        raise ValidationError(field, "URL has no host")
+    if port == 0:
+        raise ValidationError(field, "URL port must be 1-65535")
+    if deny_networks:
+        check_denied_host(parts.hostname, deny_networks, field)
+
+
+def check_denied_host(host: str, deny_networks: list[str], field: str = "handlerData") -> None:
+    """Reject a literal IP address inside a denied network (metadata endpoints and such)."""
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return
+    for net in deny_networks:
+        if address in ipaddress.ip_network(net, strict=False):
+            raise ValidationError(field, f"address {address} is in denied network {net}")
+
+
+def validate_http_parameters(params: dict[str, Any], field: str = "parameters") -> None:
+    """``method``, ``headers``, ``query``, ``body`` are what the http handler understands."""
+    unknown = set(params) - {"method", "headers", "query", "body", "json"}
+    if unknown:
+        raise ValidationError(field, f"unknown http parameter(s): {', '.join(sorted(unknown))}")
+    method = params.get("method")
+    if method is not None and (not isinstance(method, str) or method.upper() not in HTTP_METHODS):
+        raise ValidationError(f"{field}.method", f"must be one of {', '.join(sorted(HTTP_METHODS))}")
+    for key in ("headers", "query"):
+        value = params.get(key)
+        if value is not None and (not isinstance(value, dict) or not all(isinstance(k, str) for k in value)):
+            raise ValidationError(f"{field}.{key}", "must be an object with string keys")
+    body = params.get("body")
+    if body is not None and not isinstance(body, str):
+        raise ValidationError(f"{field}.body", "must be a string (use 'json' for a JSON body)")

@@ -1,0 +1,83 @@
+"""Engines, sessions and the migration gate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+from tickwork.config import Settings
+from tickwork.errors import DatabaseNotMigrated
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def make_engine(url: str | Settings, **kwargs: Any) -> Engine:
+    """An engine tuned for the dialect: pooled PyMySQL, or SQLite in WAL mode."""
+    if isinstance(url, Settings):
+        url = url.database_url
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs)
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        return engine
+    if "poolclass" not in kwargs:
+        kwargs.setdefault("pool_size", 10)
+        kwargs.setdefault("max_overflow", 20)
+    kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("pool_recycle", 3600)
+    return create_engine(url, isolation_level="READ COMMITTED", **kwargs)
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def alembic_config(url: str) -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def upgrade(url: str | Settings, revision: str = "head") -> None:
+    """Apply migrations (``tickwork db upgrade``)."""
+    from alembic import command
+
+    if isinstance(url, Settings):
+        url = url.database_url
+    command.upgrade(alembic_config(url), revision)
+
+
+def head_revision() -> str:
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    head = script.get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def ensure_migrated(engine: Engine) -> None:
+    """Refuse to run on a database that `tickwork db upgrade` has not brought to head."""
+    current = current_revision(engine)
+    head = head_revision()
+    if current != head:
+        where = engine.url.render_as_string(hide_password=True)
+        state = "has no tickwork schema" if current is None else f"is at revision {current}"
+        raise DatabaseNotMigrated(f"database {where} {state}, expected {head}: run `tickwork db upgrade`")

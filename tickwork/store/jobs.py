@@ -1,0 +1,152 @@
+"""Queries on ``jobs``: definitions, pause/resume, and their next fire time."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Engine, func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from tickwork.errors import Conflict, NotFound
+from tickwork.scheduler.cron import next_fire_time
+from tickwork.spec import JobSpec
+from tickwork.store.engine import session_factory
+from tickwork.store.models import Job, jobs_table, utcnow
+
+
+def _compute_next_fire(row: dict[str, Any], now: datetime) -> datetime | None:
+    return next_fire_time(row["cron_expression"], row["timezone"], row["run_at"], now)
+
+
+def create_job(engine: Engine, spec: JobSpec, *, source: str = "api", now: datetime | None = None) -> Job:
+    """Insert a job; a duplicate name raises :class:`Conflict` and writes nothing."""
+    now = now or utcnow()
+    row = spec.to_row()
+    # A one-time job whose instant has passed still fires once ("now" is a runAt in the past).
+    next_fire = row["run_at"] if row["run_at"] is not None else _compute_next_fire(row, now)
+    job = Job(**row, source=source, next_fire_at=next_fire, created_at=now, updated_at=now)
+    with session_factory(engine)() as session:
+        session.add(job)
+        try:
+            session.commit()
+        except IntegrityError:
+            session.rollback()
+            raise Conflict(f"a job named {spec.name!r} already exists") from None
+        return job
+
+
+def get_job(engine: Engine, job_id: int) -> Job:
+    with session_factory(engine)() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            raise NotFound(f"job {job_id} not found")
+        return job
+
+
+def get_job_by_name(engine: Engine, name: str) -> Job:
+    with session_factory(engine)() as session:
+        job = session.scalars(select(Job).where(Job.name == name)).first()
+        if job is None:
+            raise NotFound(f"job {name!r} not found")
+        return job
+
+
+def list_jobs(
+    engine: Engine,
+    *,
+    enabled: bool | None = None,
+    name_contains: str | None = None,
+    handler_type: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[Job], int]:
+    """A page of jobs ordered by id, and the total matching the filters."""
+    query = select(Job)
+    count = select(func.count()).select_from(Job)
+    filters: list[ColumnElement[bool]] = []
+    if enabled is not None:
+        filters.append(Job.enabled.is_(enabled))
+    if name_contains:
+        filters.append(Job.name.contains(name_contains, autoescape=True))
+    if handler_type:
+        filters.append(Job.handler_type == handler_type)
+    for condition in filters:
+        query = query.where(condition)
+        count = count.where(condition)
+    with session_factory(engine)() as session:
+        jobs = list(session.scalars(query.order_by(Job.id).limit(limit).offset(offset)))
+        total = session.scalar(count) or 0
+        return jobs, total
+
+
+def update_job(engine: Engine, job_id: int, spec: JobSpec, *, now: datetime | None = None) -> Job:
+    """Replace a job's definition; its next fire is recomputed from now."""
+    now = now or utcnow()
+    row = spec.to_row()
+    with session_factory(engine)() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            raise NotFound(f"job {job_id} not found")
+        schedule_changed = (job.cron_expression, job.timezone, job.run_at) != (
+            row["cron_expression"],
+            row["timezone"],
+            row["run_at"],
+        )
+        for key, value in row.items():
+            setattr(job, key, value)
+        if schedule_changed:
+            job.next_fire_at = row["run_at"] if row["run_at"] is not None else _compute_next_fire(row, now)
+        job.updated_at = now
+        try:
+            session.commit()
+        except IntegrityError:
+            session.rollback()
+            raise Conflict(f"a job named {spec.name!r} already exists") from None
+        return job
+
+
+def delete_job(engine: Engine, job_id: int) -> None:
+    """Delete a job and (by cascade) its run history."""
+    with session_factory(engine)() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            raise NotFound(f"job {job_id} not found")
+        session.delete(job)
+        session.commit()
+
+
+def set_enabled(engine: Engine, job_id: int, enabled: bool, *, now: datetime | None = None) -> Job:
+    """Pause or resume. A resumed job keeps its past ``next_fire_at``: the misfire policy decides."""
+    now = now or utcnow()
+    with engine.begin() as conn:
+        result = conn.execute(
+            update(jobs_table)
+            .where(jobs_table.c.id == job_id)
+            .values(enabled=enabled, updated_at=now, version=jobs_table.c.version + 1)
+        )
+        if result.rowcount == 0:
+            raise NotFound(f"job {job_id} not found")
+    return get_job(engine, job_id)
+
+
+def upsert_decorated_job(engine: Engine, spec: JobSpec, *, now: datetime | None = None) -> Job:
+    """Register a ``@job`` function's definition by name (workers and schedulers do this at start).
+
+    The decorator is the source of truth for its own jobs, so a changed definition replaces the
+    stored one; an unchanged one is left alone (its ``next_fire_at`` keeps its place).
+    """
+    now = now or utcnow()
+    try:
+        existing = get_job_by_name(engine, spec.name)
+    except NotFound:
+        try:
+            return create_job(engine, spec, source="decorator", now=now)
+        except Conflict:  # another process registered it at the same moment
+            existing = get_job_by_name(engine, spec.name)
+    # Pausing is an operator's decision: re-registering the code must not resume the job.
+    spec = spec.model_copy(update={"enabled": existing.enabled})
+    current = JobSpec.model_validate({key: getattr(existing, key) for key in JobSpec.model_fields})
+    if current == spec:
+        return existing
+    return update_job(engine, existing.id, spec, now=now)

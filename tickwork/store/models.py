@@ -1,0 +1,171 @@
+"""SQLAlchemy 2 models for ``jobs`` and ``job_runs`` (one row per attempt)."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores naive UTC (microseconds on MySQL), returns aware UTC datetimes."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name == "mysql":
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(DateTime())
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime passed to the store; use aware UTC datetimes")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+LongText = Text().with_variant(mysql.MEDIUMTEXT(), "mysql")
+BigId = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements INTEGER only
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class RunStatus(enum.StrEnum):
+    """Life of one attempt row."""
+
+    PENDING = "PENDING"  # written with the fire; the outbox row until a worker claims it
+    RUNNING = "RUNNING"  # claimed by exactly one worker
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"  # this attempt failed; a retry row may follow
+    DEAD = "DEAD"  # retries spent: in the dead-letter queue
+    REPLAYED = "REPLAYED"  # was DEAD, replayed as a new attempt
+    DISCARDED = "DISCARDED"  # was DEAD, purged from the dead-letter queue
+    MISSED = "MISSED"  # a fire not made: no scheduler ran in time (misfire policy)
+    SKIPPED = "SKIPPED"  # a fire not made by policy (overlap forbid, misfire skip)
+
+
+ACTIVE_STATUSES = (RunStatus.PENDING, RunStatus.RUNNING)
+FINAL_STATUSES = tuple(s for s in RunStatus if s not in ACTIVE_STATUSES)
+
+
+class HandlerType(enum.StrEnum):
+    HTTP = "http"
+    PYTHON = "python"
+
+
+class MisfirePolicy(enum.StrEnum):
+    FIRE_ONCE = "fire_once"
+    FIRE_ALL = "fire_all"
+    SKIP = "skip"
+
+
+class OverlapPolicy(enum.StrEnum):
+    ALLOW = "allow"
+    FORBID = "forbid"
+    REPLACE = "replace"
+
+
+class RunTrigger(enum.StrEnum):
+    SCHEDULE = "schedule"
+    MANUAL = "manual"
+    RETRY = "retry"
+    REPLAY = "replay"
+    MISFIRE = "misfire"
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200))
+    cron_expression: Mapped[str | None] = mapped_column(String(200))
+    run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    handler_type: Mapped[str] = mapped_column(String(16))
+    handler_data: Mapped[str] = mapped_column(String(2048))
+    parameters: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    retry_count: Mapped[int] = mapped_column(Integer, default=0)
+    retry_backoff_seconds: Mapped[int] = mapped_column(Integer, default=10)
+    max_backoff_seconds: Mapped[int] = mapped_column(Integer, default=3600)
+    timeout_seconds: Mapped[float | None] = mapped_column(Float)
+    queue: Mapped[str] = mapped_column(String(64), default="default")
+    misfire_policy: Mapped[str] = mapped_column(String(16), default=MisfirePolicy.FIRE_ONCE.value)
+    misfire_grace_seconds: Mapped[float | None] = mapped_column(Float)
+    overlap_policy: Mapped[str] = mapped_column(String(16), default=OverlapPolicy.ALLOW.value)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    source: Mapped[str] = mapped_column(String(16), default="api")
+    next_fire_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    last_fire_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (UniqueConstraint("name", name="uq_jobs_name"),)
+    __mapper_args__ = {"version_id_col": version}
+
+
+class JobRun(Base):
+    __tablename__ = "job_runs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(BigId, ForeignKey("jobs.id", ondelete="CASCADE"))
+    scheduled_for: Mapped[datetime] = mapped_column(UTCDateTime)
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    status: Mapped[str] = mapped_column(String(16), default=RunStatus.PENDING.value)
+    trigger: Mapped[str] = mapped_column(String(16), default=RunTrigger.SCHEDULE.value)
+    worker_id: Mapped[str | None] = mapped_column(String(128))
+    message_id: Mapped[str | None] = mapped_column(String(64))
+    #: Earliest start of this attempt (later than ``created_at`` for a backed-off retry).
+    available_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Arguments of an on-demand send (``fn.send(...)``); NULL means the job's parameters.
+    arguments: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    output: Mapped[str | None] = mapped_column(LongText)
+    error: Mapped[str | None] = mapped_column(Text)
+    traceback: Mapped[str | None] = mapped_column(LongText)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("job_id", "scheduled_for", "attempt", name="uq_job_runs_fire_attempt"),
+        Index("ix_job_runs_job_id_id", "job_id", "id"),
+        Index("ix_job_runs_status_available", "status", "available_at"),
+        Index("ix_job_runs_created_at", "created_at"),
+        Index("ix_job_runs_worker_status", "worker_id", "status"),
+    )
+
+
+jobs_table = cast(Table, Job.__table__)
+runs_table = cast(Table, JobRun.__table__)
