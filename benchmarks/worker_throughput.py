@@ -1,0 +1,365 @@
+"""Worker throughput: tickwork's full path (run log on MariaDB, RabbitMQ) against bare Dramatiq.
+
+Both run on the same tickwork broker in the same worker processes (``python -m dramatiq
+tickwork.worker``, 2 processes x 8 threads by default):
+
+1. drain: N messages are loaded into a queue no worker consumes yet; then workers limited to
+   that queue start, and the time from the first message taken to the queue being empty (and,
+   for tickwork, every run SUCCESS in the database) gives jobs/s. Tickwork runs are created the
+   way the scheduler creates them: a PENDING row per run, then the publish.
+2. latency: at a fixed arrival rate, the time from the start of the enqueue (for tickwork: the
+   row insert and the publish) to the actor starting, p50/p99.
+3. peak RSS (VmHWM) of every worker process.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/worker_throughput.py --jobs 5000
+
+Writes results/worker_throughput.json and results/worker_throughput.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pika
+import redis
+from sqlalchemy import create_engine, func, select, text
+
+from tickwork.config import Settings, load_settings
+from tickwork.messaging import build_message, queue_name
+from tickwork.spec import JobSpec
+from tickwork.store.engine import make_engine, upgrade
+from tickwork.store.jobs import create_job
+from tickwork.store.models import RunStatus, runs_table, utcnow
+from tickwork.store.runs import insert_run, mark_enqueued
+
+ROOT = Path(__file__).resolve().parents[1]
+MYSQL = "mysql+pymysql://root@127.0.0.1:3306"
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKWORK_")}
+    env.update(
+        PYTHONPATH=str(ROOT),
+        TICKWORK_DATABASE_URL=settings.database_url,
+        TICKWORK_BROKER_URL=settings.broker_url,
+        TICKWORK_REDIS_URL=settings.redis_url or "",
+        TICKWORK_NAMESPACE=settings.namespace,
+        TICKWORK_LOG_LEVEL="WARNING",
+        dramatiq_worker_timeout="100",
+    )
+    return env
+
+
+def start_workers(settings: Settings, queues: list[str], processes: int, threads: int, log: Path) -> Any:
+    argv = [
+        sys.executable, "-m", "dramatiq", "tickwork.worker", "benchmarks.worker_throughput_jobs",
+        "--processes", str(processes), "--threads", str(threads), "--queues", *queues,
+    ]  # fmt: skip
+    return subprocess.Popen(
+        argv,
+        env=worker_env(settings),
+        cwd=ROOT,
+        stdout=open(log, "ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def group_pids(pgid: int) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.getpgid(int(entry)) == pgid and int(entry) != pgid:
+                    pids.append(int(entry))
+            except OSError:
+                pass
+    return pids
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def stop_workers(proc: Any) -> None:
+    os.kill(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+def ready_count(channel: Any, queue: str) -> int:
+    return int(channel.queue_declare(queue=queue, durable=True, passive=True).method.message_count)
+
+
+def drain(
+    settings: Settings,
+    channel: Any,
+    queue: str,
+    n: int,
+    args: argparse.Namespace,
+    log: Path,
+    extra: Any = None,
+) -> dict[str, Any]:
+    proc = start_workers(settings, [queue], args.processes, args.threads, log)
+    try:
+        deadline = time.monotonic() + 60
+        while ready_count(channel, queue) >= n:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"workers did not start consuming {queue}; see {log}")
+            time.sleep(0.01)
+        t0 = time.monotonic()
+        cpu0 = sum(cpu_seconds(pid) for pid in group_pids(proc.pid))
+        while ready_count(channel, queue) > 0:
+            if time.monotonic() > deadline + 120:
+                raise RuntimeError(f"{queue} did not drain; see {log}")
+            time.sleep(0.01)
+        t1 = time.monotonic()
+        if extra is not None:
+            t1 = extra(t0, t1)
+        rss = {pid: round(peak_rss_mb(pid), 1) for pid in group_pids(proc.pid)}
+        cpu = sum(cpu_seconds(pid) for pid in group_pids(proc.pid)) - cpu0
+    finally:
+        stop_workers(proc)
+    seconds = t1 - t0
+    return {
+        "jobs": n,
+        "seconds": round(seconds, 3),
+        "jobs_per_s": round(n / seconds, 1),
+        "worker_cpu_ms_per_job": round(cpu * 1000 / n, 3),
+        "worker_cpu_utilisation": round(cpu / seconds, 2),
+        "peak_rss_mb": rss,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=5000)
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--rate", type=float, default=200.0, help="arrivals/s in the latency phase")
+    parser.add_argument("--latency-seconds", type=float, default=10.0)
+    parser.add_argument("--out", default=str(ROOT / "results" / "worker_throughput.json"))
+    args = parser.parse_args()
+
+    run = uuid.uuid4().hex[:8]
+    dbname = f"tickwork_bench_{run}"
+    server = create_engine(MYSQL, isolation_level="AUTOCOMMIT")
+    with server.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE `{dbname}` CHARACTER SET utf8mb4"))
+    settings = load_settings(
+        database_url=f"{MYSQL}/{dbname}",
+        broker_url="amqp://guest:guest@127.0.0.1:5672/%2F",
+        redis_url="redis://127.0.0.1:6379/0",
+        namespace=f"twbench_{run}",
+    )
+    log = Path(args.out).with_suffix(".log")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("")
+    os.environ.update({k: v for k, v in worker_env(settings).items() if k.startswith("TICKWORK_")})
+    upgrade(settings)
+    engine = make_engine(settings)
+    from tickwork.worker import setup_broker
+
+    sys.path.insert(0, str(ROOT))
+    broker = setup_broker(settings, engine=engine)
+    import benchmarks.worker_throughput_jobs as jobs_module
+
+    conn = pika.BlockingConnection(pika.URLParameters(settings.broker_url))
+    channel = conn.channel()
+    rds = redis.Redis.from_url(settings.redis_url or "")
+    results: dict[str, Any] = {"jobs": args.jobs, "processes": args.processes, "threads": args.threads}
+    try:
+        noop_job = create_job(
+            engine,
+            JobSpec(name="bench-noop-api", handler_type="python", handler_data="bench_noop", queue="bench"),
+        )  # type: ignore[arg-type]
+        lat_job = create_job(
+            engine,
+            JobSpec(
+                name="bench-lat-api", handler_type="python", handler_data="bench_latency", queue="benchlat"
+            ),
+        )  # type: ignore[arg-type]
+
+        # --- drain: tickwork (rows first, in batches, as the scheduler does; then the publishes)
+        tw_queue = queue_name(settings, "bench")
+        broker.declare_queue(tw_queue)
+        now = utcnow()
+        t = time.monotonic()
+        with engine.begin() as c:
+            c.execute(
+                runs_table.insert(),
+                [
+                    {"job_id": noop_job.id, "scheduled_for": now, "attempt": i + 1, "status": "PENDING",
+                     "trigger": "schedule", "available_at": now, "created_at": now, "updated_at": now}
+                    for i in range(args.jobs)
+                ],
+            )  # fmt: skip
+            ids = [
+                r.id
+                for r in c.execute(
+                    select(runs_table.c.id, runs_table.c.attempt).where(runs_table.c.job_id == noop_job.id)
+                )
+            ]
+        for i, run_id in enumerate(ids):
+            broker.enqueue(build_message(settings, noop_job, run_id=run_id, attempt=i + 1, scheduled_for=now))
+        mark_enqueued(engine, ids)
+        results["tickwork_load_seconds"] = round(time.monotonic() - t, 2)
+
+        def tickwork_done(t0: float, t1: float) -> float:
+            while True:
+                with engine.connect() as c:
+                    done = c.scalar(
+                        select(func.count()).where(
+                            runs_table.c.job_id == noop_job.id, runs_table.c.status == RunStatus.SUCCESS.value
+                        )
+                    )
+                if done >= args.jobs:
+                    return time.monotonic()
+                if time.monotonic() - t1 > 60:
+                    raise RuntimeError(f"only {done} of {args.jobs} tickwork runs finished")
+                time.sleep(0.01)
+
+        results["tickwork"] = drain(settings, channel, tw_queue, args.jobs, args, log, tickwork_done)
+        print("tickwork drain:", results["tickwork"], flush=True)
+
+        # --- drain: bare Dramatiq on the same broker
+        bare_queue = f"{settings.namespace}.bare"
+        for _ in range(args.jobs):
+            jobs_module.bare_noop.send()
+        results["bare"] = drain(settings, channel, bare_queue, args.jobs, args, log)
+        print("bare drain:", results["bare"], flush=True)
+        results["ratio"] = round(results["tickwork"]["jobs_per_s"] / results["bare"]["jobs_per_s"], 3)
+
+        # --- latency at a fixed arrival rate, both kinds consumed by the same workers
+        proc = start_workers(
+            settings,
+            [f"{settings.namespace}.benchlat", f"{settings.namespace}.barelat"],
+            args.processes,
+            args.threads,
+            log,
+        )
+        try:
+            time.sleep(6)  # boot
+            count = int(args.rate * args.latency_seconds)
+            for kind in ("tickwork", "bare"):
+                start = time.monotonic()
+                for i in range(count):
+                    target = start + i / args.rate
+                    delay = target - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                    sent_at = time.time()
+                    if kind == "tickwork":
+                        fire = utcnow()
+                        rid = insert_run(
+                            engine, job_id=lat_job.id, scheduled_for=fire, attempt=i + 1, now=fire
+                        )
+                        broker.enqueue(
+                            build_message(
+                                settings, lat_job, run_id=rid, attempt=i + 1, scheduled_for=fire,
+                                arguments={"args": [sent_at]},
+                            )
+                        )  # fmt: skip
+                    else:
+                        jobs_module.bare_latency.send(sent_at)
+                key = f"{jobs_module.LATENCY_KEY}:{kind}"
+                deadline = time.monotonic() + 60
+                while rds.llen(key) < count and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                values = sorted(float(v) * 1000 for v in rds.lrange(key, 0, -1))
+                q = statistics.quantiles(values, n=100)
+                results[f"{kind}_latency_ms"] = {
+                    "rate_per_s": args.rate,
+                    "samples": len(values),
+                    "p50": round(q[49], 2),
+                    "p99": round(q[98], 2),
+                    "max": round(values[-1], 2),
+                }
+                results[f"_{kind}_latency_values"] = values
+                print(f"{kind} latency:", results[f"{kind}_latency_ms"], flush=True)
+            results["latency_workers_peak_rss_mb"] = {
+                pid: round(peak_rss_mb(pid), 1) for pid in group_pids(proc.pid)
+            }
+        finally:
+            stop_workers(proc)
+    finally:
+        conn.close()
+        broker.close()
+        for suffix in ("bench", "bare", "benchlat", "barelat", "default"):
+            for q in (
+                f"{settings.namespace}.{suffix}",
+                f"{settings.namespace}.{suffix}.DQ",
+                f"{settings.namespace}.{suffix}.XQ",
+            ):
+                try:
+                    c2 = pika.BlockingConnection(pika.URLParameters(settings.broker_url))
+                    c2.channel().queue_delete(q)
+                    c2.close()
+                except Exception:
+                    pass
+        for key in rds.scan_iter(f"{settings.namespace}*"):
+            rds.delete(key)
+        engine.dispose()
+        with server.connect() as c:
+            c.execute(text(f"DROP DATABASE IF EXISTS `{dbname}`"))
+
+    values = {k: results.pop(f"_{k}_latency_values") for k in ("tickwork", "bare")}
+    out = Path(args.out)
+    out.write_text(json.dumps(results, indent=2))
+    plot(results, values, out.with_suffix(".png"))
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+def plot(results: dict[str, Any], latencies: dict[str, list[float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    kinds = ["bare", "tickwork"]
+    rates = [results[k]["jobs_per_s"] for k in kinds]
+    ax1.bar(["bare Dramatiq", "tickwork (run log)"], rates, color=["#888", "#2a7"])
+    for i, r in enumerate(rates):
+        ax1.text(i, r, f"{r:.0f}/s", ha="center", va="bottom")
+    ax1.set_ylabel("jobs/s (drain)")
+    ax1.set_title(
+        f"{results['jobs']} no-op jobs, {results['processes']}x{results['threads']} workers; "
+        f"ratio {results['ratio']}"
+    )
+    for kind, color in zip(kinds, ["#888", "#2a7"], strict=True):
+        vals = latencies[kind]
+        ax2.plot(vals, [i / len(vals) for i in range(len(vals))], label=kind, color=color)
+    ax2.set_xscale("log")
+    ax2.set_xlabel("enqueue-to-start latency (ms)")
+    ax2.set_ylabel("CDF")
+    ax2.set_title(f"latency at {results['tickwork_latency_ms']['rate_per_s']:.0f} jobs/s")
+    ax2.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,43 @@
+"""Actors of the worker benchmark: tickwork @job no-ops and bare Dramatiq no-ops on the same broker.
+
+Imported by ``python -m dramatiq tickwork.worker benchmarks.worker_throughput_jobs`` (after the
+tickwork broker exists, so the bare actors bind to it).
+"""
+
+from __future__ import annotations
+
+import time
+
+import dramatiq
+import redis
+
+from tickwork import job
+from tickwork.config import get_settings
+
+_settings = get_settings()
+_redis = redis.Redis.from_url(_settings.redis_url or "redis://127.0.0.1:6379/0")
+LATENCY_KEY = f"{_settings.namespace}:bench:latency"
+
+
+@job(name="bench_noop", queue="bench")
+def bench_noop() -> None:
+    return None
+
+
+@job(name="bench_latency", queue="benchlat")
+def bench_latency(sent_at: float) -> None:
+    _redis.rpush(f"{LATENCY_KEY}:tickwork", time.time() - sent_at)
+
+
+@dramatiq.actor(
+    actor_name="bare_noop", queue_name=f"{_settings.namespace}.bare", broker=dramatiq.get_broker()
+)
+def bare_noop() -> None:
+    return None
+
+
+@dramatiq.actor(
+    actor_name="bare_latency", queue_name=f"{_settings.namespace}.barelat", broker=dramatiq.get_broker()
+)
+def bare_latency(sent_at: float) -> None:
+    _redis.rpush(f"{LATENCY_KEY}:bare", time.time() - sent_at)

@@ -1,0 +1,258 @@
+"""The worker on real MariaDB, RabbitMQ and Redis: exactly-once execution, retries, DLQ, timeouts, http."""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import itertools
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import dramatiq
+import pytest
+from sqlalchemy import Engine
+
+from tests import worker_jobs
+from tests.worker_helpers import runs_of_job, statuses, wait_for, worker_processes
+from tickwork.config import Settings
+from tickwork.messaging import build_message, publish
+from tickwork.middleware.dead_letter import dlq_messages, list_dead, purge, replay
+from tickwork.spec import JobSpec
+from tickwork.store.jobs import create_job, get_job_by_name
+from tickwork.store.models import HandlerType, RunTrigger
+from tickwork.store.runs import get_run
+from tickwork.worker import WorkerHandle, setup_broker, start_worker
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+
+@pytest.fixture
+def publisher(cluster_settings: Settings, mysql_engine: Engine) -> Iterator[dramatiq.Broker]:
+    """The test process's tickwork broker (publishes; ``fn.send`` uses it)."""
+    broker = setup_broker(cluster_settings, engine=mysql_engine)
+    yield broker
+    broker.close()
+
+
+@pytest.fixture
+def inproc_worker(cluster_settings: Settings, publisher: dramatiq.Broker) -> Iterator[WorkerHandle]:
+    handle = start_worker(cluster_settings, publisher, threads=4)
+    yield handle
+    handle.stop(10)
+
+
+def test_same_attempt_delivered_and_published_twice_runs_once(
+    cluster_settings: Settings, mysql_engine: Engine, publisher: dramatiq.Broker, tmp_path: Path
+) -> None:
+    marker = tmp_path / "runs.txt"
+    with worker_processes(cluster_settings, tmp_path, 2, threads=4):
+        run_ids = [worker_jobs.tw_record.send(str(marker), f"run{i}") for i in range(5)]
+        job = get_job_by_name(mysql_engine, "tw_record")
+        # Publish every attempt twice more (a second publish and a duplicate delivery of it).
+        for run_id in run_ids:
+            run = get_run(mysql_engine, run_id)
+            message = build_message(
+                cluster_settings,
+                job,
+                run_id=run_id,
+                attempt=1,
+                scheduled_for=run.scheduled_for,
+                arguments=run.arguments,
+            )
+            publish(publisher, [message, message])
+        wait_for(
+            lambda: all(get_run(mysql_engine, r).status == "SUCCESS" for r in run_ids), 30, what="5 successes"
+        )
+        # Let the duplicates be delivered and skipped.
+        queue = f"{cluster_settings.namespace}.default"
+        wait_for(lambda: sum(publisher.get_queue_message_counts(queue)[:2]) == 0, 20, what="queue drained")  # type: ignore[attr-defined]
+        time.sleep(1.0)
+    lines = marker.read_text().splitlines()
+    assert sorted(line.split()[0] for line in lines) == [f"run{i}" for i in range(5)]
+    rows = runs_of_job(mysql_engine, job.id)
+    assert len(rows) == 5
+    assert {r.status for r in rows} == {"SUCCESS"}
+    assert all(r.attempt == 1 and r.worker_id for r in rows)
+
+
+def test_retries_back_off_then_dead_letter_and_replay(
+    cluster_settings: Settings, mysql_engine: Engine, publisher: dramatiq.Broker, tmp_path: Path
+) -> None:
+    marker = tmp_path / "fails.txt"
+    with worker_processes(cluster_settings, tmp_path, 2, threads=2):
+        first = worker_jobs.tw_always_fails.send(str(marker))
+        job_id = get_run(mysql_engine, first).job_id
+        wait_for(lambda: "DEAD" in statuses(mysql_engine, job_id), 30, 0.2, "the run to go DEAD")
+        rows = runs_of_job(mysql_engine, job_id)
+        assert [r.attempt for r in rows] == [1, 2, 3, 4]
+        assert [r.status for r in rows] == ["FAILED", "FAILED", "FAILED", "DEAD"]
+        assert [r.trigger for r in rows] == ["manual", "retry", "retry", "retry"]
+        assert all(r.error == "RuntimeError: always fails" and r.traceback for r in rows)
+        gaps = []
+        for prev, nxt in itertools.pairwise(rows):
+            assert prev.finished_at is not None and nxt.started_at is not None
+            gaps.append((nxt.started_at - prev.finished_at).total_seconds())
+        print("retry gaps (s):", gaps)
+        for gap, base in zip(gaps, [1, 2, 4], strict=True):
+            # Never earlier than the backoff; at most 10 % jitter plus delivery latency later.
+            assert base <= gap <= base * 1.1 + 0.75, gaps
+        dead = rows[-1]
+        letters = wait_for(lambda: dlq_messages(cluster_settings), 10, what="a dead letter")
+        assert [m["run_id"] for m in letters] == [dead.id]
+        assert letters[0]["error"] == "RuntimeError: always fails"
+        assert letters[0]["attempt"] == 4 and letters[0]["job_name"] == "tw_always_fails"
+        assert [r.id for r in list_dead(mysql_engine)] == [dead.id]
+
+        new_id = replay(cluster_settings, mysql_engine, publisher, dead.id)
+        wait_for(lambda: get_run(mysql_engine, new_id).status == "DEAD", 20, what="the replay to run")
+        replayed = get_run(mysql_engine, new_id)
+        assert replayed.attempt == 5 and replayed.trigger == RunTrigger.REPLAY
+        assert get_run(mysql_engine, dead.id).status == "REPLAYED"
+        assert len(marker.read_text().splitlines()) == 5  # four attempts, then the replay
+        letters = wait_for(lambda: dlq_messages(cluster_settings), 10, what="the replay's dead letter")
+        assert [m["run_id"] for m in letters] == [new_id]
+
+        assert purge(cluster_settings, mysql_engine, publisher, [new_id]) == 1
+        assert get_run(mysql_engine, new_id).status == "DISCARDED"
+        assert dlq_messages(cluster_settings) == []
+        assert list_dead(mysql_engine) == []
+
+
+def test_sync_and_async_timeouts(
+    cluster_settings: Settings, mysql_engine: Engine, inproc_worker: WorkerHandle
+) -> None:
+    sync_run = worker_jobs.tw_sync_sleep.send(10)
+    async_run = worker_jobs.tw_async_sleep.send(10)
+    sync_job = get_run(mysql_engine, sync_run).job_id
+    async_job = get_run(mysql_engine, async_run).job_id
+    wait_for(lambda: statuses(mysql_engine, sync_job) == ["FAILED", "DEAD"], 20, what="sync timeouts")
+    wait_for(lambda: statuses(mysql_engine, async_job) == ["DEAD"], 20, what="async timeout")
+    for row in runs_of_job(mysql_engine, sync_job) + runs_of_job(mysql_engine, async_job):
+        assert row.error == "timeout after 1 s"
+        assert row.started_at is not None and row.finished_at is not None
+        took = (row.finished_at - row.started_at).total_seconds()
+        assert 0.95 <= took <= 2.5, took
+    # The retried sync attempt waited its backoff.
+    first, second = runs_of_job(mysql_engine, sync_job)
+    assert first.finished_at is not None and second.started_at is not None
+    assert second.started_at - first.finished_at >= timedelta(seconds=1)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/ok"):
+            body = f"hello {self.path}".encode()
+            self.send_response(200)
+        elif self.path.startswith("/fail"):
+            body = b"boom"
+            self.send_response(503)
+        elif self.path.startswith("/slow"):
+            time.sleep(3)
+            body = b"late"
+            self.send_response(200)
+        else:
+            body = b"?"
+            self.send_response(404)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        with contextlib.suppress(OSError):
+            self.wfile.write(body)
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", 0))
+        data = self.rfile.read(length)
+        body = b"got " + data + b" " + (self.headers.get("X-Token") or "").encode()
+        self.send_response(201)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def http_server() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_http_actor(
+    cluster_settings: Settings,
+    mysql_engine: Engine,
+    publisher: dramatiq.Broker,
+    inproc_worker: WorkerHandle,
+    http_server: str,
+) -> None:
+    from tickwork.messaging import fire_now
+
+    cases: dict[str, dict[str, Any]] = {
+        "ok": {"handlerData": f"{http_server}/ok?x=1"},
+        "post": {
+            "handlerData": f"{http_server}/post",
+            "parameters": {"body": "payload", "headers": {"X-Token": "t0k"}},
+        },
+        "fail": {"handlerData": f"{http_server}/fail"},
+        "slow": {"handlerData": f"{http_server}/slow", "timeoutSeconds": 1},
+        "refused": {"handlerData": f"http://127.0.0.1:{_free_port()}/"},
+        "denied": {"handlerData": "http://169.254.169.254/latest/meta-data/"},
+    }
+    run_ids = {}
+    for name, fields in cases.items():
+        spec = JobSpec.model_validate({"name": f"http-{name}", "handlerType": "http", **fields})
+        job = create_job(mysql_engine, spec)
+        assert job.handler_type == HandlerType.HTTP
+        run_ids[name] = fire_now(cluster_settings, mysql_engine, publisher, job)
+    wait_for(
+        lambda: all(get_run(mysql_engine, r).status in ("SUCCESS", "DEAD") for r in run_ids.values()),
+        20,
+        what="http runs",
+    )
+    runs = {name: get_run(mysql_engine, r) for name, r in run_ids.items()}
+    assert runs["ok"].status == "SUCCESS"
+    assert runs["ok"].output == "HTTP/1.1 200 OK\n\nhello /ok?x=1"
+    assert runs["post"].status == "SUCCESS"
+    assert runs["post"].output == "HTTP/1.1 201 Created\n\ngot payload t0k"
+    assert runs["fail"].status == "DEAD"
+    assert runs["fail"].error == "HTTP 503 Service Unavailable"
+    assert runs["fail"].output == "HTTP/1.1 503 Service Unavailable\n\nboom"
+    assert runs["slow"].status == "DEAD" and runs["slow"].error == "timeout after 1 s"
+    assert runs["refused"].status == "DEAD"
+    assert (runs["refused"].error or "").startswith("connection failed"), runs["refused"].error
+    assert runs["denied"].status == "DEAD"
+    assert runs["denied"].error == "denied: address 169.254.169.254 is in denied network 169.254.0.0/16"
+
+
+def test_worker_picks_up_the_queue_of_a_job_created_after_it_started(
+    cluster_settings: Settings, mysql_engine: Engine, publisher: dramatiq.Broker, tmp_path: Path
+) -> None:
+    from tickwork.messaging import fire_now
+
+    # A worker process (not this process's broker, which would declare the queue when publishing).
+    with worker_processes(cluster_settings, tmp_path, 1, threads=2):
+        job = create_job(
+            mysql_engine,
+            JobSpec(name="late-queue", handler_type=HandlerType.PYTHON, handler_data="tw_add", queue="fast",
+                    parameters={"a": 1, "b": 2}),
+        )  # fmt: skip
+        run_id = fire_now(cluster_settings, mysql_engine, publisher, job)
+        wait_for(lambda: get_run(mysql_engine, run_id).status == "SUCCESS", 20, what="the new queue consumed")
+    assert get_run(mysql_engine, run_id).output == "3"

@@ -1,0 +1,214 @@
+"""Worker logic without services: backoff math, the run log on StubBroker + SQLite, the decorator."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dramatiq
+import pytest
+from dramatiq.brokers.stub import StubBroker
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy import Engine
+
+from tickwork.actors.http import _resolve_checked
+from tickwork.cli import main
+from tickwork.config import Settings, load_settings
+from tickwork.errors import ValidationError
+from tickwork.messaging import OPTION, build_message
+from tickwork.middleware.attempt import JobFailed, format_output, truncate_utf8
+from tickwork.middleware.backoff import backoff_delay, has_retries_left
+from tickwork.middleware.heartbeat import HeartbeatStore, current_worker_id, reap_lost_attempts
+from tickwork.store.jobs import get_job_by_name
+from tickwork.store.models import RunStatus, utcnow
+from tickwork.store.runs import claim_attempt, get_run, insert_run
+from tickwork.worker import setup_broker, start_worker
+
+pytestmark = pytest.mark.unit
+
+
+@given(
+    attempt=st.integers(min_value=1, max_value=200),
+    backoff=st.integers(min_value=0, max_value=86400),
+    max_backoff=st.integers(min_value=0, max_value=7 * 86400),
+    jitter=st.floats(min_value=0, max_value=1),
+    seed=st.integers(min_value=0, max_value=2**32),
+)
+def test_backoff_delay_bounds(attempt: int, backoff: int, max_backoff: int, jitter: float, seed: int) -> None:
+    delay = backoff_delay(attempt, backoff, max_backoff, jitter=jitter, rng=random.Random(seed))
+    base = min(max_backoff, backoff * 2 ** (attempt - 1))
+    assert delay >= 0
+    assert base <= delay <= base * (1 + jitter) + 1e-9
+
+
+def test_backoff_delay_doubles_then_caps() -> None:
+    no_jitter = [backoff_delay(n, 1, 10, jitter=0) for n in range(1, 7)]
+    assert no_jitter == [1, 2, 4, 8, 10, 10]
+
+
+def test_retries_left_counts_attempts() -> None:
+    opts: Any = {"attempt": 1, "retry_count": 3}
+    assert [has_retries_left({**opts, "attempt": n}) for n in (1, 2, 3, 4, 5)] == [
+        True,
+        True,
+        True,
+        False,
+        False,
+    ]
+
+
+def test_output_formatting_truncates_on_utf8_boundaries() -> None:
+    assert truncate_utf8("héllo", 2) == "h"
+    assert format_output({"a": 1}, 100) == '{"a": 1}'
+    assert format_output(None, 100) is None
+    assert format_output("x" * 1000, 256) == "x" * 256
+
+
+def test_job_decorator_validates_at_import() -> None:
+    from tickwork import job
+
+    with pytest.raises(ValidationError) as err:
+
+        @job(cron="not a cron", name="unit-bad-cron")
+        def bad() -> None: ...
+
+    assert "cron" in err.value.field
+    with pytest.raises(ValidationError):
+
+        @job(retries=-1, name="unit-bad-retries")
+        def bad2() -> None: ...
+
+
+def test_decorated_function_stays_callable() -> None:
+    from tests import worker_jobs
+
+    assert worker_jobs.tw_add(2, 3) == 5
+    assert asyncio.run(worker_jobs.tw_async_sleep.fn(0)) == "slept"
+    assert worker_jobs.tw_add.actor_name == "tw_add" and worker_jobs.tw_async_sleep.is_async
+
+
+def test_resolved_address_in_deny_list_fails() -> None:
+    with pytest.raises(JobFailed, match="denied: localhost resolves to address"):
+        asyncio.run(_resolve_checked("localhost", 80, ["127.0.0.0/8", "::1/128"]))
+    assert asyncio.run(_resolve_checked("127.0.0.1", 80, ["169.254.0.0/16"])) == "127.0.0.1"
+
+
+def test_worker_command_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["worker", "--processes", "0"]) == 2
+    assert "--processes" in capsys.readouterr().err
+    assert main(["worker", "--queues", "bad queue!"]) == 2
+
+
+@pytest.fixture
+def embedded(sqlite_engine: Engine, tmp_path: Path) -> Iterator[tuple[Settings, StubBroker]]:
+    url = str(sqlite_engine.url)
+    settings = load_settings(database_url=url, imports=["tests.worker_jobs"], namespace="unit")
+    broker = setup_broker(settings, engine=sqlite_engine)
+    assert isinstance(broker, StubBroker)
+    yield settings, broker
+    broker.close()
+
+
+def test_embedded_worker_claims_once_and_records_outcomes(
+    embedded: tuple[Settings, StubBroker], sqlite_engine: Engine, tmp_path: Path
+) -> None:
+    from tests import worker_jobs
+
+    settings, broker = embedded
+    marker = tmp_path / "ran.txt"
+    run_id = worker_jobs.tw_record.send(str(marker), "once")
+    job = get_job_by_name(sqlite_engine, "tw_record")
+    run = get_run(sqlite_engine, run_id)
+    duplicate = build_message(
+        settings, job, run_id=run_id, attempt=1, scheduled_for=run.scheduled_for, arguments=run.arguments
+    )
+    broker.enqueue(duplicate)
+    broker.enqueue(duplicate)
+    add_run = worker_jobs.tw_add.send(20, 22)
+    handle = start_worker(settings, broker, threads=2)
+    try:
+        broker.join(f"{settings.namespace}.default", timeout=10_000)
+        handle.join()
+    finally:
+        handle.stop(5)
+    assert len(marker.read_text().splitlines()) == 1
+    done = get_run(sqlite_engine, run_id)
+    assert (
+        done.status == RunStatus.SUCCESS and done.output == "once" and done.worker_id == current_worker_id()
+    )
+    assert get_run(sqlite_engine, add_run).output == "42"
+
+
+def test_plain_dramatiq_messages_pass_through(embedded: tuple[Settings, StubBroker]) -> None:
+    settings, broker = embedded
+    seen: list[int] = []
+
+    @dramatiq.actor(broker=broker, queue_name=f"{settings.namespace}.plain")
+    def plain(x: int) -> None:
+        seen.append(x)
+
+    plain.send(7)
+    handle = start_worker(settings, broker, threads=1)
+    try:
+        broker.join(f"{settings.namespace}.plain", timeout=10_000)
+        handle.join()
+    finally:
+        handle.stop(5)
+    assert seen == [7]
+
+
+def test_reaper_fails_attempts_of_dead_workers_in_process(
+    embedded: tuple[Settings, StubBroker], sqlite_engine: Engine
+) -> None:
+    from tests import worker_jobs
+
+    settings, broker = embedded
+    store = HeartbeatStore(namespace="unit-reaper", ttl_seconds=0.2)
+    job = get_job_by_name(sqlite_engine, "tw_long")  # retries=2
+    now = utcnow()
+    run_id = insert_run(sqlite_engine, job_id=job.id, scheduled_for=now, arguments={"args": ["/dev/null", 0]})
+    store.beat("w-alive")
+    store.beat("w-dead")
+    assert claim_attempt(sqlite_engine, run_id, "w-dead")
+    assert reap_lost_attempts(settings, sqlite_engine, broker, store) == 0  # still beating
+    time.sleep(0.3)
+    store.beat("w-alive")
+    assert [w["worker_id"] for w in store.alive_workers()] == ["w-alive"]
+    assert store.is_alive("w-alive") and not store.is_alive("w-dead")
+    assert reap_lost_attempts(settings, sqlite_engine, broker, store) == 1
+    assert reap_lost_attempts(settings, sqlite_engine, broker, store) == 0  # compare-and-set: once
+    lost = get_run(sqlite_engine, run_id)
+    assert lost.status == RunStatus.FAILED and lost.error == "worker lost"
+    (message,) = list(broker.queues[f"{settings.namespace}.slow.DQ"].queue)
+    decoded = dramatiq.Message.decode(message)
+    assert decoded.options[OPTION]["attempt"] == 2
+    assert get_run(sqlite_engine, decoded.options[OPTION]["run_id"]).status == RunStatus.PENDING
+    assert worker_jobs.tw_long.queue == "slow"
+
+
+def test_message_for_unknown_actor_is_recorded_dead(
+    embedded: tuple[Settings, StubBroker], sqlite_engine: Engine
+) -> None:
+    from tickwork.spec import JobSpec
+    from tickwork.store.jobs import create_job
+
+    settings, broker = embedded
+    job = create_job(
+        sqlite_engine, JobSpec(name="api-unknown", handler_type="python", handler_data="not_imported_here")
+    )
+    run_id = insert_run(sqlite_engine, job_id=job.id, scheduled_for=utcnow())
+    broker.enqueue(build_message(settings, job, run_id=run_id, attempt=1, scheduled_for=utcnow()))
+    handle = start_worker(settings, broker, threads=1)
+    try:
+        broker.join(f"{settings.namespace}.default", timeout=10_000, fail_fast=False)
+        handle.join()
+    finally:
+        handle.stop(5)
+    run = get_run(sqlite_engine, run_id)
+    assert run.status == RunStatus.DEAD
+    assert (run.error or "").startswith("unknown handler: no @job function named 'not_imported_here'")

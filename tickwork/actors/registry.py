@@ -1,0 +1,100 @@
+"""The ``@job`` functions of this process, and the runtime (settings, store, broker) they send with."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import dramatiq
+from sqlalchemy import Engine, select
+
+from tickwork.config import Settings
+from tickwork.errors import ValidationError
+from tickwork.store.models import HandlerType, Job, jobs_table
+
+if TYPE_CHECKING:
+    from tickwork.actors.decorator import JobFunction
+
+_functions: dict[str, JobFunction] = {}
+_lock = threading.Lock()
+
+
+@dataclass
+class Runtime:
+    """What ``fn.send()`` needs: set by ``setup_broker`` (or built from the settings on first use)."""
+
+    settings: Settings
+    engine: Engine
+    broker: dramatiq.Broker
+    jobs: dict[str, Job] = field(default_factory=dict)
+
+
+_runtime: Runtime | None = None
+
+
+def register(fn: JobFunction) -> None:
+    """Add a ``@job`` function; a second function under the same name is an error."""
+    with _lock:
+        existing = _functions.get(fn.actor_name)
+        same_origin = existing is not None and (existing.fn.__module__, existing.fn.__qualname__) == (
+            fn.fn.__module__,
+            fn.fn.__qualname__,
+        )
+        if existing is not None and not same_origin:
+            raise ValidationError("name", f"a @job named {fn.actor_name!r} is already registered")
+        _functions[fn.actor_name] = fn
+
+
+def registered_functions() -> list[JobFunction]:
+    with _lock:
+        return list(_functions.values())
+
+
+def get_function(name: str) -> JobFunction | None:
+    with _lock:
+        return _functions.get(name)
+
+
+def set_runtime(runtime: Runtime | None) -> None:
+    global _runtime
+    _runtime = runtime
+
+
+def get_runtime() -> Runtime:
+    """The runtime set by ``setup_broker``, or one for publishing only, built from the settings."""
+    global _runtime
+    if _runtime is None:
+        from tickwork.config import get_settings
+        from tickwork.messaging import make_broker
+        from tickwork.store.engine import make_engine
+
+        settings = get_settings()
+        _runtime = Runtime(
+            settings=settings, engine=make_engine(settings), broker=make_broker(settings, middleware=[])
+        )
+    return _runtime
+
+
+def validate_python_handler(name: str, engine: Engine | None = None) -> None:
+    """The ``python`` handler of an API-defined job must name a registered ``@job`` function.
+
+    Checks this process's registry, then (for an API process that does not import the job
+    modules) the decorated jobs workers have registered in the store.
+    """
+    if get_function(name) is not None:
+        return
+    if engine is not None:
+        with engine.connect() as conn:
+            found = conn.scalar(
+                select(jobs_table.c.id)
+                .where(
+                    jobs_table.c.source == "decorator",
+                    jobs_table.c.handler_type == HandlerType.PYTHON.value,
+                    jobs_table.c.handler_data == name,
+                )
+                .limit(1)
+            )
+        if found is not None:
+            return
+    raise ValidationError("handlerData", f"no @job function named {name!r} is registered")

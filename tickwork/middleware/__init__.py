@@ -1,0 +1,22 @@
+"""Dramatiq middleware of the tickwork worker: RunLog, Backoff, DeadLetter, Heartbeat, TimeLimit."""
+
+from tickwork.middleware.backoff import Backoff, backoff_delay
+from tickwork.middleware.dead_letter import DeadLetter, list_dead, purge, replay
+from tickwork.middleware.heartbeat import Heartbeat, HeartbeatStore, current_worker_id, reap_lost_attempts
+from tickwork.middleware.run_log import RunLog
+from tickwork.middleware.time_limit import TimeLimit
+
+__all__ = [
+    "Backoff",
+    "DeadLetter",
+    "Heartbeat",
+    "HeartbeatStore",
+    "RunLog",
+    "TimeLimit",
+    "backoff_delay",
+    "current_worker_id",
+    "list_dead",
+    "purge",
+    "reap_lost_attempts",
+    "replay",
+]

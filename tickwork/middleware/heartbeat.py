@@ -1,0 +1,264 @@
+"""Heartbeat: each worker process says it is alive; attempts of workers that stopped are reaped.
+
+A worker process beats a Redis key with a TTL (``keys.worker_heartbeat_key``) from a thread, or an
+in-process registry in embedded mode. ``reap_lost_attempts`` fails a RUNNING attempt whose
+worker's heartbeat expired as ``worker lost`` (compare-and-set on that worker's id) and retries
+it under its job's policy, or dead-letters it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from datetime import timedelta
+from typing import Any
+
+import dramatiq
+from dramatiq.middleware import Middleware
+from sqlalchemy import Engine
+
+from tickwork.config import Settings
+from tickwork.keys import worker_heartbeat_key, worker_heartbeat_pattern
+from tickwork.messaging import build_message, run_options
+from tickwork.middleware.backoff import DEFAULT_JITTER, backoff_delay
+from tickwork.middleware.dead_letter import dead_letter_payload, publish_dead_letter
+from tickwork.store.attempts import finish_and_retry, running_attempts
+from tickwork.store.jobs import get_job
+from tickwork.store.models import HandlerType, RunStatus, utcnow
+from tickwork.store.runs import finish_attempt, mark_enqueued
+
+logger = logging.getLogger(__name__)
+
+WORKER_LOST = "worker lost"
+
+_worker_id: tuple[int, str] | None = None
+_memory_beats: dict[str, dict[str, tuple[float, dict[str, Any]]]] = {}
+_memory_lock = threading.Lock()
+
+
+def current_worker_id() -> str:
+    """``host-pid-random`` of this process (recomputed after a fork)."""
+    global _worker_id
+    pid = os.getpid()
+    if _worker_id is None or _worker_id[0] != pid:
+        _worker_id = (pid, f"{socket.gethostname()}-{pid}-{secrets.token_hex(3)}")
+    return _worker_id[1]
+
+
+class HeartbeatStore:
+    """Where worker heartbeats live: Redis keys with a TTL, or an in-process registry.
+
+    Parameters:
+      namespace: the key prefix (``settings.namespace``).
+      ttl_seconds: a worker not heard from for this long is considered dead.
+      redis_url: Redis, or None for the in-process registry (embedded mode).
+    """
+
+    def __init__(self, *, namespace: str, ttl_seconds: float, redis_url: str | None = None) -> None:
+        self.namespace = namespace
+        self.ttl_seconds = ttl_seconds
+        self.redis: Any = None
+        if redis_url:
+            import redis
+
+            self.redis = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> HeartbeatStore:
+        return cls(
+            namespace=settings.namespace,
+            ttl_seconds=settings.heartbeat_ttl_seconds,
+            redis_url=settings.redis_url,
+        )
+
+    def beat(self, worker_id: str, info: dict[str, Any] | None = None) -> None:
+        value = {"worker_id": worker_id, "beat_at": utcnow().isoformat(), **(info or {})}
+        if self.redis is not None:
+            self.redis.set(
+                worker_heartbeat_key(self.namespace, worker_id),
+                json.dumps(value),
+                px=int(self.ttl_seconds * 1000),
+            )
+            return
+        with _memory_lock:
+            _memory_beats.setdefault(self.namespace, {})[worker_id] = (
+                time.monotonic() + self.ttl_seconds,
+                value,
+            )
+
+    def forget(self, worker_id: str) -> None:
+        if self.redis is not None:
+            self.redis.delete(worker_heartbeat_key(self.namespace, worker_id))
+            return
+        with _memory_lock:
+            _memory_beats.get(self.namespace, {}).pop(worker_id, None)
+
+    def is_alive(self, worker_id: str) -> bool:
+        if self.redis is not None:
+            return bool(self.redis.exists(worker_heartbeat_key(self.namespace, worker_id)))
+        with _memory_lock:
+            entry = _memory_beats.get(self.namespace, {}).get(worker_id)
+        return entry is not None and entry[0] > time.monotonic()
+
+    def alive_workers(self) -> list[dict[str, Any]]:
+        """The heartbeat values of live workers (``worker_id``, ``host``, ``pid``, ``beat_at``, ...)."""
+        if self.redis is not None:
+            keys = list(self.redis.scan_iter(worker_heartbeat_pattern(self.namespace), count=1000))
+            values = self.redis.mget(keys) if keys else []
+            return [json.loads(v) for v in values if v]
+        now = time.monotonic()
+        with _memory_lock:
+            return [v for deadline, v in _memory_beats.get(self.namespace, {}).values() if deadline > now]
+
+    def close(self) -> None:
+        if self.redis is not None:
+            self.redis.close()
+
+
+class Heartbeat(Middleware):
+    """Beats this worker process's heartbeat from a thread while the worker runs.
+
+    The first beat is written before the worker consumes anything; the key is removed after a
+    graceful shutdown (in-flight attempts have finished by then).
+
+    Parameters:
+      store: the heartbeat store.
+      interval_seconds: time between beats (well below the store's TTL).
+    """
+
+    def __init__(self, *, store: HeartbeatStore, interval_seconds: float) -> None:
+        self.logger = logging.getLogger(f"{__name__}.{type(self).__name__}")
+        self.store = store
+        self.interval_seconds = interval_seconds
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._started_at = utcnow().isoformat()
+
+    def _info(self) -> dict[str, Any]:
+        return {"host": socket.gethostname(), "pid": os.getpid(), "started_at": self._started_at}
+
+    def before_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
+        self._started_at = utcnow().isoformat()
+        self.store.beat(current_worker_id(), self._info())
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="tickwork-heartbeat", daemon=True)
+        self._thread.start()
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        try:
+            self.store.forget(current_worker_id())
+        except Exception:
+            self.logger.warning("Removing the heartbeat failed; it expires by itself.", exc_info=True)
+
+    def _run(self) -> None:
+        worker_id = current_worker_id()
+        info = self._info()
+        while not self._stop.wait(self.interval_seconds):
+            try:
+                self.store.beat(worker_id, info)
+            except Exception:
+                self.logger.warning("Heartbeat of %s failed.", worker_id, exc_info=True)
+
+
+def reap_lost_attempts(
+    settings: Settings,
+    engine: Engine,
+    broker: dramatiq.Broker,
+    store: HeartbeatStore,
+    *,
+    limit: int = 1000,
+) -> int:
+    """Fail RUNNING attempts whose worker's heartbeat expired (``worker lost``) and retry or DLQ them.
+
+    Each one is a compare-and-set on the lost worker's id, so a reaper racing the worker (or
+    another reaper) changes it at most once. Returns the number of attempts reaped.
+    """
+    if store.redis is None and not settings.embedded_broker:
+        # An in-process registry only sees this process's workers: every other worker would look dead.
+        logger.error(
+            "Not reaping: workers on RabbitMQ need a shared heartbeat store (set TICKWORK_REDIS_URL)."
+        )
+        return 0
+    reaped = 0
+    alive: dict[str, bool] = {}
+    for row in running_attempts(engine, limit=limit):
+        if row.worker_id not in alive:
+            alive[row.worker_id] = store.is_alive(row.worker_id) if row.worker_id else False
+        if alive[row.worker_id]:
+            continue
+        job = get_job(engine, row.job_id)
+        if row.attempt <= job.retry_count:
+            delay = backoff_delay(
+                row.attempt, job.retry_backoff_seconds, job.max_backoff_seconds, jitter=DEFAULT_JITTER
+            )
+            new_id = finish_and_retry(
+                engine,
+                row.id,
+                row.worker_id,
+                job_id=row.job_id,
+                scheduled_for=row.scheduled_for,
+                next_attempt=row.attempt + 1,
+                available_at=utcnow() + timedelta(seconds=delay),
+                arguments=row.arguments,
+                output=None,
+                error=WORKER_LOST,
+                traceback=None,
+            )
+            if new_id is None:
+                continue
+            reaped += 1
+            logger.warning(
+                "Run %s attempt %s of job %s: worker %s lost; attempt %s (run %s) in %.2f s.",
+                row.id,
+                row.attempt,
+                job.name,
+                row.worker_id,
+                row.attempt + 1,
+                new_id,
+                delay,
+            )
+            arguments = None if job.handler_type == HandlerType.HTTP else row.arguments
+            message = build_message(
+                settings,
+                job,
+                run_id=new_id,
+                attempt=row.attempt + 1,
+                scheduled_for=row.scheduled_for,
+                arguments=arguments,
+            )
+            try:
+                broker.enqueue(message, delay=int(delay * 1000))
+                mark_enqueued(engine, [new_id])
+            except Exception:
+                logger.exception("Publishing retry run %s failed; it stays PENDING for the outbox.", new_id)
+        else:
+            if not finish_attempt(engine, row.id, row.worker_id, status=RunStatus.DEAD, error=WORKER_LOST):
+                continue
+            reaped += 1
+            logger.warning(
+                "Run %s of job %s: worker %s lost, no retries left: DEAD.", row.id, job.name, row.worker_id
+            )
+            options = run_options(job, run_id=row.id, attempt=row.attempt, scheduled_for=row.scheduled_for)
+            publish_dead_letter(
+                settings,
+                broker,
+                dead_letter_payload(
+                    options,
+                    error=WORKER_LOST,
+                    actor_name=job.handler_data
+                    if job.handler_type == HandlerType.PYTHON
+                    else "tickwork_http",
+                    queue_name=job.queue,
+                ),
+            )
+    return reaped

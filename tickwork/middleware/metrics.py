@@ -1,0 +1,124 @@
+"""Metrics: Prometheus counters and histograms for every attempt a worker processes."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import dramatiq
+from dramatiq.broker import MessageProxy
+from dramatiq.common import q_name
+from dramatiq.middleware import Middleware
+
+from tickwork.messaging import OPTION
+from tickwork.metrics import TickworkMetrics, get_metrics
+
+#: Label for messages that name no queue (never the case for a tickwork message).
+DEFAULT_QUEUE_LABEL = "default"
+
+
+class Metrics(Middleware):
+    """Records runs by job and status, attempt durations, scheduling lag, retries and dead letters.
+
+    It reads only ``message.options["tickwork"]`` (run id, job name, attempt, ``scheduled_for``,
+    ``retry_count``), so it costs no database or broker call; messages without those options
+    (plain Dramatiq actors) are ignored. A message skipped by another middleware (an attempt
+    already claimed elsewhere) counts as skipped, not as a run. Scheduling lag is observed for
+    first attempts only: a retry starts late on purpose.
+
+    Parameters:
+      metrics: where to record (default: the process-wide :func:`tickwork.metrics.get_metrics`).
+      wall_clock: seconds since the epoch, for the lag (tests pass a fake).
+      timer: a monotonic clock, for durations.
+    """
+
+    def __init__(
+        self,
+        *,
+        metrics: TickworkMetrics | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        timer: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.logger = logging.getLogger(f"{__name__}.{type(self).__name__}")
+        self.metrics = metrics or get_metrics()
+        self.wall_clock = wall_clock
+        self.timer = timer
+        self._lock = threading.Lock()
+        self._started: dict[str, tuple[float, float]] = {}  # message_id → (timer, wall clock)
+
+    def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        if _run_options(message) is None:
+            return
+        with self._lock:
+            self._started[message.message_id] = (self.timer(), self.wall_clock())
+        self.metrics.in_progress.labels(_queue(message)).inc()
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        options = _run_options(message)
+        started = self._pop(message)
+        if options is None or started is None:
+            return
+        queue = _queue(message)
+        self.metrics.in_progress.labels(queue).dec()
+        job_name = str(options.get("job_name") or message.actor_name)
+        attempt = int(options.get("attempt") or 1)
+        if exception is None:
+            status = "SUCCESS"
+        elif attempt <= int(options.get("retry_count") or 0):
+            status = "FAILED"
+            self.metrics.retries.labels(job_name).inc()
+        else:
+            status = "DEAD"
+            self.metrics.dead_letters.labels(job_name).inc()
+        self.metrics.runs.labels(job_name, status).inc()
+        self.metrics.attempt_duration.labels(queue, status).observe(max(0.0, self.timer() - started[0]))
+        if attempt == 1:
+            lag = _lag_seconds(options.get("scheduled_for"), started[1])
+            if lag is not None:
+                self.metrics.scheduling_lag.labels(queue).observe(lag)
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        if _run_options(message) is None:
+            return
+        queue = _queue(message)
+        if self._pop(message) is not None:
+            self.metrics.in_progress.labels(queue).dec()
+        self.metrics.skipped_messages.labels(queue).inc()
+
+    def _pop(self, message: MessageProxy) -> tuple[float, float] | None:
+        with self._lock:
+            return self._started.pop(message.message_id, None)
+
+
+def _run_options(message: MessageProxy) -> dict[str, Any] | None:
+    options = message.options.get(OPTION)
+    return options if isinstance(options, dict) else None
+
+
+def _queue(message: MessageProxy) -> str:
+    """The job queue without the namespace prefix (``<namespace>.<queue>``), a bounded label."""
+    name = q_name(message.queue_name or DEFAULT_QUEUE_LABEL)  # drop a delay queue's ``.DQ``
+    return name.rsplit(".", 1)[-1]
+
+
+def _lag_seconds(scheduled_for: Any, started_wall: float) -> float | None:
+    if not isinstance(scheduled_for, str):
+        return None
+    try:
+        when = datetime.fromisoformat(scheduled_for)
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, started_wall - when.timestamp())

@@ -1,0 +1,156 @@
+"""RunLog: every tickwork attempt claimed once (PENDING → RUNNING) and its outcome written back.
+
+The claim is one compare-and-set ``UPDATE``; a message whose claim fails (a duplicate delivery,
+a second publish, a replayed message whose attempt already ran) is skipped, not executed. The
+finish is one more ``UPDATE``. Everything else the worker needs is in ``options["tickwork"]``,
+so the hot path is two writes and no reads.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import dramatiq
+from dramatiq.errors import ActorNotFound
+from dramatiq.middleware import Middleware, SkipMessage
+from sqlalchemy import Engine
+
+from tickwork.messaging import HTTP_ACTOR
+from tickwork.middleware.attempt import (
+    Attempt,
+    current_attempt,
+    describe_failure,
+    format_output,
+    format_traceback,
+    run_options,
+    set_current_attempt,
+)
+from tickwork.store.attempts import AttemptRecorder
+from tickwork.store.models import RunStatus
+
+#: Default cap on the recorded output, in bytes of UTF-8.
+DEFAULT_OUTPUT_MAX_BYTES = 65536
+#: How often a failed finish write is tried before giving up (the reaper is the last resort).
+DEFAULT_FINISH_ATTEMPTS = 3
+
+
+class RunLog(Middleware):
+    """Claims tickwork attempts before their actor runs and records how they ended.
+
+    Messages without ``options["tickwork"]`` (plain Dramatiq actors on the same broker) pass
+    through untouched.
+
+    Parameters:
+      engine: the store.
+      worker_id: a callable giving this process's worker id (it changes after a fork).
+      output_max_bytes: the recorded output is cut to this many bytes.
+    """
+
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        worker_id: Callable[[], str],
+        output_max_bytes: int = DEFAULT_OUTPUT_MAX_BYTES,
+    ) -> None:
+        self.logger = logging.getLogger(f"{__name__}.{type(self).__name__}")
+        self.recorder = AttemptRecorder(engine)
+        self.worker_id = worker_id
+        self.output_max_bytes = output_max_bytes
+
+    def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        set_current_attempt(None)
+        options = run_options(message)
+        if options is None:
+            return
+        worker_id = self.worker_id()
+        try:
+            claimed = self.recorder.claim(options["run_id"], worker_id, message_id=message.message_id)
+        except Exception:
+            # Without a claim the attempt must not run; the PENDING row stays for the outbox sweep.
+            self.logger.exception("Claiming run %s failed; skipping its message.", options["run_id"])
+            raise SkipMessage("claim failed") from None
+        if not claimed:
+            self.logger.info(
+                "Run %s attempt %s of job %s is already claimed or finished; skipping message %s.",
+                options["run_id"],
+                options["attempt"],
+                options["job_name"],
+                message.message_id,
+            )
+            raise SkipMessage("attempt already claimed")
+        set_current_attempt(
+            Attempt(options=options, worker_id=worker_id, is_http=message.actor_name == HTTP_ACTOR)
+        )
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: Any,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        attempt = current_attempt()
+        set_current_attempt(None)
+        if attempt is None or attempt.settled:
+            return
+        if exception is None:
+            self._finish(
+                attempt,
+                status=RunStatus.SUCCESS,
+                output=format_output(attempt.result, self.output_max_bytes),
+            )
+        else:
+            # Reached only without Backoff and DeadLetter on the broker.
+            self._finish(
+                attempt,
+                status=RunStatus.FAILED,
+                output=getattr(exception, "output", None),
+                error=describe_failure(exception, attempt.timeout_seconds),
+                traceback=format_traceback(exception),
+            )
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        set_current_attempt(None)
+
+    def after_nack(self, broker: dramatiq.Broker, message: Any) -> None:
+        """A tickwork message for an actor this worker does not have: record it DEAD, visibly.
+
+        Otherwise its row would stay PENDING and the outbox sweep would republish it forever.
+        """
+        options = run_options(message)
+        if options is None or not isinstance(getattr(message, "_exception", None), ActorNotFound):
+            return
+        worker_id = self.worker_id()
+        try:
+            if self.recorder.claim(options["run_id"], worker_id, message_id=message.message_id):
+                self.recorder.finish(
+                    options["run_id"],
+                    worker_id,
+                    status=RunStatus.DEAD,
+                    error=f"unknown handler: no @job function named {message.actor_name!r} "
+                    f"in worker {worker_id} (check TICKWORK_IMPORTS)",
+                )
+        except Exception:
+            self.logger.exception("Recording the unknown handler of run %s failed.", options["run_id"])
+
+    def _finish(self, attempt: Attempt, **values: Any) -> None:
+        for n in range(DEFAULT_FINISH_ATTEMPTS):
+            try:
+                if not self.recorder.finish(attempt.run_id, attempt.worker_id, **values):
+                    self.logger.warning(
+                        "Run %s was no longer RUNNING under worker %s (reaped?); outcome %s not recorded.",
+                        attempt.run_id,
+                        attempt.worker_id,
+                        values.get("status"),
+                    )
+                return
+            except Exception:
+                if n == DEFAULT_FINISH_ATTEMPTS - 1:
+                    self.logger.exception("Recording the outcome of run %s failed.", attempt.run_id)
+                    return
+                time.sleep(0.2 * (n + 1))

@@ -1,0 +1,117 @@
+"""What the API and the CLI both do to jobs and runs beyond plain queries: run now, replay, purge.
+
+Each writes the PENDING row first (the outbox) and publishes after commit; a failed publish
+leaves the row PENDING for the scheduler's outbox sweep instead of failing the request.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import urlsplit
+
+import dramatiq
+from sqlalchemy import Engine
+
+from tickwork.config import Settings
+from tickwork.errors import ValidationError
+from tickwork.messaging import build_message, fire_now, publish, queue_name
+from tickwork.middleware import dead_letter
+from tickwork.spec import JobSpec, check_denied_host
+from tickwork.store.attempts import replay_dead_run
+from tickwork.store.handlers import is_registered_handler
+from tickwork.store.jobs import get_job
+from tickwork.store.models import HandlerType, Job, JobRun, RunStatus, RunTrigger, utcnow
+from tickwork.store.runs import get_run, list_runs, mark_enqueued
+
+log = logging.getLogger(__name__)
+
+
+def check_spec(settings: Settings, engine: Engine, spec: JobSpec) -> None:
+    """Checks that need settings or the database: denied networks, registered Python handlers."""
+    if spec.handler_type == HandlerType.HTTP:
+        check_denied_host(urlsplit(spec.handler_data).hostname or "", settings.http_deny_networks)
+    elif not is_registered_handler(engine, spec.handler_data):
+        raise ValidationError(
+            "handlerData", f"no @job function named {spec.handler_data!r} is registered by any worker"
+        )
+
+
+def _declare(settings: Settings, broker: dramatiq.Broker, job: Job) -> None:
+    queue = queue_name(settings, job.queue)
+    if queue not in broker.get_declared_queues():
+        broker.declare_queue(queue)
+
+
+def trigger(
+    settings: Settings,
+    engine: Engine,
+    broker: dramatiq.Broker,
+    job: Job,
+    *,
+    arguments: dict[str, Any] | None = None,
+) -> int:
+    """Run ``job`` now; returns the run id (PENDING until a worker claims it)."""
+    try:
+        _declare(settings, broker, job)
+        return fire_now(settings, engine, broker, job, trigger=RunTrigger.MANUAL, arguments=arguments)
+    except Exception:
+        latest = list_runs(engine, job_id=job.id, limit=1)
+        if latest and latest[0].status == RunStatus.PENDING.value and latest[0].enqueued_at is None:
+            log.warning(
+                "publish failed; the run stays PENDING for the outbox sweep",
+                extra={"job_id": job.id, "run_id": latest[0].id},
+            )
+            return latest[0].id
+        raise
+
+
+def publish_run(settings: Settings, engine: Engine, broker: dramatiq.Broker, run_id: int) -> None:
+    """Publish an existing PENDING run; a failure is logged and left to the outbox sweep."""
+    run = get_run(engine, run_id)
+    job = get_job(engine, run.job_id)
+    message = build_message(
+        settings,
+        job,
+        run_id=run.id,
+        attempt=run.attempt,
+        scheduled_for=run.scheduled_for,
+        arguments=run.arguments,
+    )
+    # A retry waiting out its backoff keeps its place: publish it delayed, not early.
+    delay_ms = int((run.available_at - utcnow()).total_seconds() * 1000) if run.available_at else 0
+    try:
+        _declare(settings, broker, job)
+        publish(broker, [message], delay_ms=delay_ms if delay_ms > 0 else None)
+    except Exception:
+        log.warning(
+            "publish failed; the run stays PENDING for the outbox sweep",
+            extra={"job_id": job.id, "run_id": run_id},
+            exc_info=True,
+        )
+        return
+    mark_enqueued(engine, [run_id])
+
+
+def replay(settings: Settings, engine: Engine, broker: dramatiq.Broker, run_id: int) -> int:
+    """Replay a dead run as a new attempt (and drop its RabbitMQ dead letter); the new run's id."""
+    return dead_letter.replay(settings, engine, broker, run_id)
+
+
+def replay_later(engine: Engine, run_id: int) -> int:
+    """Replay without publishing: the PENDING row waits for the outbox sweep (another process's broker)."""
+    return replay_dead_run(engine, run_id)[1]
+
+
+def purge(
+    settings: Settings, engine: Engine, broker: dramatiq.Broker, run_ids: list[int] | None = None
+) -> int:
+    """Discard dead runs (all, or those listed) and their RabbitMQ dead letters; returns how many."""
+    return dead_letter.purge(settings, engine, broker, run_ids)
+
+
+def list_dead(
+    engine: Engine, *, job_id: int | None = None, limit: int = 50, before_id: int | None = None
+) -> list[JobRun]:
+    """Dead runs with their reason, newest first."""
+    return dead_letter.list_dead(engine, job_id=job_id, limit=limit, before_id=before_id)
