@@ -1,0 +1,336 @@
+"""Scheduling benchmark: publish lag, consumer lag, fires/s, CPU, failover gap, exactly-once.
+
+For each size N (active schedules), on the real services (MariaDB, Redis, RabbitMQ):
+
+* N jobs at 1,000 fires per second in total: N=1,000 → ``* * * * * *`` each; N=10,000 → every
+  10 s, spread over the 10 offsets (``k/10 * * * * *``): 1,000 fires at every whole second.
+* two ``tickwork scheduler`` processes (leader + standby), a consumer thread that records when
+  each message arrives (the moment a worker would start it);
+* after ``--kill-at`` seconds the leader is SIGKILLed; the standby takes over.
+
+Reported per size: publish lag (``scheduled_for`` → ``enqueued_at``, i.e. after the batch is
+durable on RabbitMQ) and consumer lag (→ message received) p50/p99/max in steady state (before
+the kill), fires/s sustained, leader CPU per 1,000 schedules, the failover gap (SIGKILL → first
+publish by the new leader), and duplicates/misses over the whole window.
+
+Run: ``PYTHONPATH=. python benchmarks/scheduling.py --sizes 1000 10000 --duration 24``
+Writes ``results/scheduling.json`` and ``results/scheduling.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pika
+import redis
+from sqlalchemy import create_engine, insert, select, text
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tickwork.config import load_settings  # noqa: E402
+from tickwork.keys import leader_key  # noqa: E402
+from tickwork.messaging import queue_name  # noqa: E402
+from tickwork.scheduler.policy import cron_schedule  # noqa: E402
+from tickwork.store.engine import make_engine, upgrade  # noqa: E402
+from tickwork.store.models import jobs_table, runs_table  # noqa: E402
+
+MYSQL = os.environ.get("TICKWORK_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306")
+REDIS = os.environ.get("TICKWORK_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+AMQP = os.environ.get("TICKWORK_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+class Receiver(threading.Thread):
+    def __init__(self, url: str, queue: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.queue = url, queue
+        self.stop = threading.Event()
+        self.received: dict[int, float] = {}
+        self.dup_messages = 0
+
+    def run(self) -> None:
+        conn = pika.BlockingConnection(pika.URLParameters(self.url))
+        ch = conn.channel()
+        ch.queue_declare(
+            self.queue,
+            durable=True,
+            arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": self.queue + ".XQ"},
+        )
+        ch.basic_qos(prefetch_count=2000)
+        for method, _props, body in ch.consume(self.queue, inactivity_timeout=0.2):
+            if method is not None:
+                now = time.time()
+                run_id = json.loads(body)["options"]["tickwork"]["run_id"]
+                if run_id in self.received:
+                    self.dup_messages += 1
+                else:
+                    self.received[run_id] = now
+                ch.basic_ack(method.delivery_tag, multiple=True)
+            if self.stop.is_set():
+                break
+        ch.cancel()
+        for suffix in ("", ".DQ", ".XQ"):
+            ch.queue_delete(self.queue + suffix)
+        conn.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_size(size: int, duration: float, kill_at: float, workdir: Path) -> dict[str, Any]:
+    name = f"tw_bench_{uuid.uuid4().hex[:6]}"
+    server = create_engine(MYSQL, isolation_level="AUTOCOMMIT")
+    with server.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+    url = f"{MYSQL}/{name}"
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        upgrade(url)
+        engine = make_engine(url)
+        settings = load_settings(database_url=url, broker_url=AMQP, redis_url=REDIS, namespace=name)
+        period = max(1, size // 1000)
+        start_at = datetime.fromtimestamp(math.ceil(time.time()) + 6, UTC)
+        now = datetime.now(UTC)
+        rows = []
+        for i in range(size):
+            expr = "* * * * * *" if period == 1 else f"{i % period}/{period} * * * * *"
+            first = cron_schedule(expr, "UTC").next_fire(start_at - timedelta(microseconds=1))
+            rows.append(
+                {
+                    "name": f"bench-{i}",
+                    "cron_expression": expr,
+                    "timezone": "UTC",
+                    "handler_type": "python",
+                    "handler_data": "bench.noop",
+                    "retry_count": 0,
+                    "retry_backoff_seconds": 10,
+                    "max_backoff_seconds": 3600,
+                    "queue": "default",
+                    "misfire_policy": "fire_once",
+                    "overlap_policy": "allow",
+                    "enabled": True,
+                    "source": "api",
+                    "next_fire_at": first,
+                    "version": 1,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+        with engine.begin() as conn:
+            for chunk in range(0, size, 2000):
+                conn.execute(insert(jobs_table), rows[chunk : chunk + 2000])
+        receiver = Receiver(AMQP, queue_name(settings, "default"))
+        receiver.start()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TICKWORK_")}
+        env.update(
+            PYTHONPATH=str(ROOT),
+            TICKWORK_DATABASE_URL=url,
+            TICKWORK_BROKER_URL=AMQP,
+            TICKWORK_REDIS_URL=REDIS,
+            TICKWORK_NAMESPACE=name,
+            TICKWORK_LOG_LEVEL="WARNING",
+        )
+        for i in range(2):
+            log = open(workdir / f"bench-{size}-{i}.log", "wb")  # noqa: SIM115
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "tickwork", "scheduler", "--node-id", f"b{i}"],
+                    env=env,
+                    stdout=log,
+                    stderr=log,
+                )
+            )
+        client = redis.Redis.from_url(REDIS)
+        time.sleep(max(0.0, start_at.timestamp() - time.time()))
+        t0 = time.time()
+        raw = client.get(leader_key(name))
+        leader = raw.decode().split(" ")[0] if raw else "b0"
+        leader_proc = procs[int(leader[1:])]
+        cpu0 = cpu_seconds(leader_proc.pid)
+        time.sleep(kill_at)
+        cpu1 = cpu_seconds(leader_proc.pid)
+        steady_wall = time.time() - t0
+        kill_time = time.time()
+        leader_proc.send_signal(signal.SIGKILL)
+        leader_proc.wait()
+        time.sleep(max(0.0, t0 + duration - time.time()))
+        stop_time = time.time()
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            p.wait(timeout=20)
+        time.sleep(1.0)
+        receiver.stop.set()
+        receiver.join(timeout=20)
+        client.close()
+
+        with engine.connect() as conn:
+            runs = list(
+                conn.execute(
+                    select(
+                        runs_table.c.id,
+                        runs_table.c.job_id,
+                        runs_table.c.scheduled_for,
+                        runs_table.c.enqueued_at,
+                        runs_table.c.status,
+                    )
+                ).mappings()
+            )
+            job_crons = {
+                r[0]: r[1] for r in conn.execute(select(jobs_table.c.id, jobs_table.c.cron_expression))
+            }
+        first = datetime.fromtimestamp(math.ceil(t0), UTC)
+        last = datetime.fromtimestamp(math.floor(stop_time) - 1, UTC)
+        window = [r for r in runs if first <= r["scheduled_for"] <= last]
+        per_fire = Counter((r["job_id"], r["scheduled_for"]) for r in window)
+        expected = 0
+        second = first
+        while second <= last:
+            expected += sum(
+                1 for c in job_crons.values() if period == 1 or int(c.split("/")[0]) == second.second % period
+            )
+            second += timedelta(seconds=1)
+        kill_dt = datetime.fromtimestamp(kill_time, UTC)
+        steady = [r for r in window if r["scheduled_for"] < kill_dt - timedelta(seconds=0.5)]
+        publish_lag = [
+            (r["enqueued_at"] - r["scheduled_for"]).total_seconds() * 1000 for r in steady if r["enqueued_at"]
+        ]
+        consumer_lag = [
+            (receiver.received[r["id"]] - r["scheduled_for"].timestamp()) * 1000
+            for r in steady
+            if r["id"] in receiver.received
+        ]
+        after = sorted(r["enqueued_at"] for r in runs if r["enqueued_at"] and r["enqueued_at"] > kill_dt)
+        per_second = Counter(int(r["scheduled_for"].timestamp()) for r in steady)
+        lag_series = {}
+        for r in window:
+            if r["enqueued_at"]:
+                key = int(r["scheduled_for"].timestamp() - t0)
+                lag_series.setdefault(key, []).append(
+                    (r["enqueued_at"] - r["scheduled_for"]).total_seconds() * 1000
+                )
+        published_per_second = Counter(int(r["enqueued_at"].timestamp()) for r in runs if r["enqueued_at"])
+        result = {
+            "schedules": size,
+            "fires_per_second_scheduled": size // period,
+            "window_seconds": int((last - first).total_seconds()) + 1,
+            "fires_expected": expected,
+            "fires_recorded": len(per_fire),
+            "duplicates": sum(v - 1 for v in per_fire.values() if v > 1),
+            "misses": expected - len(per_fire),
+            "statuses": dict(Counter(r["status"] for r in window)),
+            "never_published": sum(1 for r in window if r["enqueued_at"] is None),
+            "never_received": sum(1 for r in window if r["id"] not in receiver.received),
+            "duplicate_messages_received": receiver.dup_messages,
+            "publish_lag_ms": {
+                "p50": pct(publish_lag, 0.5),
+                "p99": pct(publish_lag, 0.99),
+                "max": max(publish_lag),
+            },
+            "consumer_lag_ms": {
+                "p50": pct(consumer_lag, 0.5),
+                "p99": pct(consumer_lag, 0.99),
+                "max": max(consumer_lag),
+            },
+            "fires_per_second_sustained": len(steady) / max(1, len(per_second)),
+            # The most attempts published in one wall-clock second (the catch-up after the kill
+            # shows the ticker's ceiling: it publishes the backlog as fast as it can).
+            "peak_published_per_second": max(published_per_second.values()),
+            "leader_cpu_percent": 100 * (cpu1 - cpu0) / steady_wall,
+            "leader_cpu_percent_per_1000_schedules": 100 * (cpu1 - cpu0) / steady_wall / (size / 1000),
+            "failover_gap_seconds": (after[0] - kill_dt).total_seconds() if after else None,
+            "failover_max_publish_lag_ms": max(
+                (
+                    (r["enqueued_at"] - r["scheduled_for"]).total_seconds() * 1000
+                    for r in window
+                    if r["enqueued_at"]
+                ),
+                default=None,
+            ),
+            "kill_at_seconds": kill_at,
+            "lag_p99_per_second_ms": {k: pct(v, 0.99) for k, v in sorted(lag_series.items())},
+        }
+        engine.dispose()
+        return result
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        with server.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+        server.dispose()
+
+
+def plot(results: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    for res in results:
+        series = res["lag_p99_per_second_ms"]
+        ax.plot(
+            list(series.keys()),
+            list(series.values()),
+            marker="o",
+            ms=3,
+            label=f"{res['schedules']} schedules",
+        )
+        ax.axvline(res["kill_at_seconds"], color="grey", ls="--", lw=1)
+    ax.set_yscale("log")
+    ax.set_xlabel("second of the run (dashed: SIGKILL of the leader)")
+    ax.set_ylabel("publish lag p99 (ms, log)")
+    ax.set_title("tickwork scheduler: 1,000 fires/s, leader + standby, SIGKILL mid-run")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--duration", type=float, default=24.0)
+    parser.add_argument("--kill-at", type=float, default=14.0)
+    parser.add_argument("--out", default=str(ROOT / "results" / "scheduling.json"))
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    results = []
+    for size in args.sizes:
+        print(f"size {size}: running {args.duration:.0f} s ...", flush=True)
+        res = run_size(size, args.duration, args.kill_at, out.parent)
+        brief = {k: v for k, v in res.items() if k != "lag_p99_per_second_ms"}
+        print(json.dumps(brief, indent=2), flush=True)
+        results.append(res)
+    meta = {"host_cpus": os.cpu_count(), "measured_at": datetime.now(UTC).isoformat(), "results": results}
+    out.write_text(json.dumps(meta, indent=2))
+    plot(results, out.with_suffix(".png"))
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""``tickwork scheduler``: run one scheduler node until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+from tickwork.cli.common import migrated_engine, settings_and_logging
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser(
+        "scheduler",
+        help="run a scheduler node (any number may run; one leads)",
+        description="Run a scheduler node until SIGTERM/SIGINT; the lease is released on exit.",
+    )
+    parser.add_argument("--node-id", default=None, help="this node's id (default: host-pid-random)")
+    parser.set_defaults(func=cmd_scheduler)
+
+
+def cmd_scheduler(args: argparse.Namespace) -> int:
+    from tickwork.scheduler.service import SchedulerService
+
+    settings = settings_and_logging()
+    engine = migrated_engine(settings)
+    service = SchedulerService(settings, engine=engine, node_id=args.node_id)
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    if settings.metrics_port:
+        from tickwork.metrics import start_metrics_server
+
+        start_metrics_server(settings.metrics_port)
+    service.start()
+    print(f"tickwork scheduler {service.node_id} running", flush=True)
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        service.shutdown(release=True)
+        engine.dispose()
+    return 0
