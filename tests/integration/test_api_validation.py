@@ -1,0 +1,177 @@
+"""Every invalid input is a 422 naming the field and the reason, and writes nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+
+from tests.integration.api_support import SEED, Api, make_api
+from tickwork.config import Settings
+from tickwork.spec import JobSpec
+from tickwork.store.jobs import create_job
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def api(cluster_settings: Settings, mysql_engine: Engine) -> Iterator[Api]:
+    yield from make_api(cluster_settings, mysql_engine)
+
+
+INVALID: list[tuple[str, dict[str, Any], str, str]] = [
+    # (case, overrides of the seed, field, a word of the reason)
+    ("bad cron", {"cronExpression": "61 * * * * *"}, "cronExpression", "second"),
+    ("cron with 7 fields", {"cronExpression": "* * * * * * *"}, "cronExpression", "fields"),
+    ("impossible date", {"cronExpression": "0 0 0 30 2 *"}, "cronExpression", "never"),
+    ("unknown macro", {"cronExpression": "@fortnightly"}, "cronExpression", "macro"),
+    ("unknown handler type", {"handlerType": "shell"}, "handlerType", "http"),
+    (
+        "unregistered python handler",
+        {"handlerType": "python", "handlerData": "no_such_job"},
+        "handlerData",
+        "@job",
+    ),
+    ("ftp url", {"handlerData": "ftp://127.0.0.1/x"}, "handlerData", "http"),
+    ("url without host", {"handlerData": "http:///x"}, "handlerData", "host"),
+    ("metadata address", {"handlerData": "http://169.254.169.254/latest"}, "handlerData", "denied"),
+    ("negative retries", {"retryCount": -1}, "retryCount", "greater"),
+    ("absurd retries", {"retryCount": 10**9}, "retryCount", "less"),
+    ("negative backoff", {"retryBackoffSeconds": -5}, "retryBackoffSeconds", "greater"),
+    ("zero timeout", {"timeoutSeconds": 0}, "timeoutSeconds", "greater"),
+    ("unknown zone", {"timezone": "Mars/Olympus"}, "timezone", "unknown"),
+    ("wrong type", {"retryCount": "three"}, "retryCount", "integer"),
+    ("unknown field", {"color": "red"}, "color", "not permitted"),
+    ("cron and runAt", {"runAt": "2030-01-01T00:00:00Z"}, "body", "not both"),
+    ("bad runAt", {"cronExpression": None, "runAt": "tomorrow"}, "runAt", "datetime"),
+    (
+        "runAt without a UTC instant",
+        {"cronExpression": None, "runAt": "0001-01-01T00:00:00+01:00"},
+        "runAt",
+        "range",
+    ),
+    ("bad name", {"name": "has space"}, "name", "letters"),
+    ("empty name", {"name": ""}, "name", "at least"),
+    ("bad queue", {"queue": "a b"}, "queue", "letters"),
+    ("bad misfire policy", {"misfirePolicy": "sometimes"}, "misfirePolicy", "fire_once"),
+    ("unknown http parameter", {"parameters": {"verb": "GET"}}, "parameters", "unknown"),
+    ("bad http method", {"parameters": {"method": "FETCH"}}, "parameters.method", "GET"),
+]
+
+
+@pytest.mark.parametrize(("label", "overrides", "field", "word"), INVALID, ids=[c[0] for c in INVALID])
+def test_invalid_job_is_422_with_field_and_reason(
+    api: Api, label: str, overrides: dict[str, Any], field: str, word: str
+) -> None:
+    response = api.client.post("/jobs", json={**SEED, **overrides}, headers=api.admin)
+    assert response.status_code == 422, response.text
+    errors = response.json()["detail"]
+    assert any(e["field"] == field and word.lower() in e["reason"].lower() for e in errors), errors
+    assert all({"field", "reason", "loc", "msg"} <= set(e) for e in errors)
+    assert api.count_jobs() == 0
+
+
+def test_missing_required_fields_are_named(api: Api) -> None:
+    response = api.client.post("/jobs", json={"cronExpression": "* * * * *"}, headers=api.admin)
+    assert response.status_code == 422
+    assert {e["field"] for e in response.json()["detail"]} >= {"name", "handlerType", "handlerData"}
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"{not json", "application/json"),
+        (b"\xff\xfe\x00", "application/json"),
+        (b"[1, 2]", "application/json"),
+    ],
+)
+def test_undecodable_bodies_are_422(api: Api, body: bytes, content_type: str) -> None:
+    response = api.client.post("/jobs", content=body, headers={**api.admin, "content-type": content_type})
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["field"]
+    assert api.count_jobs() == 0
+
+
+def test_oversize_body_is_413_and_writes_nothing(api: Api) -> None:
+    huge = {**SEED, "parameters": {"body": "x" * (api.settings.max_payload_bytes + 10)}}
+    response = api.client.post("/jobs", json=huge, headers=api.admin)
+    assert response.status_code == 413
+    assert "TICKWORK_MAX_PAYLOAD_BYTES" in response.json()["detail"]
+
+    def chunks() -> Any:
+        for _ in range(api.settings.max_payload_bytes // 1000 + 2):
+            yield b" " * 1000
+
+    streamed = api.client.post(
+        "/jobs", content=chunks(), headers={**api.admin, "content-type": "application/json"}
+    )
+    assert streamed.status_code == 413
+    assert api.count_jobs() == 0
+
+
+def test_registered_python_handler_is_accepted(api: Api) -> None:
+    decorated = {**SEED, "name": "reports.nightly", "handlerType": "python", "handlerData": "nightly_report"}
+    create_job(api.engine, JobSpec.model_validate(decorated), source="decorator")
+    for handler in ("nightly_report", "reports.nightly"):
+        response = api.client.post(
+            "/jobs",
+            json={**SEED, "name": f"extra-{handler}", "handlerType": "python", "handlerData": handler},
+            headers=api.admin,
+        )
+        assert response.status_code == 201, response.text
+
+
+@pytest.mark.parametrize(
+    ("method", "body", "field"),
+    [
+        ("put", {**SEED, "cronExpression": "nope"}, "cronExpression"),
+        ("put", {**SEED, "handlerData": "http://169.254.169.254/"}, "handlerData"),
+        ("patch", {"cronExpression": "nope"}, "cronExpression"),
+        ("patch", {"timezone": "Nowhere/Land"}, "timezone"),
+        ("patch", {"name": None}, "name"),
+        ("patch", {"retryCount": -3}, "retryCount"),
+        ("patch", {"handlerType": "python"}, "handlerData"),
+        ("patch", {"unknown": 1}, "unknown"),
+    ],
+)
+def test_invalid_update_is_422_and_leaves_the_job_unchanged(
+    api: Api, method: str, body: dict[str, Any], field: str
+) -> None:
+    job = api.create()
+    response = api.client.request(method, f"/jobs/{job['id']}", json=body, headers=api.admin)
+    assert response.status_code == 422, response.text
+    assert field in {e["field"] for e in response.json()["detail"]}
+    assert api.client.get(f"/jobs/{job['id']}", headers=api.viewer).json() == job
+    assert api.woken == [job["id"]]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/jobs?limit=0",
+        "/jobs?limit=100000",
+        "/jobs?offset=-1",
+        "/jobs/0",
+        "/jobs/abc",
+        "/jobs/99999999999999999999999",
+        "/runs?beforeId=-4",
+        "/runs?since=2026-13-45",
+        "/runs?since=0001-01-01T00:00:00%2B01:00",
+        "/runs?jobId=x",
+        "/dlq?limit=-1",
+    ],
+)
+def test_invalid_query_and_path_parameters_are_422(api: Api, path: str) -> None:
+    response = api.client.get(path, headers=api.viewer)
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["field"]
+
+
+def test_trigger_arguments_only_for_python_jobs(api: Api) -> None:
+    job = api.create()
+    response = api.client.post(f"/jobs/{job['id']}/trigger", json={"args": [1]}, headers=api.admin)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["field"] == "args"
+    assert api.count_runs() == 0

@@ -1,0 +1,135 @@
+"""The FastAPI application: ``create_app(settings)`` wires the routers to one database and broker."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+from typing import Any
+
+import dramatiq
+from fastapi import FastAPI
+from sqlalchemy import Engine
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+import tickwork
+from tickwork.api import dlq, health, jobs, runs
+from tickwork.api.errors import install_error_handlers
+from tickwork.api.state import ApiState, JobChangedHook, redis_wake_hook
+from tickwork.config import Settings
+from tickwork.store.engine import make_engine
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+Jobs, their schedules and their run log. Every endpoint except `/healthz`, `/readyz` and
+`/metrics` needs a bearer token (`tickwork token --role admin|viewer`): `viewer` reads, `admin`
+also writes. Invalid input is answered 422 with `{"detail": [{"field", "reason"}]}`.
+"""
+
+
+class BodyLimit:
+    """Answer 413 to a request body larger than ``max_bytes`` before the app parses it."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await self._too_large(send)
+                return
+        # Chunked (or lying) clients: buffer up to the limit, then replay to the app.
+        chunks: list[bytes] = []
+        size = 0
+        more = scope["method"] in ("POST", "PUT", "PATCH", "DELETE")
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._too_large(send)
+                return
+            chunks.append(chunk)
+            more = bool(message.get("more_body"))
+        replayed = False
+        body = b"".join(chunks)
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, send: Send) -> None:
+        payload = json.dumps(
+            {"detail": f"request body larger than {self.max_bytes} bytes (TICKWORK_MAX_PAYLOAD_BYTES)"}
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", b"%d" % len(payload)),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+
+def create_app(
+    settings: Settings,
+    *,
+    engine: Engine | None = None,
+    broker: dramatiq.Broker | None = None,
+    on_job_changed: JobChangedHook | None = None,
+) -> FastAPI:
+    """The REST API on ``engine`` (default: ``settings.database_url``) and ``broker``.
+
+    ``broker`` defaults to one made from ``settings`` on first use. ``on_job_changed(job_id)``
+    runs after a job is created, changed or resumed; by default it publishes on the scheduler
+    wake channel when Redis is configured (the embedded mode passes the scheduler's ``wake``).
+    """
+    app = FastAPI(
+        title="tickwork",
+        version=tickwork.__version__,
+        description=DESCRIPTION,
+    )
+    if on_job_changed is None:
+        on_job_changed = redis_wake_hook(settings)
+    app.state.tickwork = ApiState(
+        settings=settings,
+        engine=engine if engine is not None else make_engine(settings),
+        broker=broker,
+        on_job_changed=on_job_changed,
+    )
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(jobs.router)
+    app.include_router(runs.router)
+    app.include_router(dlq.router)
+    dashboard = _optional_router("tickwork.api.dashboard")
+    if dashboard is not None:
+        app.include_router(dashboard)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_payload_bytes)
+    return app
+
+
+def _optional_router(module: str) -> Any:
+    """The dashboard is another part's; mount it when it is installed."""
+    try:
+        return importlib.import_module(module).router
+    except ModuleNotFoundError as exc:
+        if exc.name != module:
+            raise
+        return None

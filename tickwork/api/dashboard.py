@@ -1,0 +1,199 @@
+"""The web dashboard: a static single-page app at ``/ui`` and the JSON it needs beyond the REST API.
+
+The page itself holds no data and is served without a token; it asks for one ("log in"), keeps
+it in ``sessionStorage`` and sends it as a bearer token to every JSON endpoint, which check it
+like the rest of the API (``viewer`` reads, ``admin`` also pauses, triggers and replays).
+
+Endpoints added here:
+  ``GET /dashboard/jobs``  a page of jobs with their newest run (keyset on id)
+  ``GET /cluster``         leader, scheduler nodes, worker heartbeats (Redis), DLQ and PENDING counts
+  ``GET /stats/timeline``  runs per minute by status and scheduling lag, for the last N minutes
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import redis
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import FileResponse, RedirectResponse
+from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
+from starlette.concurrency import run_in_threadpool
+
+from tickwork.api.auth import Reader
+from tickwork.api.jobs import READ_ERRORS
+from tickwork.api.state import State
+from tickwork.config import Settings
+from tickwork.metrics import read_cluster_state
+from tickwork.store import stats
+
+STATIC_DIR = Path(__file__).parent / "static"
+STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css", "favicon.svg": "image/svg+xml"}
+#: Redis answers the dashboard within this or the cluster view says "unreachable".
+REDIS_TIMEOUT_SECONDS = 2.0
+
+router = APIRouter(tags=["dashboard"])
+
+
+class DashboardModel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, from_attributes=True)
+
+
+class JobRow(DashboardModel):
+    id: int
+    name: str
+    cron_expression: str | None
+    run_at: datetime | None
+    timezone: str
+    handler_type: str
+    handler_data: str
+    queue: str
+    retry_count: int
+    enabled: bool
+    next_fire_at: datetime | None
+    last_fire_at: datetime | None
+    last_run_id: int | None
+    last_status: str | None
+    last_run_at: datetime | None
+
+
+class JobRows(DashboardModel):
+    """Ordered by id; pass ``nextAfterId`` as ``afterId`` for the next page (null: no more)."""
+
+    items: list[JobRow]
+    next_after_id: int | None
+
+
+class Cluster(DashboardModel):
+    mode: str  # "redis" or "embedded"
+    redis: str  # "ok", "unreachable: ..." or "not configured"
+    leader: dict[str, Any] | None
+    schedulers: list[dict[str, Any]]
+    workers: list[dict[str, Any]]
+    dlq_size: int
+    pending_runs: int
+    namespace: str
+
+
+class Timeline(DashboardModel):
+    since: datetime
+    until: datetime
+    minutes: list[int]
+    counts: dict[str, list[int]]
+    lag_avg: list[float | None]
+    lag_max: list[float | None]
+
+
+@router.get("/ui", include_in_schema=False)
+def page() -> FileResponse:
+    return FileResponse(
+        STATIC_DIR / "index.html", media_type="text/html", headers={"Cache-Control": "no-cache"}
+    )
+
+
+@router.get("/ui/", include_in_schema=False)
+def page_slash() -> RedirectResponse:
+    return RedirectResponse("/ui")
+
+
+@router.get("/ui/static/{name}", include_in_schema=False)
+def static_file(name: str) -> FileResponse:
+    media_type = STATIC_FILES.get(name)
+    if media_type is None:  # a fixed list: no path is ever joined from user input
+        raise HTTPException(status_code=404, detail=f"no static file {name!r}")
+    return FileResponse(STATIC_DIR / name, media_type=media_type, headers={"Cache-Control": "no-cache"})
+
+
+@router.get(
+    "/dashboard/jobs",
+    response_model=JobRows,
+    responses=READ_ERRORS,
+    summary="Jobs with their newest run (dashboard)",
+)
+def dashboard_jobs(
+    state: State,
+    _: Reader,
+    after_id: Annotated[int, Query(alias="afterId", ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    name: Annotated[str | None, Query(max_length=200, description="prefix of the name")] = None,
+) -> JobRows:
+    items, next_after = stats.job_summaries(state.engine, after_id=after_id, limit=limit, name_prefix=name)
+    return JobRows(items=[JobRow.model_validate(i) for i in items], next_after_id=next_after)
+
+
+@router.get(
+    "/cluster",
+    response_model=Cluster,
+    responses=READ_ERRORS,
+    summary="Leader, scheduler nodes and worker heartbeats",
+)
+async def cluster(state: State, _: Reader) -> Cluster:
+    settings = state.settings
+    dlq_size, pending = await run_in_threadpool(_counts, state.engine)
+    if not settings.redis_url:
+        return Cluster(
+            mode="embedded",
+            redis="not configured",
+            leader=None,
+            schedulers=[],
+            workers=[],
+            dlq_size=dlq_size,
+            pending_runs=pending,
+            namespace=settings.namespace,
+        )
+    try:
+        view = await run_in_threadpool(_redis_view, settings)
+        redis_state = "ok"
+    except (redis.RedisError, OSError) as exc:  # the dashboard shows the outage instead of failing
+        view = {"leader": None, "schedulers": [], "workers": []}
+        redis_state = f"unreachable: {type(exc).__name__}: {exc}"
+    return Cluster(
+        mode="redis",
+        redis=redis_state,
+        leader=view["leader"],
+        schedulers=view["schedulers"],
+        workers=view["workers"],
+        dlq_size=dlq_size,
+        pending_runs=pending,
+        namespace=settings.namespace,
+    )
+
+
+@router.get(
+    "/stats/timeline",
+    response_model=Timeline,
+    responses=READ_ERRORS,
+    summary="Runs per minute by status, scheduling lag",
+)
+def timeline(
+    state: State,
+    _: Reader,
+    minutes: Annotated[int, Query(ge=1, le=stats.MAX_TIMELINE_MINUTES)] = 60,
+) -> Timeline:
+    return Timeline.model_validate(stats.run_timeline(state.engine, minutes=minutes))
+
+
+def _counts(engine: Any) -> tuple[int, int]:
+    return stats.dead_count(engine), stats.pending_count(engine)
+
+
+_clients: dict[str, Any] = {}
+_clients_lock = threading.Lock()
+
+
+def _redis_view(settings: Settings) -> dict[str, Any]:
+    assert settings.redis_url is not None
+    with _clients_lock:
+        client = _clients.get(settings.redis_url)
+        if client is None:
+            client = redis.Redis.from_url(
+                settings.redis_url,
+                socket_timeout=REDIS_TIMEOUT_SECONDS,
+                socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+            )
+            _clients[settings.redis_url] = client
+    return read_cluster_state(client, settings.namespace)

@@ -1,0 +1,71 @@
+"""``/dlq``: runs whose retries are spent (status DEAD), with their reason; replay and purge."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Path, Query, status
+from starlette.concurrency import run_in_threadpool
+
+from tickwork import operations
+from tickwork.api.auth import Reader, Writer
+from tickwork.api.jobs import MAX_ID, READ_ERRORS, WRITE_ERRORS, run_page
+from tickwork.api.schemas import ErrorBody, PurgeRequest, PurgeResult, RunOut, RunPage
+from tickwork.api.state import State
+from tickwork.store import runs as run_store
+
+router = APIRouter(prefix="/dlq", tags=["dead-letter queue"])
+
+RUN_ERRORS = {**READ_ERRORS, 404: {"model": ErrorBody, "description": "no such run"}}
+
+
+@router.get("", response_model=RunPage, responses=READ_ERRORS, summary="List dead runs")
+def list_dead(
+    state: State,
+    _: Reader,
+    *,
+    job_id: Annotated[int | None, Query(alias="jobId", ge=1, le=MAX_ID)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    before_id: Annotated[int | None, Query(alias="beforeId", ge=1, le=MAX_ID)] = None,
+) -> RunPage:
+    dead = operations.list_dead(state.engine, job_id=job_id, limit=limit, before_id=before_id)
+    return run_page(dead, limit)
+
+
+@router.post(
+    "/{run_id}/replay",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=RunOut,
+    responses={**RUN_ERRORS, 409: {"model": ErrorBody, "description": "the run is not DEAD"}},
+    summary="Replay a dead run as a new attempt",
+)
+async def replay(run_id: Annotated[int, Path(ge=1, le=MAX_ID)], state: State, _: Writer) -> RunOut:
+    broker = await run_in_threadpool(state.get_broker)
+    new_id = await run_in_threadpool(operations.replay, state.settings, state.engine, broker, run_id)
+    return RunOut.of(await run_in_threadpool(run_store.get_run, state.engine, new_id))
+
+
+@router.post(
+    "/purge",
+    response_model=PurgeResult,
+    responses={**READ_ERRORS, 413: WRITE_ERRORS[413]},
+    summary="Discard dead runs",
+)
+async def purge(
+    state: State,
+    _: Writer,
+    body: Annotated[PurgeRequest | None, Body()] = None,
+) -> PurgeResult:
+    run_ids = body.run_ids if body is not None else None
+    return await _purge(state, run_ids)
+
+
+@router.delete("", response_model=PurgeResult, responses=READ_ERRORS, summary="Discard every dead run")
+async def purge_all(state: State, _: Writer) -> PurgeResult:
+    return await _purge(state, None)
+
+
+async def _purge(state: State, run_ids: list[int] | None) -> PurgeResult:
+    broker = await run_in_threadpool(state.get_broker)
+    purged = await run_in_threadpool(operations.purge, state.settings, state.engine, broker, run_ids)
+    return PurgeResult(purged=purged)

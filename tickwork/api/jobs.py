@@ -1,0 +1,260 @@
+"""``/jobs``: definitions (create, list, get, replace, patch, delete), trigger, pause, resume, preview."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Path, Query, Response, status
+from fastapi.exceptions import RequestValidationError
+from pydantic.alias_generators import to_camel
+from starlette.concurrency import run_in_threadpool
+
+from tickwork import operations
+from tickwork.api.auth import Reader, Writer
+from tickwork.api.schemas import (
+    ErrorBody,
+    JobOut,
+    JobPage,
+    JobPatch,
+    NextFires,
+    RunOut,
+    RunPage,
+    TriggerRequest,
+    ValidationErrorBody,
+)
+from tickwork.api.state import ApiState, State
+from tickwork.errors import ValidationError
+from tickwork.scheduler.cron import CronSchedule
+from tickwork.spec import JobSpec
+from tickwork.store import jobs as job_store
+from tickwork.store import runs as run_store
+from tickwork.store.models import HandlerType, Job, RunStatus, utcnow
+
+MAX_ID = 2**63 - 1
+JobId = Annotated[int, Path(ge=1, le=MAX_ID, description="job id")]
+
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "missing, invalid or expired token"},
+    403: {"model": ErrorBody, "description": "the token's role may not do this"},
+}
+READ_ERRORS: dict[int | str, dict[str, Any]] = {
+    **AUTH_ERRORS,
+    422: {"model": ValidationErrorBody, "description": "invalid input: the field and the reason"},
+}
+ONE_JOB_ERRORS: dict[int | str, dict[str, Any]] = {
+    **READ_ERRORS,
+    404: {"model": ErrorBody, "description": "no such job"},
+}
+WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ONE_JOB_ERRORS,
+    409: {"model": ErrorBody, "description": "another job has this name"},
+    413: {"model": ErrorBody, "description": "request body larger than TICKWORK_MAX_PAYLOAD_BYTES"},
+}
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+
+def check_spec(state: ApiState, spec: JobSpec) -> None:
+    operations.check_spec(state.settings, state.engine, spec)
+
+
+def spec_of(job: Job) -> dict[str, Any]:
+    """A stored job's definition as JobSpec field values (snake_case)."""
+    return {name: getattr(job, name) for name in JobSpec.model_fields}
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=JobOut,
+    responses={k: v for k, v in WRITE_ERRORS.items() if k != 404},
+    summary="Create a job",
+)
+def create_job(spec: JobSpec, state: State, _: Writer) -> JobOut:
+    check_spec(state, spec)
+    job = job_store.create_job(state.engine, spec)
+    state.job_changed(job.id)
+    return JobOut.of(job)
+
+
+@router.get("", response_model=JobPage, responses=READ_ERRORS, summary="List jobs")
+def list_jobs(
+    *,
+    state: State,
+    _: Reader,
+    enabled: bool | None = None,
+    name: Annotated[str | None, Query(max_length=200, description="substring of the name")] = None,
+    handler_type: Annotated[HandlerType | None, Query(alias="handlerType")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+) -> JobPage:
+    jobs, total = job_store.list_jobs(
+        state.engine,
+        enabled=enabled,
+        name_contains=name,
+        handler_type=handler_type.value if handler_type else None,
+        limit=limit,
+        offset=offset,
+    )
+    return JobPage(items=[JobOut.of(j) for j in jobs], total=total, limit=limit, offset=offset)
+
+
+@router.get("/{job_id}", response_model=JobOut, responses=ONE_JOB_ERRORS, summary="Get a job")
+def get_job(job_id: JobId, state: State, _: Reader) -> JobOut:
+    return JobOut.of(job_store.get_job(state.engine, job_id))
+
+
+@router.put("/{job_id}", response_model=JobOut, responses=WRITE_ERRORS, summary="Replace a job")
+def replace_job(job_id: JobId, spec: JobSpec, state: State, _: Writer) -> JobOut:
+    job_store.get_job(state.engine, job_id)  # 404 before 422 on the database checks
+    check_spec(state, spec)
+    job = job_store.update_job(state.engine, job_id, spec)
+    state.job_changed(job.id)
+    return JobOut.of(job)
+
+
+@router.patch("/{job_id}", response_model=JobOut, responses=WRITE_ERRORS, summary="Change some fields")
+def patch_job(job_id: JobId, patch: JobPatch, state: State, _: Writer) -> JobOut:
+    current = job_store.get_job(state.engine, job_id)
+    changes = patch.changes()
+    merged = {**spec_of(current), **changes}
+    # Switching between a cron schedule and a one-time instant drops the other.
+    if changes.get("cron_expression") and "run_at" not in changes:
+        merged["run_at"] = None
+    if changes.get("run_at") is not None and "cron_expression" not in changes:
+        merged["cron_expression"] = None
+    # A pydantic.ValidationError here is answered 422 by the app's handler.
+    spec = JobSpec.model_validate({to_camel(key): value for key, value in merged.items()})
+    check_spec(state, spec)
+    job = job_store.update_job(state.engine, job_id, spec)
+    state.job_changed(job.id)
+    return JobOut.of(job)
+
+
+@router.delete(
+    "/{job_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=ONE_JOB_ERRORS,
+    summary="Delete a job and its run history",
+)
+def delete_job(job_id: JobId, state: State, _: Writer) -> Response:
+    job_store.delete_job(state.engine, job_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/{job_id}/pause", response_model=JobOut, responses=ONE_JOB_ERRORS, summary="Pause a job")
+def pause_job(job_id: JobId, state: State, _: Writer) -> JobOut:
+    return JobOut.of(job_store.set_enabled(state.engine, job_id, False))
+
+
+@router.post("/{job_id}/resume", response_model=JobOut, responses=ONE_JOB_ERRORS, summary="Resume a job")
+def resume_job(job_id: JobId, state: State, _: Writer) -> JobOut:
+    job = job_store.set_enabled(state.engine, job_id, True)
+    state.job_changed(job.id)
+    return JobOut.of(job)
+
+
+@router.post(
+    "/{job_id}/trigger",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=RunOut,
+    responses={**ONE_JOB_ERRORS, 413: WRITE_ERRORS[413]},
+    summary="Run a job now",
+    description=(
+        "Writes a PENDING run (the outbox row) and publishes it. If the broker is unreachable the "
+        "run stays PENDING and the scheduler's outbox sweep publishes it later."
+    ),
+)
+async def trigger_job(
+    job_id: JobId,
+    state: State,
+    _: Writer,
+    body: Annotated[TriggerRequest | None, Body()] = None,
+) -> RunOut:
+    job = await run_in_threadpool(job_store.get_job, state.engine, job_id)
+    arguments: dict[str, Any] | None = None
+    if body is not None and (body.args is not None or body.kwargs is not None):
+        if job.handler_type != HandlerType.PYTHON:
+            raise ValidationError("args", "only Python jobs take call arguments")
+        arguments = {"args": body.args or [], "kwargs": body.kwargs or {}}
+    run_id = await run_in_threadpool(_fire, state, job, arguments)
+    run = await run_in_threadpool(run_store.get_run, state.engine, run_id)
+    return RunOut.of(run)
+
+
+def _fire(state: ApiState, job: Job, arguments: dict[str, Any] | None) -> int:
+    return operations.trigger(state.settings, state.engine, state.get_broker(), job, arguments=arguments)
+
+
+@router.get(
+    "/{job_id}/next-fires",
+    response_model=NextFires,
+    responses=ONE_JOB_ERRORS,
+    summary="Preview the next fire times",
+)
+def next_fires(
+    job_id: JobId,
+    state: State,
+    _: Reader,
+    count: Annotated[int, Query(ge=1, le=100)] = 5,
+    after: Annotated[datetime | None, Query(description="default: now")] = None,
+) -> NextFires:
+    job = job_store.get_job(state.engine, job_id)
+    start = utcnow() if after is None else aware(after, "after")
+    fires: list[datetime] = []
+    if job.cron_expression:
+        try:
+            fires = CronSchedule(job.cron_expression, job.timezone).next_fires(start, count)
+        except (OverflowError, ValueError):
+            fires = []  # past the end of the calendar: no more fires
+    elif job.run_at is not None and job.run_at > start:
+        fires = [job.run_at]
+    return NextFires(job_id=job.id, timezone=job.timezone, fires=fires)
+
+
+@router.get("/{job_id}/runs", response_model=RunPage, responses=ONE_JOB_ERRORS, summary="A job's runs")
+def job_runs(
+    job_id: JobId,
+    state: State,
+    _: Reader,
+    status_filter: Annotated[list[RunStatus] | None, Query(alias="status")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    before_id: Annotated[int | None, Query(alias="beforeId", ge=1, le=MAX_ID)] = None,
+) -> RunPage:
+    job_store.get_job(state.engine, job_id)
+    runs = run_store.list_runs(
+        state.engine,
+        job_id=job_id,
+        status=[s.value for s in status_filter] if status_filter else None,
+        limit=limit,
+        before_id=before_id,
+    )
+    return run_page(runs, limit)
+
+
+def run_page(runs: list[Any], limit: int) -> RunPage:
+    items = [RunOut.of(r) for r in runs]
+    return RunPage(items=items, next_before_id=items[-1].id if len(items) == limit else None)
+
+
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 12, 30, tzinfo=UTC)
+
+
+def aware(value: datetime, field: str) -> datetime:
+    """Query datetimes: naive ones are UTC; clamp to what every database stores."""
+    try:
+        result = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("query", field),
+                    "msg": "outside the range of representable UTC instants",
+                    "type": "value_error",
+                }
+            ]
+        ) from None
+    return min(max(result, EARLIEST), LATEST)

@@ -1,0 +1,165 @@
+"""Response and request models of the REST API (camelCase JSON)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from tickwork.store.models import HandlerType, Job, JobRun, MisfirePolicy, OverlapPolicy
+
+
+class ApiModel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, from_attributes=True)
+
+
+class JobOut(ApiModel):
+    """A job definition as stored, with its schedule state."""
+
+    id: int
+    name: str
+    cron_expression: str | None
+    run_at: datetime | None
+    timezone: str
+    handler_type: str
+    handler_data: str
+    parameters: dict[str, Any] | None
+    retry_count: int
+    retry_backoff_seconds: int
+    max_backoff_seconds: int
+    timeout_seconds: float | None
+    queue: str
+    misfire_policy: str
+    misfire_grace_seconds: float | None
+    overlap_policy: str
+    enabled: bool
+    source: str
+    next_fire_at: datetime | None
+    last_fire_at: datetime | None
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, job: Job) -> JobOut:
+        return cls.model_validate(job)
+
+
+class JobPage(ApiModel):
+    items: list[JobOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class RunOut(ApiModel):
+    """One attempt of one fire of a job."""
+
+    id: int
+    job_id: int
+    status: str
+    attempt: int
+    output: str | None
+    created_at: datetime
+    updated_at: datetime
+    scheduled_for: datetime
+    trigger: str
+    worker_id: str | None
+    message_id: str | None
+    available_at: datetime | None
+    enqueued_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    arguments: dict[str, Any] | None
+    error: str | None
+    traceback: str | None
+
+    @classmethod
+    def of(cls, run: JobRun) -> RunOut:
+        return cls.model_validate(run)
+
+
+class RunPage(ApiModel):
+    """Newest first; pass ``nextBeforeId`` as ``beforeId`` for the next page (null: no more)."""
+
+    items: list[RunOut]
+    next_before_id: int | None
+
+
+class NextFires(ApiModel):
+    job_id: int
+    timezone: str
+    fires: list[datetime]
+
+
+class TriggerRequest(ApiModel):
+    """Optional body of ``POST /jobs/{id}/trigger``: arguments for a Python job's call."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    args: list[Any] | None = None
+    kwargs: dict[str, Any] | None = None
+
+
+class PurgeRequest(ApiModel):
+    """Body of ``POST /dlq/purge``: the dead runs to discard (absent or null: all of them)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_ids: list[Annotated[int, Field(ge=1, le=2**63 - 1)]] | None = Field(default=None, max_length=10_000)
+
+
+class PurgeResult(ApiModel):
+    purged: int
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, str] = Field(default_factory=dict)
+
+
+class FieldError(BaseModel):
+    """One invalid input: ``field`` is the JSON field, query parameter or header; ``reason`` why."""
+
+    field: str
+    reason: str
+    loc: list[str | int] = Field(default_factory=list)
+    msg: str = ""
+    type: str = "value_error"
+
+
+class ValidationErrorBody(BaseModel):
+    detail: list[FieldError]
+
+
+class ErrorBody(BaseModel):
+    detail: str
+
+
+class JobPatch(ApiModel):
+    """Fields of a job to change; absent fields keep their value (``null`` clears a nullable one)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = None
+    cron_expression: str | None = None
+    run_at: datetime | None = None
+    timezone: str | None = None
+    handler_type: HandlerType | None = None
+    handler_data: str | None = None
+    parameters: dict[str, Any] | None = None
+    retry_count: int | None = None
+    retry_backoff_seconds: int | None = None
+    max_backoff_seconds: int | None = None
+    timeout_seconds: float | None = None
+    queue: str | None = None
+    misfire_policy: MisfirePolicy | None = None
+    misfire_grace_seconds: float | None = None
+    overlap_policy: OverlapPolicy | None = None
+    enabled: bool | None = None
+
+    def changes(self) -> dict[str, Any]:
+        """The fields the client sent, by snake_case name."""
+        return self.model_dump(exclude_unset=True, by_alias=False)

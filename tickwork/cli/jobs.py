@@ -1,0 +1,291 @@
+"""``tickwork jobs add|list|show|pause|resume|trigger|delete``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+import pydantic
+from sqlalchemy import Engine
+
+from tickwork import operations
+from tickwork.api.schemas import JobOut, RunOut
+from tickwork.cli.common import migrated_engine, print_json, print_table, settings_and_logging
+from tickwork.config import Settings
+from tickwork.errors import ValidationError
+from tickwork.field_errors import first_error
+from tickwork.messaging import make_broker
+from tickwork.scheduler.cron import CronSchedule
+from tickwork.spec import JobSpec
+from tickwork.store import jobs as job_store
+from tickwork.store.models import Job, RunTrigger, utcnow
+from tickwork.store.runs import get_run, insert_run, list_runs
+
+#: JSON field → the flag that sets it, so a CLI error names what the user typed.
+FLAGS = {
+    "name": "--name",
+    "cronExpression": "--cron",
+    "runAt": "--run-at",
+    "timezone": "--timezone",
+    "handlerType": "--http/--python",
+    "handlerData": "--http/--python",
+    "parameters": "--parameters",
+    "retryCount": "--retry-count",
+    "retryBackoffSeconds": "--retry-backoff",
+    "maxBackoffSeconds": "--max-backoff",
+    "timeoutSeconds": "--timeout",
+    "queue": "--queue",
+    "misfirePolicy": "--misfire-policy",
+    "misfireGraceSeconds": "--misfire-grace",
+    "overlapPolicy": "--overlap-policy",
+}
+
+
+def register(sub: Any) -> None:
+    jobs = sub.add_parser("jobs", help="job definitions")
+    jobs_sub = jobs.add_subparsers(dest="jobs_command", metavar="ACTION")
+    jobs_sub.required = True
+
+    add = jobs_sub.add_parser("add", help="create a job")
+    add.add_argument("--name", required=True)
+    when = add.add_mutually_exclusive_group()
+    when.add_argument("--cron", help="6-field (seconds first), 5-field or @macro")
+    when.add_argument("--run-at", help="one-time ISO 8601 instant (naive = UTC)")
+    add.add_argument("--timezone", default="UTC", help="IANA zone of the cron expression")
+    handler = add.add_mutually_exclusive_group(required=True)
+    handler.add_argument("--http", metavar="URL", help="call this http(s) URL")
+    handler.add_argument("--python", metavar="NAME", help="run this registered @job function")
+    add.add_argument("--parameters", metavar="JSON", help="http: method/headers/query/body/json")
+    add.add_argument("--retry-count", type=int, default=0)
+    add.add_argument("--retry-backoff", type=int, default=10, metavar="SECONDS")
+    add.add_argument("--max-backoff", type=int, default=3600, metavar="SECONDS")
+    add.add_argument("--timeout", type=float, metavar="SECONDS")
+    add.add_argument("--queue", default="default")
+    add.add_argument("--misfire-policy", default="fire_once", choices=["fire_once", "fire_all", "skip"])
+    add.add_argument("--misfire-grace", type=float, metavar="SECONDS")
+    add.add_argument("--overlap-policy", default="allow", choices=["allow", "forbid", "replace"])
+    add.add_argument("--paused", action="store_true", help="create it paused")
+    add.add_argument("--json", action="store_true")
+    add.set_defaults(func=cmd_add)
+
+    ls = jobs_sub.add_parser("list", help="list jobs")
+    state = ls.add_mutually_exclusive_group()
+    state.add_argument("--enabled", dest="enabled", action="store_const", const=True, default=None)
+    state.add_argument("--paused", dest="enabled", action="store_const", const=False)
+    ls.add_argument("--name", help="name contains")
+    ls.add_argument("--limit", type=int, default=100)
+    ls.add_argument("--offset", type=int, default=0)
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_list)
+
+    for action, helptext, func in (
+        ("show", "show a job, its next fires and its latest runs", cmd_show),
+        ("pause", "stop firing a job", cmd_pause),
+        ("resume", "fire a paused job again", cmd_resume),
+        ("trigger", "run a job now", cmd_trigger),
+        ("delete", "delete a job and its run history", cmd_delete),
+    ):
+        p = jobs_sub.add_parser(action, help=helptext)
+        p.add_argument("job", help="job id or name")
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(func=func)
+
+
+def resolve_job(engine: Engine, ref: str) -> Job:
+    """A job by id (digits) or by name."""
+    if ref.isdigit():
+        return job_store.get_job(engine, int(ref))
+    return job_store.get_job_by_name(engine, ref)
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    return JobOut.of(job).model_dump(mode="json", by_alias=True)
+
+
+def _spec_from_args(args: argparse.Namespace) -> JobSpec:
+    data: dict[str, Any] = {
+        "name": args.name,
+        "timezone": args.timezone,
+        "handlerType": "http" if args.http is not None else "python",
+        "handlerData": args.http if args.http is not None else args.python,
+        "retryCount": args.retry_count,
+        "retryBackoffSeconds": args.retry_backoff,
+        "maxBackoffSeconds": args.max_backoff,
+        "queue": args.queue,
+        "misfirePolicy": args.misfire_policy,
+        "overlapPolicy": args.overlap_policy,
+        "enabled": not args.paused,
+    }
+    for key, value in (
+        ("cronExpression", args.cron),
+        ("runAt", args.run_at),
+        ("timeoutSeconds", args.timeout),
+        ("misfireGraceSeconds", args.misfire_grace),
+    ):
+        if value is not None:
+            data[key] = value
+    if args.parameters is not None:
+        try:
+            data["parameters"] = json.loads(args.parameters)
+        except json.JSONDecodeError as exc:
+            raise ValidationError("--parameters", f"not valid JSON: {exc}") from None
+    try:
+        return JobSpec.model_validate(data)
+    except pydantic.ValidationError as exc:
+        error = first_error(exc.errors())
+        raise ValidationError(_flag(error.field), error.reason) from None
+
+
+def _flag(field: str) -> str:
+    head = field.partition(".")[0]
+    flag = FLAGS.get(head)
+    return f"{flag} ({field})" if flag else field
+
+
+def _check(settings: Settings, engine: Engine, spec: JobSpec) -> None:
+    try:
+        operations.check_spec(settings, engine, spec)
+    except ValidationError as exc:
+        raise ValidationError(_flag(exc.field), exc.reason) from None
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    settings = settings_and_logging()
+    spec = _spec_from_args(args)  # bad input exits 2 before touching the database
+    engine = migrated_engine(settings)
+    _check(settings, engine, spec)
+    job = job_store.create_job(engine, spec, source="cli")
+    if args.json:
+        print_json(job_json(job))
+    else:
+        print(f"created job {job.id} {job.name!r}; next fire: {_when(job)}")
+    return 0
+
+
+def _when(job: Job) -> str:
+    return job.next_fire_at.isoformat(timespec="seconds") if job.next_fire_at else "on demand"
+
+
+def _schedule(job: Job) -> str:
+    if job.cron_expression:
+        zone = "" if job.timezone == "UTC" else f" ({job.timezone})"
+        return f"{job.cron_expression}{zone}"
+    if job.run_at is not None:
+        return f"once at {job.run_at.isoformat(timespec='seconds')}"
+    return "on demand"
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    if args.limit < 1 or args.offset < 0:
+        raise ValidationError("--limit/--offset", "limit must be >= 1 and offset >= 0")
+    settings = settings_and_logging()
+    engine = migrated_engine(settings)
+    jobs, total = job_store.list_jobs(
+        engine, enabled=args.enabled, name_contains=args.name, limit=args.limit, offset=args.offset
+    )
+    if args.json:
+        print_json({"items": [job_json(j) for j in jobs], "total": total})
+        return 0
+    print_table(
+        [
+            (
+                j.id,
+                j.name,
+                _schedule(j),
+                f"{j.handler_type}:{j.handler_data}",
+                "yes" if j.enabled else "paused",
+                j.next_fire_at if j.enabled else None,
+            )
+            for j in jobs
+        ],
+        ["id", "name", "schedule", "handler", "enabled", "next fire"],
+    )
+    if total > len(jobs):
+        print(f"({len(jobs)} of {total}; use --offset/--limit)")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    settings = settings_and_logging()
+    engine = migrated_engine(settings)
+    job = resolve_job(engine, args.job)
+    fires = (
+        CronSchedule(job.cron_expression, job.timezone).next_fires(utcnow(), 5) if job.cron_expression else []
+    )
+    runs = list_runs(engine, job_id=job.id, limit=10)
+    if args.json:
+        print_json(
+            {
+                **job_json(job),
+                "nextFires": [f.isoformat() for f in fires],
+                "latestRuns": [RunOut.of(r).model_dump(mode="json", by_alias=True) for r in runs],
+            }
+        )
+        return 0
+    data = job_json(job)
+    width = max(len(k) for k in data)
+    for key, value in data.items():
+        print(f"{key.ljust(width)}  {'-' if value is None else value}")
+    if fires:
+        print("\nnext fires (UTC):")
+        for fire in fires:
+            print(f"  {fire.isoformat(timespec='seconds')}")
+    if runs:
+        print("\nlatest runs:")
+        print_table(
+            [(r.id, r.status, r.attempt, r.scheduled_for, r.finished_at, r.error) for r in runs],
+            ["id", "status", "attempt", "scheduled for", "finished", "error"],
+        )
+    return 0
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    return _set_enabled(args, False)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    return _set_enabled(args, True)
+
+
+def _set_enabled(args: argparse.Namespace, enabled: bool) -> int:
+    settings = settings_and_logging()
+    engine = migrated_engine(settings)
+    job = job_store.set_enabled(engine, resolve_job(engine, args.job).id, enabled)
+    if args.json:
+        print_json(job_json(job))
+    else:
+        print(f"job {job.id} {job.name!r} {'resumed' if enabled else 'paused'}")
+    return 0
+
+
+def cmd_trigger(args: argparse.Namespace) -> int:
+    settings = settings_and_logging()
+    engine = migrated_engine(settings)
+    job = resolve_job(engine, args.job)
+    if settings.embedded_broker:
+        # The in-process broker lives in `tickwork dev`, not here: leave the PENDING row for its
+        # outbox sweep (and its start-up republish) to pick up.
+        now = utcnow()
+        run_id = insert_run(engine, job_id=job.id, scheduled_for=now, trigger=RunTrigger.MANUAL, now=now)
+        note = "PENDING; the running `tickwork dev` publishes it within its outbox grace period"
+    else:
+        run_id = operations.trigger(settings, engine, make_broker(settings), job)
+        note = "published"
+    if args.json:
+        print_json(RunOut.of(get_run(engine, run_id)).model_dump(mode="json", by_alias=True))
+    else:
+        print(f"run {run_id} of job {job.id} {job.name!r}: {note}")
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    settings = settings_and_logging()
+    engine = migrated_engine(settings)
+    job = resolve_job(engine, args.job)
+    job_store.delete_job(engine, job.id)
+    if args.json:
+        print_json({"deleted": job.id})
+    else:
+        print(f"deleted job {job.id} {job.name!r} and its run history")
+    return 0
