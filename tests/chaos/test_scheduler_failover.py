@@ -125,18 +125,28 @@ def test_failover_fires_every_second_exactly_once(
     assert sum(executions.values()) == sum(succeeded.values()), "an attempt ran twice or not at all"
 
     kill_dt = datetime.fromtimestamp(kill_time, UTC)
-    after = sorted(r["enqueued_at"] for r in rows if r["enqueued_at"] and r["enqueued_at"] > kill_dt)
+    # The killed leader may have published its last batch and died before recording the publish
+    # time: such rows ran (counted above) but keep enqueued_at NULL. Only fires around the kill
+    # may look like that.
+    unrecorded = [r for r in window if r["enqueued_at"] is None]
+    assert all(abs((r["scheduled_for"] - kill_dt).total_seconds()) < 2 for r in unrecorded), (
+        kill_dt,
+        sorted(Counter((r["scheduled_for"], r["status"]) for r in unrecorded).items()),
+    )
+    recorded = [r for r in window if r["enqueued_at"] is not None]
+    after = sorted(r["enqueued_at"] for r in recorded if r["enqueued_at"] > kill_dt)
     publish_gap = (after[0] - kill_dt).total_seconds()
-    lags = sorted((r["enqueued_at"] - r["scheduled_for"]).total_seconds() for r in window)
+    lags = sorted((r["enqueued_at"] - r["scheduled_for"]).total_seconds() for r in recorded)
     p50, p99 = lags[len(lags) // 2], lags[int(len(lags) * 0.99)]
     print(
         f"\nfailover: killed {leader}, {new_leader} took the lease after {lease_gap:.2f} s, "
         f"first publish after the kill {publish_gap:.2f} s; window {seconds} s x {JOBS} jobs = "
-        f"{len(window)} fires, duplicates 0, misses 0, executions {sum(executions.values())}; "
+        f"{len(window)} fires, duplicates 0, misses 0, executions {sum(executions.values())} "
+        f"({len(unrecorded)} published by the killed leader without a recorded time); "
         f"publish lag p50 {p50 * 1000:.1f} ms p99 {p99 * 1000:.1f} ms "
         f"max {lags[-1] * 1000:.0f} ms"
     )
-    worst = sorted(window, key=lambda r: r["enqueued_at"] - r["scheduled_for"])[-3:]
+    worst = sorted(recorded, key=lambda r: r["enqueued_at"] - r["scheduled_for"])[-3:]
     for r in worst:
         print(
             "slowest:",

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import bindparam, create_engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 
 from tests.conftest import MYSQL_SERVER_URL, SEED, require_service
@@ -14,7 +16,7 @@ from tickwork.errors import Conflict, DatabaseNotMigrated
 from tickwork.spec import JobSpec
 from tickwork.store import RunStatus, ensure_migrated, make_engine, upgrade
 from tickwork.store.jobs import create_job
-from tickwork.store.runs import claim_attempt, finish_attempt, get_run, insert_run
+from tickwork.store.runs import claim_attempt, finish_attempt, get_run, insert_run, mark_enqueued
 
 pytestmark = pytest.mark.integration
 
@@ -87,3 +89,45 @@ def test_claim_is_compare_and_set(mysql_engine) -> None:
     assert finish_attempt(mysql_engine, run_id, "worker-a", status=RunStatus.SUCCESS, output="ok")
     run = get_run(mysql_engine, run_id)
     assert (run.status, run.worker_id, run.output) == ("SUCCESS", "worker-a", "ok")
+
+
+def test_mark_enqueued_survives_being_the_deadlock_victim(mysql_engine) -> None:
+    """Workers claim the rows the scheduler is marking published; InnoDB may pick the mark as
+    a deadlock victim, and the publish time must still be recorded (it once stayed NULL)."""
+    job = create_job(mysql_engine, JobSpec.model_validate(SEED))
+    base = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    ids = [
+        insert_run(mysql_engine, job_id=job.id, scheduled_for=base + timedelta(seconds=i)) for i in range(40)
+    ]
+    first, second, others = ids[0], ids[1], ids[2:]
+    blocker = mysql_engine.connect()
+    tx = blocker.begin()
+    # The blocker locks many rows (so InnoDB picks the smaller mark_enqueued as the victim),
+    # the second id among them.
+    blocker.execute(
+        text("UPDATE job_runs SET worker_id = 'blocker' WHERE id IN :ids").bindparams(
+            bindparam("ids", expanding=True)
+        ),
+        {"ids": [second, *others]},
+    )
+    errors: list[BaseException] = []
+
+    def mark() -> None:
+        try:
+            mark_enqueued(mysql_engine, [first, second], now=base)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=mark)
+    thread.start()
+    time.sleep(0.5)  # mark_enqueued holds `first` and waits for `second`
+    blocker.execute(text("UPDATE job_runs SET worker_id = 'blocker' WHERE id = :id"), {"id": first})
+    tx.commit()
+    blocker.close()
+    thread.join(timeout=30)
+    assert not errors, errors
+    with mysql_engine.connect() as conn:
+        stamped = conn.scalars(
+            text("SELECT enqueued_at FROM job_runs WHERE id IN (:a, :b)"), {"a": first, "b": second}
+        ).all()
+    assert len(stamped) == 2 and all(v is not None for v in stamped)

@@ -212,3 +212,18 @@ def test_message_for_unknown_actor_is_recorded_dead(
     run = get_run(sqlite_engine, run_id)
     assert run.status == RunStatus.DEAD
     assert (run.error or "").startswith("unknown handler: no @job function named 'not_imported_here'")
+
+
+def test_recorder_commits_each_group_in_run_id_order(sqlite_engine: Engine) -> None:
+    """Each group locks its rows in id order, like every multi-row UPDATE on job_runs, so two
+    groups (or a group and the scheduler's publish-time update) cannot deadlock."""
+    from tickwork.store.attempts import AttemptRecorder, _Pending
+
+    recorder = AttemptRecorder(sqlite_engine)
+    committed: list[list[int]] = []
+    recorder._commit = lambda batch: committed.append([p.run_id for p in batch])  # type: ignore[method-assign]
+    for run_id in (42, 7, 19, 3):
+        recorder._queue.put(_Pending("UPDATE", (), run_id))
+    recorder._queue.put(None)
+    recorder._commit_loop()
+    assert committed == [[3, 7, 19, 42]]

@@ -20,6 +20,7 @@ non-blocking lock inside (a wake-up during a tick makes that tick go round once 
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import logging
@@ -45,9 +46,10 @@ from tickwork.keys import leader_key, scheduler_node_key, scheduler_wake_channel
 from tickwork.messaging import build_message, make_broker, publish
 from tickwork.metrics import get_metrics
 from tickwork.scheduler.leader import LeaderLease, Lease, LocalLease
-from tickwork.store.engine import ensure_migrated, make_engine
+from tickwork.store.engine import ensure_migrated, make_engine, retry_transient
 from tickwork.store.fires import (
     Attempt,
+    FireResult,
     earliest_next_fire,
     fire_due_jobs_safely,
     pending_unclaimed,
@@ -309,13 +311,8 @@ class SchedulerService:
         published = 0
         while self.is_leader and not self._stop.is_set():
             started = time.monotonic()
-            result = fire_due_jobs_safely(
-                self.engine,
-                now=utcnow(),
-                until=until,
-                default_grace_seconds=self.settings.misfire_grace_seconds,
-                fire_all_limit=self.settings.fire_all_limit,
-            )
+            # One transaction; a deadlock victim (rolled back, nothing written) is run again.
+            result = retry_transient(functools.partial(self._fire_once, until))
             if until is not None:
                 took = time.monotonic() - started
                 self._lead = min(MAX_LEAD_SECONDS, max(MIN_LEAD_SECONDS, took * 2 + 0.010))
@@ -328,6 +325,15 @@ class SchedulerService:
             if not result.more:
                 break
         return published
+
+    def _fire_once(self, until: datetime | None) -> FireResult:
+        return fire_due_jobs_safely(
+            self.engine,
+            now=utcnow(),
+            until=until,
+            default_grace_seconds=self.settings.misfire_grace_seconds,
+            fire_all_limit=self.settings.fire_all_limit,
+        )
 
     def publish_attempts(self, attempts: list[Attempt], *, hold_until_due: bool = False) -> int:
         """Publish committed attempts in batches, then record the publish times.

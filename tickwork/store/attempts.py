@@ -75,9 +75,9 @@ class AttemptRecorder:
                 self._thread = threading.Thread(target=self._commit_loop, name="tickwork-commit", daemon=True)
                 self._thread.start()
 
-    def _submit(self, sql: str, params: tuple[Any, ...]) -> bool:
+    def _submit(self, sql: str, params: tuple[Any, ...], run_id: int) -> bool:
         self._ensure_thread()
-        pending = _Pending(sql, params)
+        pending = _Pending(sql, params, run_id)
         self._queue.put(pending)
         pending.done.wait()
         if pending.error is not None:
@@ -110,6 +110,9 @@ class AttemptRecorder:
                     self._queue.put(None)
                     break
                 batch.append(item)
+            # Rows locked in id order, as every multi-row UPDATE on job_runs locks them: two
+            # groups (or a group and the scheduler's enqueued_at update) cannot deadlock.
+            batch.sort(key=lambda p: p.run_id)
             self._commit(batch)
 
     def _run_batch(self, batch: list[_Pending]) -> list[bool]:
@@ -160,6 +163,7 @@ class AttemptRecorder:
         return self._submit(
             self._claim_sql,
             (RunStatus.RUNNING.value, worker_id, now, now, message_id, run_id, RunStatus.PENDING.value),
+            run_id,
         )
 
     def finish(
@@ -177,6 +181,7 @@ class AttemptRecorder:
         return self._submit(
             self._finish_sql,
             (str(status), output, error, traceback, now, now, run_id, RunStatus.RUNNING.value, worker_id),
+            run_id,
         )
 
     def close(self) -> None:
@@ -187,11 +192,12 @@ class AttemptRecorder:
 
 
 class _Pending:
-    __slots__ = ("done", "error", "params", "result", "sql")
+    __slots__ = ("done", "error", "params", "result", "run_id", "sql")
 
-    def __init__(self, sql: str, params: tuple[Any, ...]) -> None:
+    def __init__(self, sql: str, params: tuple[Any, ...], run_id: int) -> None:
         self.sql = sql
         self.params = params
+        self.run_id = run_id
         self.done = threading.Event()
         self.result = False
         self.error: BaseException | None = None

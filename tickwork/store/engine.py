@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tickwork.config import Settings
 from tickwork.errors import DatabaseNotMigrated
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: MySQL errors after which the whole transaction may simply be run again.
+TRANSIENT_MYSQL_ERRORS = frozenset({1205, 1213})  # lock wait timeout, deadlock
+DEFAULT_TRANSIENT_ATTEMPTS = 4
 
 
 def make_engine(url: str | Settings, **kwargs: Any) -> Engine:
@@ -81,3 +93,28 @@ def ensure_migrated(engine: Engine) -> None:
         where = engine.url.render_as_string(hide_password=True)
         state = "has no tickwork schema" if current is None else f"is at revision {current}"
         raise DatabaseNotMigrated(f"database {where} {state}, expected {head}: run `tickwork db upgrade`")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A deadlock or lock wait timeout: InnoDB rolled the transaction back; running it again is safe."""
+    if not isinstance(exc, OperationalError):
+        return False
+    code = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
+    return code in TRANSIENT_MYSQL_ERRORS
+
+
+def retry_transient(fn: Callable[[], T], *, attempts: int = DEFAULT_TRANSIENT_ATTEMPTS) -> T:
+    """Run a self-contained transaction again after a deadlock or lock wait timeout.
+
+    Only for ``fn`` that opens and commits its own transaction: the rolled-back attempt left
+    nothing behind, so the next one starts clean.
+    """
+    for n in range(attempts):
+        try:
+            return fn()
+        except OperationalError as exc:
+            if n == attempts - 1 or not is_transient(exc):
+                raise
+            logger.info("transaction rolled back by the database (%s); running it again", exc.orig)
+            time.sleep(0.01 * 2**n)
+    raise AssertionError("unreachable")

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, update
 
 from tickwork.errors import NotFound
-from tickwork.store.engine import session_factory
+from tickwork.store.engine import retry_transient, session_factory
 from tickwork.store.models import JobRun, RunStatus, RunTrigger, runs_table, utcnow
 
 Executor = Engine | Connection
@@ -125,17 +125,21 @@ def mark_enqueued(target: Executor, run_ids: list[int], *, now: datetime | None 
     """Record the publish time of PENDING rows (the outbox sweep measures its grace from it)."""
     if not run_ids:
         return
-    now = now or utcnow()
-    _execute(
-        target,
+    when = now or utcnow()
+    statement = (
         update(runs_table)
         .where(
-            runs_table.c.id.in_(run_ids),
+            runs_table.c.id.in_(sorted(run_ids)),
             # A fast worker may claim an attempt before its publish is recorded: keep the time.
             or_(runs_table.c.status == RunStatus.PENDING.value, runs_table.c.enqueued_at.is_(None)),
         )
-        .values(enqueued_at=now),
+        .values(enqueued_at=when)
     )
+    if isinstance(target, Engine):
+        # Workers claim these very rows meanwhile: a deadlock victim here is run again.
+        retry_transient(lambda: _execute(target, statement))
+    else:
+        _execute(target, statement)
 
 
 def get_run(engine: Engine, run_id: int) -> JobRun:
