@@ -278,3 +278,16 @@ def test_an_existing_fire_row_does_not_stall_other_jobs(mysql_engine: Engine) ->
     assert [a.job.id for a in result.to_publish] == [other]
     assert statuses(mysql_engine, taken) == {"PENDING": 1} and statuses(mysql_engine, other) == {"PENDING": 1}
     assert get_job(mysql_engine, taken).next_fire_at == datetime(2030, 1, 1, 0, 0, 2, tzinfo=UTC)
+
+
+def test_an_existing_fire_row_does_not_swallow_the_fires_after_it(mysql_engine: Engine) -> None:
+    """A job handled late whose first due fire was already recorded still makes every later fire
+    (each exactly once), instead of jumping past them without a trace."""
+    job_id = make_job(mysql_engine, "late")
+    first = datetime(2030, 1, 1, 0, 0, 1, tzinfo=UTC)
+    insert_run(mysql_engine, job_id=job_id, scheduled_for=first)
+    result = fire_due_jobs_safely(mysql_engine, now=BASE + timedelta(seconds=10))
+    expected = [first + timedelta(seconds=n) for n in range(1, 10)]
+    assert [a.scheduled_for for a in result.to_publish] == expected
+    assert [r["scheduled_for"] for r in runs(mysql_engine, job_id)] == [first, *expected]
+    assert get_job(mysql_engine, job_id).next_fire_at == first + timedelta(seconds=10)

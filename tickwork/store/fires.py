@@ -173,11 +173,14 @@ def fire_due_jobs(
     limit: int = DEFAULT_CLAIM_LIMIT,
     job_ids: list[int] | None = None,
     until: datetime | None = None,
+    skip_existing: bool = False,
 ) -> FireResult:
     """Make the fires of jobs due by ``until`` (default ``now``) in one transaction.
 
     Returns the attempts to publish. ``until`` a few ms ahead of ``now`` lets the ticker write
-    the rows of an imminent fire early and publish at the fire instant itself.
+    the rows of an imminent fire early and publish at the fire instant itself. With
+    ``skip_existing``, a fire whose attempt-1 row already exists is left as it is (someone made
+    it) while the job still advances and its other fires are written.
     """
     now = now or utcnow()
     until = until or now
@@ -248,6 +251,8 @@ def fire_due_jobs(
                     updated_at=now,
                 )
             )
+        if params and skip_existing:
+            params = _without_existing(conn, params)
         if params:
             inserted = conn.execute(
                 insert(runs_table).returning(
@@ -306,10 +311,12 @@ def fire_due_jobs_safely(
                 fire_all_limit=fire_all_limit,
                 job_ids=[job_id],
                 until=until,
+                skip_existing=True,
             )
         except IntegrityError:
-            logger.error("fire of job already recorded; advancing without a row", extra={"job_id": job_id})
-            _skip_to_next(engine, job_id, now)
+            # Another ticker wrote a row between our check and our insert: its transaction
+            # advanced the job too, so the next tick sees where the schedule stands.
+            logger.warning("fire of job made concurrently; left to the next tick", extra={"job_id": job_id})
             continue
         total.to_publish.extend(one.to_publish)
         total.rows.update(one.rows)
@@ -320,21 +327,28 @@ def fire_due_jobs_safely(
     return total
 
 
-def _skip_to_next(engine: Engine, job_id: int, now: datetime) -> None:
-    from tickwork.scheduler.cron import next_fire_time
-
-    with engine.begin() as conn:
-        row = conn.execute(
-            select(jobs_table.c.cron_expression, jobs_table.c.timezone).where(jobs_table.c.id == job_id)
-        ).first()
-        if row is None:
-            return
-        new = next_fire_time(row[0], row[1], None, now)
-        conn.execute(
-            update(jobs_table)
-            .where(jobs_table.c.id == job_id)
-            .values(next_fire_at=new, version=jobs_table.c.version + 1, updated_at=now)
+def _without_existing(conn: Connection, params: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Drop planned rows whose fire already has an attempt-1 row (recorded by someone else)."""
+    job_ids = {p["job_id"] for p in params}
+    times = [p["scheduled_for"] for p in params]
+    existing = {
+        (int(job_id), when)
+        for job_id, when in conn.execute(
+            select(runs_table.c.job_id, runs_table.c.scheduled_for).where(
+                runs_table.c.job_id.in_(job_ids),
+                runs_table.c.attempt == 1,
+                runs_table.c.scheduled_for.between(min(times), max(times)),
+            )
         )
+    }
+    if existing:
+        logger.warning(
+            "%d fires were already recorded; writing the other %d",
+            len(existing),
+            len(params) - len(existing),
+            extra={"job_id": sorted(job_ids)[0]},
+        )
+    return [p for p in params if (p["job_id"], p["scheduled_for"]) not in existing]
 
 
 def earliest_next_fire(engine: Engine) -> datetime | None:
