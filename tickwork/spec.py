@@ -140,15 +140,35 @@ def validate_http_url(url: str, deny_networks: list[str] | None = None, field: s
         check_denied_host(parts.hostname, deny_networks, field)
 
 
+def _address_forms(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[Any]:
+    """The address and any IPv4 address it carries (``::ffff:a.b.c.d``, 6to4, NAT64, ``::a.b.c.d``):
+    a connection to those reaches the IPv4 host, so the IPv4 deny list must see it."""
+    forms: list[Any] = [address]
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = [address.ipv4_mapped, address.sixtofour]
+        if address.teredo is not None:
+            embedded.append(address.teredo[1])
+        packed = int(address)
+        if address in _NAT64 or (packed >> 32 == 0 and packed > 1):  # 64:ff9b::/96, ::a.b.c.d
+            embedded.append(ipaddress.IPv4Address(packed & 0xFFFFFFFF))
+        forms.extend(a for a in embedded if a is not None)
+    return forms
+
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
 def check_denied_host(host: str, deny_networks: list[str], field: str = "handlerData") -> None:
     """Reject a literal IP address inside a denied network (metadata endpoints and such)."""
     try:
-        address = ipaddress.ip_address(host.strip("[]"))
+        address = ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
     except ValueError:
         return
-    for net in deny_networks:
-        if address in ipaddress.ip_network(net, strict=False):
-            raise ValidationError(field, f"address {address} is in denied network {net}")
+    for form in _address_forms(address):
+        for net in deny_networks:
+            network = ipaddress.ip_network(net, strict=False)
+            if form.version == network.version and form in network:
+                raise ValidationError(field, f"address {address} is in denied network {net}")
 
 
 def validate_http_parameters(params: dict[str, Any], field: str = "parameters") -> None:

@@ -35,3 +35,21 @@ def test_a_bad_value_names_the_variable(
         load_settings()
     assert info.value.field == env
     assert needle in info.value.reason
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        ({"leader_ttl_ms": 3000, "leader_renew_ms": 5000}, "TICKWORK_LEADER_RENEW_MS"),
+        ({"leader_ttl_ms": 3000, "leader_renew_ms": 3000}, "TICKWORK_LEADER_RENEW_MS"),
+        (
+            {"heartbeat_ttl_seconds": 10, "heartbeat_interval_seconds": 20},
+            "TICKWORK_HEARTBEAT_INTERVAL_SECONDS",
+        ),
+    ],
+)
+def test_timings_that_contradict_each_other_are_refused(values: dict[str, float], field: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(**values)
+    assert info.value.field == field
+    assert "below" in info.value.reason

@@ -67,7 +67,20 @@ def test_one_time_job_without_cron() -> None:
     assert spec.run_at is not None and spec.run_at.isoformat() == "2030-01-01T09:00:00+00:00"
 
 
-@pytest.mark.parametrize("host", ["169.254.169.254", "[fe80::1]", "100.100.100.200"])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "169.254.169.254",
+        "[fe80::1]",
+        "100.100.100.200",
+        # IPv6 spellings that reach the IPv4 metadata address: mapped, 6to4, NAT64, compatible.
+        "[::ffff:169.254.169.254]",
+        "[::ffff:a9fe:a9fe]",
+        "[2002:a9fe:a9fe::1]",
+        "[64:ff9b::a9fe:a9fe]",
+        "[::169.254.169.254]",
+    ],
+)
 def test_denied_networks(host: str) -> None:
     from tickwork.config.settings import DEFAULT_HTTP_DENY_NETWORKS
 
@@ -75,3 +88,4 @@ def test_denied_networks(host: str) -> None:
         validate_http_url(f"http://{host}/latest", list(DEFAULT_HTTP_DENY_NETWORKS))
     assert info.value.field == "handlerData" and "denied network" in info.value.reason
     check_denied_host("127.0.0.1", list(DEFAULT_HTTP_DENY_NETWORKS))  # loopback is allowed
+    check_denied_host("::ffff:127.0.0.1", list(DEFAULT_HTTP_DENY_NETWORKS))

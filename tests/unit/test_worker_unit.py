@@ -96,6 +96,9 @@ def test_resolved_address_in_deny_list_fails() -> None:
     with pytest.raises(JobFailed, match="denied: localhost resolves to address"):
         asyncio.run(_resolve_checked("localhost", 80, ["127.0.0.0/8", "::1/128"]))
     assert asyncio.run(_resolve_checked("127.0.0.1", 80, ["169.254.0.0/16"])) == "127.0.0.1"
+    # An IPv4-mapped IPv6 literal reaches the IPv4 host: the IPv4 deny list applies to it.
+    with pytest.raises(JobFailed, match="denied"):
+        asyncio.run(_resolve_checked("[::ffff:127.0.0.1]", 80, ["127.0.0.0/8"]))
 
 
 def test_worker_command_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:

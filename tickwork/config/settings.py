@@ -130,10 +130,26 @@ class Settings(BaseSettings):
         return self.database_url.startswith("sqlite")
 
 
+def check_consistency(settings: Settings) -> None:
+    """Refuse settings that are each valid but wrong together (a lease renewed after it expired)."""
+    if settings.leader_renew_ms >= settings.leader_ttl_ms:
+        raise ConfigError(
+            "TICKWORK_LEADER_RENEW_MS",
+            f"must be below TICKWORK_LEADER_TTL_MS ({settings.leader_ttl_ms}): "
+            "the leader would lose its lease between renewals",
+        )
+    if settings.heartbeat_interval_seconds >= settings.heartbeat_ttl_seconds:
+        raise ConfigError(
+            "TICKWORK_HEARTBEAT_INTERVAL_SECONDS",
+            f"must be below TICKWORK_HEARTBEAT_TTL_SECONDS ({settings.heartbeat_ttl_seconds:g}): "
+            "live workers would be reaped as lost between beats",
+        )
+
+
 def load_settings(**overrides: object) -> Settings:
     """Build settings, turning pydantic's error into a :class:`ConfigError` naming the variable."""
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        settings = Settings(**overrides)  # type: ignore[arg-type]
     except SettingsError as exc:
         field = str(exc).split('"')[1] if '"' in str(exc) else "settings"
         raise ConfigError(f"TICKWORK_{field.upper()}", "cannot be parsed") from None
@@ -143,6 +159,8 @@ def load_settings(**overrides: object) -> Settings:
         err = exc.errors()[0]
         loc = str(err["loc"][0]) if err["loc"] else "settings"
         raise ConfigError(f"TICKWORK_{loc.upper()}", err["msg"].removeprefix("Value error, ")) from None
+    check_consistency(settings)
+    return settings
 
 
 @functools.lru_cache(maxsize=1)
