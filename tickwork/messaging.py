@@ -8,6 +8,7 @@ finishing an attempt cost one write each and no read.
 
 from __future__ import annotations
 
+import logging
 import threading
 from datetime import datetime
 from typing import Any, TypedDict
@@ -19,6 +20,8 @@ from sqlalchemy import Engine
 from tickwork.config import Settings
 from tickwork.store.models import HandlerType, Job, RunTrigger, utcnow
 from tickwork.store.runs import insert_run, mark_enqueued
+
+logger = logging.getLogger(__name__)
 
 HTTP_ACTOR = "tickwork_http"
 OPTION = "tickwork"
@@ -185,13 +188,24 @@ def fire_now(
 ) -> int:
     """Run ``job`` now, outside its schedule: write the PENDING row (the outbox), then publish.
 
-    If the publish fails the row stays PENDING and the outbox sweep publishes it later.
+    Returns the run id once the row is committed. A failed publish is logged, not raised: the
+    row stays PENDING and the outbox sweep publishes it (raising would invite the caller to try
+    again, and the run would then happen twice).
     """
     now = utcnow()
     run_id = insert_run(
         engine, job_id=job.id, scheduled_for=now, trigger=trigger, arguments=arguments, now=now
     )
     message = build_message(settings, job, run_id=run_id, attempt=1, scheduled_for=now, arguments=arguments)
-    publish(broker, [message])
+    try:
+        publish(broker, [message])
+    except Exception:
+        logger.warning(
+            "Publishing run %s of job %s failed; it stays PENDING for the outbox sweep.",
+            run_id,
+            job.name,
+            exc_info=True,
+        )
+        return run_id
     mark_enqueued(engine, [run_id])
     return run_id

@@ -21,8 +21,8 @@ from tickwork.spec import JobSpec, check_denied_host
 from tickwork.store.attempts import replay_dead_run
 from tickwork.store.handlers import is_registered_handler
 from tickwork.store.jobs import get_job
-from tickwork.store.models import HandlerType, Job, JobRun, RunStatus, RunTrigger, utcnow
-from tickwork.store.runs import get_run, list_runs, mark_enqueued
+from tickwork.store.models import HandlerType, Job, JobRun, RunTrigger, utcnow
+from tickwork.store.runs import get_run, mark_enqueued
 
 log = logging.getLogger(__name__)
 
@@ -51,19 +51,15 @@ def trigger(
     *,
     arguments: dict[str, Any] | None = None,
 ) -> int:
-    """Run ``job`` now; returns the run id (PENDING until a worker claims it)."""
+    """Run ``job`` now; returns the run id (PENDING until a worker claims it).
+
+    The broker being down does not fail the request: the row is the outbox.
+    """
     try:
         _declare(settings, broker, job)
-        return fire_now(settings, engine, broker, job, trigger=RunTrigger.MANUAL, arguments=arguments)
     except Exception:
-        latest = list_runs(engine, job_id=job.id, limit=1)
-        if latest and latest[0].status == RunStatus.PENDING.value and latest[0].enqueued_at is None:
-            log.warning(
-                "publish failed; the run stays PENDING for the outbox sweep",
-                extra={"job_id": job.id, "run_id": latest[0].id},
-            )
-            return latest[0].id
-        raise
+        log.warning("declaring the queue failed; publishing anyway", extra={"job_id": job.id}, exc_info=True)
+    return fire_now(settings, engine, broker, job, trigger=RunTrigger.MANUAL, arguments=arguments)
 
 
 def publish_run(settings: Settings, engine: Engine, broker: dramatiq.Broker, run_id: int) -> None:

@@ -8,7 +8,6 @@ the module touches no service.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import signal
@@ -23,7 +22,13 @@ from dramatiq.middleware import AgeLimit, Callbacks, Middleware, Pipelines, Shut
 from sqlalchemy import Engine, select
 
 from tickwork.actors.binding import bind_http_actor, bind_job
-from tickwork.actors.registry import Runtime, registered_functions, set_runtime
+from tickwork.actors.registry import (
+    Runtime,
+    import_job_modules,
+    register_definitions,
+    registered_functions,
+    set_runtime,
+)
 from tickwork.config import Settings, configure_logging, get_settings
 from tickwork.messaging import make_broker, queue_name
 from tickwork.middleware.backoff import Backoff
@@ -35,7 +40,6 @@ from tickwork.middleware.metrics import Metrics
 from tickwork.middleware.run_log import RunLog
 from tickwork.middleware.time_limit import TimeLimit
 from tickwork.store.engine import ensure_migrated, make_engine
-from tickwork.store.jobs import upsert_decorated_job
 from tickwork.store.models import jobs_table
 
 logger = logging.getLogger(__name__)
@@ -145,7 +149,7 @@ def register_jobs(settings: Settings, engine: Engine, broker: dramatiq.Broker) -
     for job_fn in registered_functions():
         if job_fn.actor_name not in broker.actors:
             bind_job(broker, settings, job_fn)
-        runtime.jobs[job_fn.actor_name] = upsert_decorated_job(engine, job_fn.spec)
+    runtime.jobs.update(register_definitions(engine))
     set_runtime(runtime)
     declare_stored_queues(settings, engine, broker)
 
@@ -183,8 +187,7 @@ def setup_broker(
     (``register=False`` defers that to worker boot), and makes the broker Dramatiq's global one.
     """
     engine = engine or make_engine(settings)
-    for module in settings.imports:
-        importlib.import_module(module)
+    import_job_modules(settings)
     broker = make_broker(settings, middleware=build_middleware(settings, engine))
     registration = JobRegistration(settings=settings, engine=engine)
     broker.add_middleware(registration)

@@ -153,3 +153,36 @@ def test_commands_refuse_an_unmigrated_database(tmp_path: Path, cluster_settings
         result = run(empty, *args)
         assert result.returncode == 1, args
         assert "tickwork db upgrade" in result.stderr, args
+
+
+@pytest.mark.parametrize("command", [["scheduler"], ["worker", "--processes", "1"]])
+def test_a_bad_imports_setting_names_the_variable(cluster_settings: Settings, command: list[str]) -> None:
+    result = run(cluster_settings, *command, imports="tests.no_such_module")
+    assert result.returncode == 2, result.stderr
+    assert "invalid TICKWORK_IMPORTS: cannot import 'tests.no_such_module'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_scheduler_registers_the_job_definitions_it_imports(
+    cluster_settings: Settings, mysql_engine: Engine
+) -> None:
+    proc = subprocess.Popen(
+        tickwork_cmd("scheduler"),
+        env=settings_env(cluster_settings, imports="tests.worker_jobs"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = []
+        while not any("running" in line for line in lines) and proc.poll() is None:
+            lines.append(proc.stdout.readline())  # "... running" comes after registration
+        assert any("running" in line for line in lines), lines
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    from tickwork.store.jobs import get_job_by_name
+
+    job = get_job_by_name(mysql_engine, "tw_record")
+    assert (job.source, job.handler_type, job.handler_data) == ("decorator", "python", "tw_record")

@@ -230,3 +230,40 @@ def test_recorder_commits_each_group_in_run_id_order(sqlite_engine: Engine) -> N
     recorder._queue.put(None)
     recorder._commit_loop()
     assert committed == [[3, 7, 19, 42]]
+
+
+def test_send_keeps_the_run_when_the_publish_fails(
+    embedded: tuple[Settings, StubBroker], sqlite_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The row is committed before the publish: raising then would make a retrying caller run
+    the job twice, so send returns the run id and the outbox sweep publishes it."""
+    from tests import worker_jobs
+    from tickwork import messaging
+
+    def broken(*_args: Any, **_kwargs: Any) -> None:
+        raise ConnectionError("broker down")
+
+    monkeypatch.setattr(messaging, "publish", broken)
+    run_id = worker_jobs.tw_add.send(1, 2)
+    run = get_run(sqlite_engine, run_id)
+    assert (run.status, run.enqueued_at, run.arguments) == (
+        RunStatus.PENDING,
+        None,
+        {"args": [1, 2], "kwargs": {}},
+    )
+
+
+def test_send_refuses_oversize_arguments_and_writes_nothing(
+    embedded: tuple[Settings, StubBroker], sqlite_engine: Engine
+) -> None:
+    from sqlalchemy import func, select
+
+    from tests import worker_jobs
+    from tickwork.store.models import runs_table
+
+    settings, _ = embedded
+    with pytest.raises(ValidationError) as info:
+        worker_jobs.tw_record.send("x" * (settings.max_payload_bytes + 1))
+    assert info.value.field == "arguments" and "TICKWORK_MAX_PAYLOAD_BYTES" in info.value.reason
+    with sqlite_engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(runs_table)) == 0

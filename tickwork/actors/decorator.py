@@ -53,10 +53,16 @@ class JobFunction:
 
         arguments = {"args": list(args), "kwargs": dict(kwargs)}
         try:
-            json.dumps(arguments)
+            encoded = json.dumps(arguments)
         except (TypeError, ValueError) as exc:
             raise ValidationError("arguments", f"must be JSON-serializable: {exc}") from None
         runtime = get_runtime()
+        limit = runtime.settings.max_payload_bytes
+        if len(encoded.encode()) > limit:
+            raise ValidationError(
+                "arguments",
+                f"{len(encoded.encode())} bytes of JSON, more than TICKWORK_MAX_PAYLOAD_BYTES ({limit})",
+            )
         job = runtime.jobs.get(self.actor_name)
         if job is None:
             job = upsert_decorated_job(runtime.engine, self.spec)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -10,7 +11,7 @@ import dramatiq
 from sqlalchemy import Engine, select
 
 from tickwork.config import Settings
-from tickwork.errors import ValidationError
+from tickwork.errors import ConfigError, ValidationError
 from tickwork.store.models import HandlerType, Job, jobs_table
 
 if TYPE_CHECKING:
@@ -98,3 +99,19 @@ def validate_python_handler(name: str, engine: Engine | None = None) -> None:
         if found is not None:
             return
     raise ValidationError("handlerData", f"no @job function named {name!r} is registered")
+
+
+def import_job_modules(settings: Settings) -> None:
+    """Import ``TICKWORK_IMPORTS`` so their ``@job`` functions register; a bad name is a config error."""
+    for module in settings.imports:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ConfigError("TICKWORK_IMPORTS", f"cannot import {module!r}: {exc}") from None
+
+
+def register_definitions(engine: Engine) -> dict[str, Job]:
+    """Upsert every ``@job`` definition of this process into the store (by name); returns them."""
+    from tickwork.store.jobs import upsert_decorated_job
+
+    return {fn.actor_name: upsert_decorated_job(engine, fn.spec) for fn in registered_functions()}

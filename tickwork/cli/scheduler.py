@@ -22,10 +22,14 @@ def register(sub: Any) -> None:
 
 
 def cmd_scheduler(args: argparse.Namespace) -> int:
+    from tickwork.actors.registry import import_job_modules, register_definitions
     from tickwork.scheduler.service import SchedulerService
 
     settings = settings_and_logging()
     engine = migrated_engine(settings)
+    # @job definitions with a schedule fire even before any worker has started.
+    import_job_modules(settings)
+    register_definitions(engine)
     service = SchedulerService(settings, engine=engine, node_id=args.node_id)
     stop = threading.Event()
 

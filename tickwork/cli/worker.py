@@ -13,6 +13,7 @@ import sys
 import tempfile
 from typing import Any
 
+from tickwork.actors.registry import import_job_modules
 from tickwork.cli.common import migrated_engine
 from tickwork.config import configure_logging, load_settings
 from tickwork.errors import ValidationError
@@ -71,6 +72,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = load_settings()
     argv = dramatiq_argv(args, settings.namespace)  # bad input exits 2 before anything starts
     configure_logging(settings.log_level, settings.log_format)
+    import_job_modules(settings)  # a bad TICKWORK_IMPORTS names the variable, not a child traceback
     migrated_engine(settings).dispose()
     env = dict(os.environ)
     env.setdefault("dramatiq_worker_timeout", str(WORKER_TIMEOUT_MS))
