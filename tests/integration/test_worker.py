@@ -256,3 +256,79 @@ def test_worker_picks_up_the_queue_of_a_job_created_after_it_started(
         run_id = fire_now(cluster_settings, mysql_engine, publisher, job)
         wait_for(lambda: get_run(mysql_engine, run_id).status == "SUCCESS", 20, what="the new queue consumed")
     assert get_run(mysql_engine, run_id).output == "3"
+
+
+def test_a_failed_retry_write_is_retried_never_dead_lettered(
+    cluster_settings: Settings,
+    mysql_engine: Engine,
+    publisher: dramatiq.Broker,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """A brief database error while recording a failure must not turn a run with retries left
+    into DEAD (DeadLetter once did that when Backoff's write raised)."""
+    from sqlalchemy.exc import OperationalError
+
+    from tickwork.middleware import backoff
+
+    real = backoff.finish_and_retry
+    calls = itertools.count()
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        if next(calls) == 0:
+            raise OperationalError("UPDATE job_runs", {}, Exception("server has gone away"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(backoff, "finish_and_retry", flaky)
+    handle = start_worker(cluster_settings, publisher, threads=2)
+    try:
+        first = worker_jobs.tw_always_fails.send(str(tmp_path / "fails.txt"))
+        job_id = get_run(mysql_engine, first).job_id
+        wait_for(lambda: len(statuses(mysql_engine, job_id)) >= 2, 20, what="the first retry")
+    finally:
+        handle.stop(10)
+    rows = runs_of_job(mysql_engine, job_id)
+    assert (rows[0].attempt, rows[0].status) == (1, "FAILED")
+    assert rows[1].attempt == 2 and rows[1].status != "DEAD"
+
+
+def test_reaper_retries_lost_and_abandoned_attempts_but_not_live_ones(
+    cluster_settings: Settings, mysql_engine: Engine, publisher: dramatiq.Broker
+) -> None:
+    """Real Redis heartbeats: a dead worker's attempt is ``worker lost``; a live worker's attempt
+    missing from its in-flight list (its outcome could not be written) is ``abandoned``; an
+    attempt a live worker lists, or one that started after its last beat, is left alone."""
+    from datetime import datetime
+
+    from tickwork.middleware.heartbeat import ABANDONED, WORKER_LOST, HeartbeatStore, reap_lost_attempts
+    from tickwork.store.models import utcnow
+    from tickwork.store.runs import claim_attempt, insert_run
+
+    job = get_job_by_name(mysql_engine, "tw_long")  # retries=2
+    store = HeartbeatStore.from_settings(cluster_settings)
+    try:
+        base = utcnow() - timedelta(seconds=30)
+        runs = {
+            name: insert_run(mysql_engine, job_id=job.id, scheduled_for=base + timedelta(seconds=i))
+            for i, name in enumerate(("lost", "abandoned", "held", "fresh"))
+        }
+        assert claim_attempt(mysql_engine, runs["lost"], "w-gone", now=base)
+        for name in ("abandoned", "held"):
+            assert claim_attempt(mysql_engine, runs[name], "w-live", now=base)
+        beat_at = utcnow()
+        assert claim_attempt(mysql_engine, runs["fresh"], "w-live", now=beat_at)  # after the beat
+        store.beat("w-live", {"beat_at": beat_at.isoformat(), "in_flight": [runs["held"]]})
+
+        assert reap_lost_attempts(cluster_settings, mysql_engine, publisher, store) == 2
+        assert reap_lost_attempts(cluster_settings, mysql_engine, publisher, store) == 0  # once only
+        got = {name: get_run(mysql_engine, run_id) for name, run_id in runs.items()}
+        assert (got["lost"].status, got["lost"].error) == ("FAILED", WORKER_LOST)
+        assert (got["abandoned"].status, got["abandoned"].error) == ("FAILED", ABANDONED)
+        assert got["held"].status == "RUNNING" and got["fresh"].status == "RUNNING"
+        retries = [r for r in runs_of_job(mysql_engine, job.id) if r.attempt == 2]
+        assert sorted(r.scheduled_for for r in retries) == sorted(
+            got[name].scheduled_for for name in ("lost", "abandoned")
+        )
+        assert all(r.status == "PENDING" and isinstance(r.available_at, datetime) for r in retries)
+    finally:
+        store.close()

@@ -8,20 +8,32 @@ a second time.
 from __future__ import annotations
 
 import json
+import logging
 import threading
+import time
 import traceback as tb
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 
 from tickwork.errors import TickworkError
 from tickwork.messaging import OPTION, RunOptions
 
+T = TypeVar("T")
+
 _local = threading.local()
+# Run ids this process has claimed (or is claiming) and not yet settled; a multiset, because a
+# duplicate delivery of a run may be tried by a second thread while the first runs it.
+_in_flight: Counter[int] = Counter()
+_in_flight_lock = threading.Lock()
 
 #: How much of a traceback is kept in ``job_runs.traceback``.
 TRACEBACK_LIMIT = 30
+#: How often an attempt's final write is tried before it is left to the reaper.
+DEFAULT_WRITE_ATTEMPTS = 3
 
 
 class AttemptTimeout(TickworkError):
@@ -110,3 +122,36 @@ def truncate_utf8(text: str, max_bytes: int) -> str:
     if len(data) <= max_bytes:
         return text
     return data[:max_bytes].decode("utf-8", errors="ignore")
+
+
+def track_in_flight(run_id: int) -> None:
+    """Note a run this process is about to claim: the heartbeat reports it as in flight."""
+    with _in_flight_lock:
+        _in_flight[run_id] += 1
+
+
+def untrack_in_flight(run_id: int) -> None:
+    with _in_flight_lock:
+        _in_flight[run_id] -= 1
+        if _in_flight[run_id] <= 0:
+            del _in_flight[run_id]
+
+
+def in_flight_runs() -> list[int]:
+    """The runs this process holds; a RUNNING row of this worker missing here was abandoned."""
+    with _in_flight_lock:
+        return sorted(_in_flight)
+
+
+def write_with_retries(fn: Callable[[], T], *, what: str, logger: logging.Logger) -> T:
+    """An attempt's final write, tried :data:`DEFAULT_WRITE_ATTEMPTS` times over a brief database
+    outage; the last failure is raised (the row stays RUNNING and the reaper settles it)."""
+    for n in range(DEFAULT_WRITE_ATTEMPTS):
+        try:
+            return fn()
+        except Exception:
+            if n == DEFAULT_WRITE_ATTEMPTS - 1:
+                raise
+            logger.warning("Writing %s failed; trying again.", what, exc_info=True)
+            time.sleep(0.2 * (n + 1))
+    raise AssertionError("unreachable")

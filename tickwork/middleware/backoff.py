@@ -21,6 +21,7 @@ from tickwork.middleware.attempt import (
     current_attempt,
     describe_failure,
     format_traceback,
+    write_with_retries,
 )
 from tickwork.store.attempts import finish_and_retry
 from tickwork.store.models import utcnow
@@ -114,20 +115,33 @@ class Backoff(Middleware):
             if message.actor_name == HTTP_ACTOR
             else {"args": list(message.args), "kwargs": dict(message.kwargs)}
         )
-        new_id = finish_and_retry(
-            self.engine,
-            options["run_id"],
-            attempt.worker_id,
-            job_id=options["job_id"],
-            scheduled_for=datetime.fromisoformat(options["scheduled_for"]),
-            next_attempt=options["attempt"] + 1,
-            available_at=utcnow() + timedelta(seconds=delay),
-            arguments=arguments,
-            output=getattr(exception, "output", None),
-            error=describe_failure(exception, attempt.timeout_seconds),
-            traceback=format_traceback(exception),
-        )
+        # Settled whatever happens below: if the write fails even after retries, the attempt
+        # stays RUNNING and leaves this worker's in-flight list, and the reaper retries it under
+        # the same policy. Nobody else may turn it DEAD or FAILED meanwhile.
         attempt.settled = True
+        try:
+            new_id = write_with_retries(
+                lambda: finish_and_retry(
+                    self.engine,
+                    options["run_id"],
+                    attempt.worker_id,
+                    job_id=options["job_id"],
+                    scheduled_for=datetime.fromisoformat(options["scheduled_for"]),
+                    next_attempt=options["attempt"] + 1,
+                    available_at=utcnow() + timedelta(seconds=delay),
+                    arguments=arguments,
+                    output=getattr(exception, "output", None),
+                    error=describe_failure(exception, attempt.timeout_seconds),
+                    traceback=format_traceback(exception),
+                ),
+                what=f"the retry of run {options['run_id']}",
+                logger=self.logger,
+            )
+        except Exception:
+            self.logger.exception(
+                "Recording the failure of run %s failed; the reaper will retry it.", options["run_id"]
+            )
+            return None
         if new_id is None:
             self.logger.warning(
                 "Attempt %s of run %s was no longer ours to fail (reaped?); no retry from this worker.",

@@ -17,7 +17,13 @@ from sqlalchemy import Engine
 
 from tickwork.config import Settings
 from tickwork.messaging import build_message, dlq_name, publish
-from tickwork.middleware.attempt import current_attempt, describe_failure, format_traceback
+from tickwork.middleware.attempt import (
+    current_attempt,
+    describe_failure,
+    format_traceback,
+    write_with_retries,
+)
+from tickwork.middleware.backoff import has_retries_left
 from tickwork.store.attempts import discard_dead_runs, list_dead_runs, replay_dead_run
 from tickwork.store.jobs import get_job
 from tickwork.store.models import JobRun, RunStatus, utcnow
@@ -53,18 +59,29 @@ class DeadLetter(Middleware):
         attempt = current_attempt()
         if attempt is None or exception is None or attempt.settled:
             return
+        if has_retries_left(attempt.options):
+            return  # Backoff's: a run with retries left is never dead
         error = describe_failure(exception, attempt.timeout_seconds)
         options = attempt.options
         attempt.settled = True
-        if not finish_attempt(
-            self.engine,
-            options["run_id"],
-            attempt.worker_id,
-            status=RunStatus.DEAD,
-            output=getattr(exception, "output", None),
-            error=error,
-            traceback=format_traceback(exception),
-        ):
+        try:
+            dead = write_with_retries(
+                lambda: finish_attempt(
+                    self.engine,
+                    options["run_id"],
+                    attempt.worker_id,
+                    status=RunStatus.DEAD,
+                    output=getattr(exception, "output", None),
+                    error=error,
+                    traceback=format_traceback(exception),
+                ),
+                what=f"the dead letter of run {options['run_id']}",
+                logger=self.logger,
+            )
+        except Exception:
+            self.logger.exception("Marking run %s DEAD failed; the reaper will settle it.", options["run_id"])
+            return
+        if not dead:
             self.logger.warning("Run %s was no longer ours to mark DEAD (reaped?).", options["run_id"])
             return
         self.logger.warning(

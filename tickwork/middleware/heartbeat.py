@@ -15,7 +15,7 @@ import secrets
 import socket
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import dramatiq
@@ -24,10 +24,11 @@ from sqlalchemy import Engine
 
 from tickwork.config import Settings
 from tickwork.keys import worker_heartbeat_key, worker_heartbeat_pattern
-from tickwork.messaging import build_message, run_options
+from tickwork.messaging import HTTP_ACTOR, build_message, queue_name, run_options
+from tickwork.middleware.attempt import in_flight_runs
 from tickwork.middleware.backoff import DEFAULT_JITTER, backoff_delay
 from tickwork.middleware.dead_letter import dead_letter_payload, publish_dead_letter
-from tickwork.store.attempts import finish_and_retry, running_attempts
+from tickwork.store.attempts import RunningAttempt, finish_and_retry, running_attempts, running_workers
 from tickwork.store.jobs import get_job
 from tickwork.store.models import HandlerType, RunStatus, utcnow
 from tickwork.store.runs import finish_attempt, mark_enqueued
@@ -35,6 +36,10 @@ from tickwork.store.runs import finish_attempt, mark_enqueued
 logger = logging.getLogger(__name__)
 
 WORKER_LOST = "worker lost"
+ABANDONED = "abandoned: its worker no longer runs it and could not record its outcome"
+#: A live worker's RUNNING attempt must have started this long before its last beat (and be
+#: missing from the beat's in-flight list) to count as abandoned.
+DEFAULT_ABANDON_GRACE_SECONDS = 1.0
 
 _worker_id: tuple[int, str] | None = None
 _memory_beats: dict[str, dict[str, tuple[float, dict[str, Any]]]] = {}
@@ -98,6 +103,15 @@ class HeartbeatStore:
         with _memory_lock:
             _memory_beats.get(self.namespace, {}).pop(worker_id, None)
 
+    def info(self, worker_id: str) -> dict[str, Any] | None:
+        """The worker's last heartbeat (``beat_at``, ``in_flight``, ...), or None if it expired."""
+        if self.redis is not None:
+            raw = self.redis.get(worker_heartbeat_key(self.namespace, worker_id))
+            return None if raw is None else dict(json.loads(raw))
+        with _memory_lock:
+            entry = _memory_beats.get(self.namespace, {}).get(worker_id)
+        return entry[1] if entry is not None and entry[0] > time.monotonic() else None
+
     def is_alive(self, worker_id: str) -> bool:
         if self.redis is not None:
             return bool(self.redis.exists(worker_heartbeat_key(self.namespace, worker_id)))
@@ -140,7 +154,16 @@ class Heartbeat(Middleware):
         self._started_at = utcnow().isoformat()
 
     def _info(self) -> dict[str, Any]:
-        return {"host": socket.gethostname(), "pid": os.getpid(), "started_at": self._started_at}
+        # beat_at is taken before the in-flight list: a run claimed before beat_at is listed
+        # unless this process is done with it (RunLog adds a run before its claim's start time).
+        beat_at = utcnow().isoformat()
+        return {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started_at": self._started_at,
+            "beat_at": beat_at,
+            "in_flight": in_flight_runs(),
+        }
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
         self._started_at = utcnow().isoformat()
@@ -162,10 +185,9 @@ class Heartbeat(Middleware):
 
     def _run(self) -> None:
         worker_id = current_worker_id()
-        info = self._info()
         while not self._stop.wait(self.interval_seconds):
             try:
-                self.store.beat(worker_id, info)
+                self.store.beat(worker_id, self._info())
             except Exception:
                 self.logger.warning("Heartbeat of %s failed.", worker_id, exc_info=True)
 
@@ -177,11 +199,15 @@ def reap_lost_attempts(
     store: HeartbeatStore,
     *,
     limit: int = 1000,
+    grace_seconds: float = DEFAULT_ABANDON_GRACE_SECONDS,
 ) -> int:
-    """Fail RUNNING attempts whose worker's heartbeat expired (``worker lost``) and retry or DLQ them.
+    """Fail RUNNING attempts no live worker runs, and retry or dead-letter them under their policy.
 
-    Each one is a compare-and-set on the lost worker's id, so a reaper racing the worker (or
-    another reaper) changes it at most once. Returns the number of attempts reaped.
+    Two kinds: attempts of a worker whose heartbeat expired (``worker lost``), and attempts a
+    live worker no longer lists as in flight although they started ``grace_seconds`` before its
+    last beat (its outcome could not be written: ``ABANDONED``). Each one is a compare-and-set
+    on the worker's id, so a reaper racing the worker (or another reaper) changes it at most
+    once. Returns the number of attempts reaped.
     """
     if store.redis is None and not settings.embedded_broker:
         # An in-process registry only sees this process's workers: every other worker would look dead.
@@ -190,75 +216,94 @@ def reap_lost_attempts(
         )
         return 0
     reaped = 0
-    alive: dict[str, bool] = {}
-    for row in running_attempts(engine, limit=limit):
-        if row.worker_id not in alive:
-            alive[row.worker_id] = store.is_alive(row.worker_id) if row.worker_id else False
-        if alive[row.worker_id]:
-            continue
-        job = get_job(engine, row.job_id)
-        if row.attempt <= job.retry_count:
-            delay = backoff_delay(
-                row.attempt, job.retry_backoff_seconds, job.max_backoff_seconds, jitter=DEFAULT_JITTER
-            )
-            new_id = finish_and_retry(
-                engine,
-                row.id,
-                row.worker_id,
-                job_id=row.job_id,
-                scheduled_for=row.scheduled_for,
-                next_attempt=row.attempt + 1,
-                available_at=utcnow() + timedelta(seconds=delay),
-                arguments=row.arguments,
-                output=None,
-                error=WORKER_LOST,
-                traceback=None,
-            )
-            if new_id is None:
-                continue
-            reaped += 1
-            logger.warning(
-                "Run %s attempt %s of job %s: worker %s lost; attempt %s (run %s) in %.2f s.",
-                row.id,
-                row.attempt,
-                job.name,
-                row.worker_id,
-                row.attempt + 1,
-                new_id,
-                delay,
-            )
-            arguments = None if job.handler_type == HandlerType.HTTP else row.arguments
-            message = build_message(
-                settings,
-                job,
-                run_id=new_id,
-                attempt=row.attempt + 1,
-                scheduled_for=row.scheduled_for,
-                arguments=arguments,
-            )
-            try:
-                broker.enqueue(message, delay=int(delay * 1000))
-                mark_enqueued(engine, [new_id])
-            except Exception:
-                logger.exception("Publishing retry run %s failed; it stays PENDING for the outbox.", new_id)
+    for worker_id in running_workers(engine):
+        beat = store.info(worker_id) if worker_id else None
+        if beat is None:
+            rows = running_attempts(engine, worker_id=worker_id, any_worker=False, limit=limit)
+            reason = WORKER_LOST
+        elif "in_flight" in beat and "beat_at" in beat:
+            before = datetime.fromisoformat(beat["beat_at"]) - timedelta(seconds=grace_seconds)
+            held = set(beat["in_flight"])
+            rows = [
+                row
+                for row in running_attempts(
+                    engine, worker_id=worker_id, any_worker=False, started_before=before, limit=limit
+                )
+                if row.id not in held
+            ]
+            reason = ABANDONED
         else:
-            if not finish_attempt(engine, row.id, row.worker_id, status=RunStatus.DEAD, error=WORKER_LOST):
-                continue
-            reaped += 1
-            logger.warning(
-                "Run %s of job %s: worker %s lost, no retries left: DEAD.", row.id, job.name, row.worker_id
-            )
-            options = run_options(job, run_id=row.id, attempt=row.attempt, scheduled_for=row.scheduled_for)
-            publish_dead_letter(
-                settings,
-                broker,
-                dead_letter_payload(
-                    options,
-                    error=WORKER_LOST,
-                    actor_name=job.handler_data
-                    if job.handler_type == HandlerType.PYTHON
-                    else "tickwork_http",
-                    queue_name=job.queue,
-                ),
-            )
+            continue  # alive, and too old to say what it runs
+        for row in rows:
+            reaped += _fail_lost_attempt(settings, engine, broker, row, reason)
     return reaped
+
+
+def _fail_lost_attempt(
+    settings: Settings, engine: Engine, broker: dramatiq.Broker, row: RunningAttempt, reason: str
+) -> int:
+    """Fail one lost attempt with ``reason`` and retry it (or mark it DEAD); 1 if this call did it."""
+    worker_id = row.worker_id
+    job = get_job(engine, row.job_id)
+    if row.attempt <= job.retry_count:
+        delay = backoff_delay(
+            row.attempt, job.retry_backoff_seconds, job.max_backoff_seconds, jitter=DEFAULT_JITTER
+        )
+        new_id = finish_and_retry(
+            engine,
+            row.id,
+            worker_id,
+            job_id=row.job_id,
+            scheduled_for=row.scheduled_for,
+            next_attempt=row.attempt + 1,
+            available_at=utcnow() + timedelta(seconds=delay),
+            arguments=row.arguments,
+            output=None,
+            error=reason,
+            traceback=None,
+        )
+        if new_id is None:
+            return 0
+        logger.warning(
+            "Run %s attempt %s of job %s: %s (worker %s); attempt %s (run %s) in %.2f s.",
+            row.id,
+            row.attempt,
+            job.name,
+            reason,
+            worker_id,
+            row.attempt + 1,
+            new_id,
+            delay,
+        )
+        arguments = None if job.handler_type == HandlerType.HTTP else row.arguments
+        message = build_message(
+            settings,
+            job,
+            run_id=new_id,
+            attempt=row.attempt + 1,
+            scheduled_for=row.scheduled_for,
+            arguments=arguments,
+        )
+        try:
+            broker.enqueue(message, delay=int(delay * 1000))
+            mark_enqueued(engine, [new_id])
+        except Exception:
+            logger.exception("Publishing retry run %s failed; it stays PENDING for the outbox.", new_id)
+        return 1
+    if not finish_attempt(engine, row.id, worker_id, status=RunStatus.DEAD, error=reason):
+        return 0
+    logger.warning(
+        "Run %s of job %s: %s (worker %s), no retries left: DEAD.", row.id, job.name, reason, worker_id
+    )
+    options = run_options(job, run_id=row.id, attempt=row.attempt, scheduled_for=row.scheduled_for)
+    publish_dead_letter(
+        settings,
+        broker,
+        dead_letter_payload(
+            options,
+            error=reason,
+            actor_name=job.handler_data if job.handler_type == HandlerType.PYTHON else HTTP_ACTOR,
+            queue_name=queue_name(settings, job.queue),
+        ),
+    )
+    return 1

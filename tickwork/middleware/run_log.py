@@ -9,7 +9,6 @@ so the hot path is two writes and no reads.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -27,14 +26,15 @@ from tickwork.middleware.attempt import (
     format_traceback,
     run_options,
     set_current_attempt,
+    track_in_flight,
+    untrack_in_flight,
+    write_with_retries,
 )
 from tickwork.store.attempts import AttemptRecorder
 from tickwork.store.models import RunStatus
 
 #: Default cap on the recorded output, in bytes of UTF-8.
 DEFAULT_OUTPUT_MAX_BYTES = 65536
-#: How often a failed finish write is tried before giving up (the reaper is the last resort).
-DEFAULT_FINISH_ATTEMPTS = 3
 
 
 class RunLog(Middleware):
@@ -67,13 +67,17 @@ class RunLog(Middleware):
         if options is None:
             return
         worker_id = self.worker_id()
+        # In flight before the claim: a heartbeat taken after the claim's start time lists it.
+        track_in_flight(options["run_id"])
         try:
             claimed = self.recorder.claim(options["run_id"], worker_id, message_id=message.message_id)
         except Exception:
+            untrack_in_flight(options["run_id"])
             # Without a claim the attempt must not run; the PENDING row stays for the outbox sweep.
             self.logger.exception("Claiming run %s failed; skipping its message.", options["run_id"])
             raise SkipMessage("claim failed") from None
         if not claimed:
+            untrack_in_flight(options["run_id"])
             self.logger.info(
                 "Run %s attempt %s of job %s is already claimed or finished; skipping message %s.",
                 options["run_id"],
@@ -96,26 +100,36 @@ class RunLog(Middleware):
     ) -> None:
         attempt = current_attempt()
         set_current_attempt(None)
-        if attempt is None or attempt.settled:
+        if attempt is None:
             return
-        if exception is None:
-            self._finish(
-                attempt,
-                status=RunStatus.SUCCESS,
-                output=format_output(attempt.result, self.output_max_bytes),
-            )
-        else:
-            # Reached only without Backoff and DeadLetter on the broker.
-            self._finish(
-                attempt,
-                status=RunStatus.FAILED,
-                output=getattr(exception, "output", None),
-                error=describe_failure(exception, attempt.timeout_seconds),
-                traceback=format_traceback(exception),
-            )
+        try:
+            if attempt.settled:
+                return
+            if exception is None:
+                self._finish(
+                    attempt,
+                    status=RunStatus.SUCCESS,
+                    output=format_output(attempt.result, self.output_max_bytes),
+                )
+            else:
+                # Reached only without Backoff and DeadLetter on the broker.
+                self._finish(
+                    attempt,
+                    status=RunStatus.FAILED,
+                    output=getattr(exception, "output", None),
+                    error=describe_failure(exception, attempt.timeout_seconds),
+                    traceback=format_traceback(exception),
+                )
+        finally:
+            # Whatever could not be written stays RUNNING, no longer in flight: the reaper's.
+            untrack_in_flight(attempt.run_id)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        """A later middleware skipped a claimed attempt: it is left to the reaper, not stranded."""
+        attempt = current_attempt()
         set_current_attempt(None)
+        if attempt is not None:
+            untrack_in_flight(attempt.run_id)
 
     def after_nack(self, broker: dramatiq.Broker, message: Any) -> None:
         """A tickwork message for an actor this worker does not have: record it DEAD, visibly.
@@ -139,18 +153,21 @@ class RunLog(Middleware):
             self.logger.exception("Recording the unknown handler of run %s failed.", options["run_id"])
 
     def _finish(self, attempt: Attempt, **values: Any) -> None:
-        for n in range(DEFAULT_FINISH_ATTEMPTS):
-            try:
-                if not self.recorder.finish(attempt.run_id, attempt.worker_id, **values):
-                    self.logger.warning(
-                        "Run %s was no longer RUNNING under worker %s (reaped?); outcome %s not recorded.",
-                        attempt.run_id,
-                        attempt.worker_id,
-                        values.get("status"),
-                    )
-                return
-            except Exception:
-                if n == DEFAULT_FINISH_ATTEMPTS - 1:
-                    self.logger.exception("Recording the outcome of run %s failed.", attempt.run_id)
-                    return
-                time.sleep(0.2 * (n + 1))
+        try:
+            finished = write_with_retries(
+                lambda: self.recorder.finish(attempt.run_id, attempt.worker_id, **values),
+                what=f"the outcome of run {attempt.run_id}",
+                logger=self.logger,
+            )
+        except Exception:
+            self.logger.exception(
+                "Recording the outcome of run %s failed; the reaper will settle it.", attempt.run_id
+            )
+            return
+        if not finished:
+            self.logger.warning(
+                "Run %s was no longer RUNNING under worker %s (reaped?); outcome %s not recorded.",
+                attempt.run_id,
+                attempt.worker_id,
+                values.get("status"),
+            )

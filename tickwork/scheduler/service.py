@@ -21,7 +21,6 @@ non-blocking lock inside (a wake-up during a tick makes that tick go round once 
 from __future__ import annotations
 
 import functools
-import importlib
 import json
 import logging
 import os
@@ -45,6 +44,7 @@ from tickwork.config import Settings
 from tickwork.keys import leader_key, scheduler_node_key, scheduler_wake_channel
 from tickwork.messaging import build_message, make_broker, publish
 from tickwork.metrics import get_metrics
+from tickwork.middleware.heartbeat import HeartbeatStore, reap_lost_attempts
 from tickwork.scheduler.leader import LeaderLease, Lease, LocalLease
 from tickwork.store.engine import ensure_migrated, make_engine, retry_transient
 from tickwork.store.fires import (
@@ -150,6 +150,7 @@ class SchedulerService:
         self._was_leader = False
         self._stop = threading.Event()
         self._listener: threading.Thread | None = None
+        self._heartbeats: HeartbeatStore | None = None
         self.started_at = utcnow()
         #: Counters for tests, metrics and the benchmark.
         self.stats: dict[str, int] = {"ticks": 0, "published": 0, "republished": 0, "rows": 0}
@@ -222,6 +223,8 @@ class SchedulerService:
                 logger.warning("could not remove presence key", extra={"node_id": self.node_id})
         if self._listener is not None:
             self._listener.join(timeout=3)
+        if self._heartbeats is not None:
+            self._heartbeats.close()
         if self._own_broker:
             self.broker.close()
         if self._own_engine:
@@ -407,21 +410,13 @@ class SchedulerService:
         return total
 
     def sweep_dead_workers(self) -> int:
-        """Fail (and retry per policy) RUNNING attempts whose worker's heartbeat expired."""
+        """Fail (and retry per policy) RUNNING attempts that no live worker runs."""
         if not self.is_leader:
             return 0
+        if self._heartbeats is None:
+            self._heartbeats = HeartbeatStore.from_settings(self.settings)
         try:
-            heartbeat = importlib.import_module("tickwork.middleware.heartbeat")
-        except ImportError:
-            return 0  # the worker runtime is not installed in this build
-        reap = getattr(heartbeat, "reap_lost_attempts", None)
-        store_cls = getattr(heartbeat, "HeartbeatStore", None)
-        if reap is None or store_cls is None:
-            return 0
-        try:
-            return int(
-                reap(self.settings, self.engine, self.broker, store_cls.from_settings(self.settings)) or 0
-            )
+            return reap_lost_attempts(self.settings, self.engine, self.broker, self._heartbeats)
         except Exception:
             logger.exception("dead-worker sweep failed", extra={"node_id": self.node_id})
             return 0

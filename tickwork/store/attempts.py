@@ -260,15 +260,31 @@ class RunningAttempt:
     started_at: datetime | None
 
 
-def running_attempts(engine: Engine, *, limit: int = 1000) -> list[RunningAttempt]:
-    """RUNNING attempts, oldest first (the reaper checks their workers' heartbeats)."""
+def running_workers(engine: Engine) -> list[str | None]:
+    """The workers holding RUNNING attempts (the reaper checks each one's heartbeat once)."""
     c = runs_table.c
-    query = (
-        select(c.id, c.job_id, c.worker_id, c.attempt, c.scheduled_for, c.arguments, c.started_at)
-        .where(c.status == RunStatus.RUNNING.value)
-        .order_by(c.id)
-        .limit(limit)
+    with engine.connect() as conn:
+        return list(conn.scalars(select(c.worker_id).where(c.status == RunStatus.RUNNING.value).distinct()))
+
+
+def running_attempts(
+    engine: Engine,
+    *,
+    worker_id: str | None = None,
+    any_worker: bool = True,
+    started_before: datetime | None = None,
+    limit: int = 1000,
+) -> list[RunningAttempt]:
+    """RUNNING attempts, oldest first: all of them, or (``any_worker=False``) ``worker_id``'s."""
+    c = runs_table.c
+    query = select(c.id, c.job_id, c.worker_id, c.attempt, c.scheduled_for, c.arguments, c.started_at).where(
+        c.status == RunStatus.RUNNING.value
     )
+    if not any_worker:
+        query = query.where(c.worker_id.is_(None) if worker_id is None else c.worker_id == worker_id)
+    if started_before is not None:
+        query = query.where(c.started_at < started_before)
+    query = query.order_by(c.id).limit(limit)
     with engine.connect() as conn:
         return [
             RunningAttempt(
