@@ -220,8 +220,38 @@ def test_pending_unclaimed_and_prune(mysql_engine: Engine) -> None:
             status=RunStatus.SUCCESS,
             now=old,
         )
-    assert prune_runs(mysql_engine, older_than=BASE - timedelta(days=30), batch_size=10) == 25
+    batches: list[int] = []
+
+    def count_batch() -> bool:
+        batches.append(len(batches))
+        return True
+
+    assert (
+        prune_runs(mysql_engine, older_than=BASE - timedelta(days=30), batch_size=10, keep_going=count_batch)
+        == 25
+    )
+    assert len(batches) == 3  # 10 + 10 + 5 rows, one transaction each
     assert statuses(mysql_engine, job_id) == {"PENDING": 2}
+
+
+def test_prune_stops_when_the_lease_is_lost_and_continues_later(mysql_engine: Engine) -> None:
+    job_id = make_job(mysql_engine, "pruned")
+    old = BASE - timedelta(days=90)
+    with mysql_engine.begin() as conn:
+        conn.execute(
+            runs_table.insert(),
+            [
+                {"job_id": job_id, "scheduled_for": old + timedelta(seconds=i), "attempt": 1,
+                 "status": "SUCCESS", "trigger": "schedule", "available_at": old,
+                 "created_at": old, "updated_at": old}
+                for i in range(2500)
+            ],
+        )  # fmt: skip
+    leading = iter([True, False])
+    cutoff = BASE - timedelta(days=30)
+    assert prune_runs(mysql_engine, older_than=cutoff, keep_going=lambda: next(leading)) == 1000
+    assert prune_runs(mysql_engine, older_than=cutoff) == 1500  # the next sweep finishes the job
+    assert runs(mysql_engine, job_id) == []
 
 
 @pytest.mark.parametrize(

@@ -99,3 +99,32 @@ def test_service_fires_on_time_and_wakes_on_notice(cluster_settings: Settings, m
     assert row["status"] == "PENDING" and 0 <= lag < 0.2, lag
     messages = drain(cluster_settings)
     assert [m["options"]["tickwork"]["run_id"] for m in messages] == [row["id"]]
+
+
+def test_retention_prunes_only_as_leader_and_only_old_finished_rows(
+    cluster_settings: Settings, mysql_engine: Engine
+) -> None:
+    from tickwork.store.runs import insert_run
+
+    settings = cluster_settings.model_copy(update={"retention_days": 7})
+    job = create_job(mysql_engine, job_spec("retained", cron_expression="0 0 * * * *"))
+    old = datetime.now(UTC) - timedelta(days=8)
+    recent = datetime.now(UTC) - timedelta(days=6)
+    for i, (created, status) in enumerate(
+        [(old, "SUCCESS"), (old, "DEAD"), (old, "PENDING"), (recent, "SUCCESS")]
+    ):
+        insert_run(
+            mysql_engine, job_id=job.id, scheduled_for=old + timedelta(seconds=i), status=status, now=created
+        )
+    broker = make_broker(settings)
+    service = SchedulerService(settings, engine=mysql_engine, broker=broker)
+    try:
+        assert service.prune_retention() == 0  # a standby prunes nothing
+        assert service.lease.try_acquire()
+        assert service.prune_retention() == 2
+    finally:
+        service.lease.release()
+        broker.close()
+    with mysql_engine.connect() as conn:
+        left = sorted(conn.execute(select(runs_table.c.status)).scalars())
+    assert left == ["PENDING", "SUCCESS"]

@@ -17,7 +17,9 @@ lease expired) cannot both fire a time: row locks and the CAS decide who advance
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import SimpleNamespace
@@ -418,22 +420,30 @@ def pending_unclaimed(
 
 
 def prune_runs(
-    engine: Engine, *, older_than: datetime, batch_size: int = 1000, max_batches: int = 100
+    engine: Engine,
+    *,
+    older_than: datetime,
+    batch_size: int = 1000,
+    max_seconds: float | None = None,
+    keep_going: Callable[[], bool] | None = None,
 ) -> int:
-    """Delete finished attempt rows created before ``older_than``, ``batch_size`` at a time.
+    """Delete finished attempt rows created before ``older_than``, ``batch_size`` per transaction.
 
-    Small batches keep each transaction (and its locks) short on a busy ``job_runs``.
+    Small batches keep each transaction (and its locks) short on a busy ``job_runs``. It stops
+    when nothing old is left, after ``max_seconds``, or when ``keep_going()`` says so (the
+    scheduler's lease); the next call continues where this one stopped.
     """
     final = [s.value for s in FINAL_STATUSES]
+    deadline = None if max_seconds is None else time.monotonic() + max_seconds
     deleted = 0
-    for _ in range(max_batches):
+    while keep_going is None or keep_going():
         with engine.begin() as conn:
             ids = [
                 int(r[0])
                 for r in conn.execute(
                     select(runs_table.c.id)
                     .where(runs_table.c.created_at < older_than, runs_table.c.status.in_(final))
-                    .order_by(runs_table.c.id)
+                    .order_by(runs_table.c.created_at)
                     .limit(batch_size)
                 )
             ]
@@ -441,6 +451,6 @@ def prune_runs(
                 break
             conn.execute(delete(runs_table).where(runs_table.c.id.in_(ids)))
         deleted += len(ids)
-        if len(ids) < batch_size:
+        if len(ids) < batch_size or (deadline is not None and time.monotonic() > deadline):
             break
     return deleted
