@@ -177,6 +177,20 @@ def publish(
         raise
 
 
+def ready_messages(broker: dramatiq.Broker, queue: str) -> int | None:
+    """Messages waiting in ``queue`` (not counting those a consumer holds); None if unknown."""
+    try:
+        if type(broker).__name__ == "RabbitmqBroker":
+            rabbit: Any = broker
+            rabbit.declare_queue(queue, ensure=True)
+            return int(rabbit.channel.queue_declare(queue=queue, passive=True).method.message_count)
+        queues = getattr(broker, "queues", {})
+        return int(queues[queue].qsize()) if queue in queues else 0
+    except Exception:
+        logger.warning("Could not read the depth of queue %s.", queue, exc_info=True)
+        return None
+
+
 def fire_now(
     settings: Settings,
     engine: Engine,

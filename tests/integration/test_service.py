@@ -128,3 +128,39 @@ def test_retention_prunes_only_as_leader_and_only_old_finished_rows(
     with mysql_engine.connect() as conn:
         left = sorted(conn.execute(select(runs_table.c.status)).scalars())
     assert left == ["PENDING", "SUCCESS"]
+
+
+def test_outbox_sweep_does_not_republish_a_backlog_but_does_republish_lost_messages(
+    cluster_settings: Settings, mysql_engine: Engine
+) -> None:
+    """Published attempts waiting behind a queue backlog are left alone (republishing them every
+    grace period piles up duplicates); once the queue is empty, still-PENDING ones were lost and
+    are republished. Never-published ones go out regardless."""
+    from tickwork.messaging import build_message, publish
+    from tickwork.store.runs import insert_run, mark_enqueued
+
+    settings = cluster_settings.model_copy(update={"outbox_grace_seconds": 0.5})
+    job = create_job(mysql_engine, job_spec("backlogged", cron_expression="0 0 0 1 1 *"))
+    past = datetime.now(UTC) - timedelta(seconds=10)
+    published = [
+        insert_run(mysql_engine, job_id=job.id, scheduled_for=past + timedelta(seconds=i), now=past)
+        for i in range(3)
+    ]
+    never = insert_run(mysql_engine, job_id=job.id, scheduled_for=past + timedelta(seconds=5), now=past)
+    broker = make_broker(settings)
+    service = SchedulerService(settings, engine=mysql_engine, broker=broker)
+    try:
+        publish(
+            broker, [build_message(settings, job, run_id=r, attempt=1, scheduled_for=past) for r in published]
+        )
+        mark_enqueued(mysql_engine, published, now=past)
+        assert service.lease.try_acquire()
+        assert service.sweep_outbox() == 1  # the never-published one only: the 3 wait in the queue
+        waiting = drain(settings)  # a consumer took them ... and lost them (rows still PENDING)
+        assert sorted(m["options"]["tickwork"]["run_id"] for m in waiting) == sorted([*published, never])
+        time.sleep(0.6)
+        assert service.sweep_outbox() == 4  # all four were lost by that consumer
+    finally:
+        service.lease.release()
+        broker.close()
+    assert sorted(m["options"]["tickwork"]["run_id"] for m in drain(settings)) == sorted([*published, never])

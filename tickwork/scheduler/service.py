@@ -42,7 +42,7 @@ from sqlalchemy import Engine
 
 from tickwork.config import Settings
 from tickwork.keys import leader_key, scheduler_node_key, scheduler_wake_channel
-from tickwork.messaging import build_message, make_broker, publish
+from tickwork.messaging import build_message, make_broker, publish, queue_name, ready_messages
 from tickwork.metrics import get_metrics
 from tickwork.middleware.heartbeat import HeartbeatStore, reap_lost_attempts
 from tickwork.scheduler.leader import LeaderLease, Lease, LocalLease
@@ -393,7 +393,13 @@ class SchedulerService:
         return done
 
     def sweep_outbox(self) -> int:
-        """Republish PENDING attempts no worker claimed within ``outbox_grace_seconds``."""
+        """Republish PENDING attempts no worker claimed within ``outbox_grace_seconds``.
+
+        Attempts never published go out again whatever the queue holds. Published ones are
+        republished only when their queue has no messages waiting: behind a backlog they are
+        simply not consumed yet, and republishing the backlog every grace period would pile
+        duplicates onto it.
+        """
         if not self.is_leader:
             return 0
         total = 0
@@ -405,10 +411,22 @@ class SchedulerService:
             )
             if not stale:
                 break
-            logger.info("republishing %d unclaimed attempts", len(stale), extra={"node_id": self.node_id})
-            done = self.publish_attempts(stale)
+            backlog: dict[str, int | None] = {}
+            lost = []
+            for attempt in stale:
+                if attempt.enqueued_at is not None:
+                    queue = queue_name(self.settings, attempt.job.queue)
+                    if queue not in backlog:
+                        backlog[queue] = ready_messages(self.broker, queue)
+                    if backlog[queue] != 0:
+                        continue
+                lost.append(attempt)
+            if not lost:
+                break
+            logger.info("republishing %d unclaimed attempts", len(lost), extra={"node_id": self.node_id})
+            done = self.publish_attempts(lost)
             total += done
-            if done < len(stale) or len(stale) < 1000:
+            if done < len(lost) or len(stale) < 1000:
                 break
         self.stats["republished"] += total
         return total

@@ -77,6 +77,8 @@ class Attempt:
     scheduled_for: datetime
     attempt: int = 1
     arguments: dict[str, Any] | None = None
+    #: When it was last published (None: never, e.g. its leader died between commit and publish).
+    enqueued_at: datetime | None = None
 
 
 @dataclass
@@ -387,6 +389,7 @@ def pending_unclaimed(
             runs_table.c.scheduled_for,
             runs_table.c.attempt,
             runs_table.c.arguments,
+            runs_table.c.enqueued_at,
             *(jobs_table.c[name] for name in _JOB_COLUMNS if name != "id"),
             jobs_table.c.id.label("id_of_job"),
         )
@@ -399,7 +402,8 @@ def pending_unclaimed(
                 and_(runs_table.c.enqueued_at < cutoff, runs_table.c.available_at < cutoff),
             ),
         )
-        .order_by(runs_table.c.available_at)
+        # Never-published rows first: a backlog of published ones must not hide them.
+        .order_by(runs_table.c.enqueued_at.is_(None).desc(), runs_table.c.available_at)
         .limit(limit)
     )
     attempts: list[Attempt] = []
@@ -414,6 +418,7 @@ def pending_unclaimed(
                     scheduled_for=row["scheduled_for"],
                     attempt=int(row["attempt"]),
                     arguments=row["arguments"],
+                    enqueued_at=row["enqueued_at"],
                 )
             )
     return attempts
