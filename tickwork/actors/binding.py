@@ -8,12 +8,16 @@ from typing import Any
 
 import dramatiq
 from dramatiq.asyncio import get_event_loop_thread
+from dramatiq.middleware.time_limit import TimeLimitExceeded
 
 from tickwork.actors.decorator import JobFunction
 from tickwork.actors.http import http_request
 from tickwork.config import Settings
 from tickwork.messaging import HTTP_ACTOR, queue_name
-from tickwork.middleware.attempt import AttemptTimeout, current_attempt
+from tickwork.middleware.attempt import AttemptTimeout, JobFailed, current_attempt
+
+#: Failures a job reports on purpose: logged in one line by the worker, no traceback.
+EXPECTED_FAILURES = (JobFailed, AttemptTimeout, TimeLimitExceeded)
 
 
 async def _with_timeout(coro: Coroutine[Any, Any, Any], timeout: float | None) -> Any:
@@ -67,7 +71,9 @@ def _actor_callable(job_fn: JobFunction) -> Callable[..., None]:
 def bind_job(broker: dramatiq.Broker, settings: Settings, job_fn: JobFunction) -> dramatiq.Actor[Any, Any]:
     """Declare ``job_fn``'s actor (replacing an earlier one of the same name on this broker)."""
     broker.actors.pop(job_fn.actor_name, None)
-    options: dict[str, Any] = {"asyncio_timeout": True} if job_fn.is_async else {}
+    options: dict[str, Any] = {"throws": EXPECTED_FAILURES}
+    if job_fn.is_async:
+        options["asyncio_timeout"] = True
     return dramatiq.Actor(
         _actor_callable(job_fn),
         broker=broker,
@@ -93,5 +99,5 @@ def bind_http_actor(broker: dramatiq.Broker, settings: Settings) -> dramatiq.Act
         actor_name=HTTP_ACTOR,
         queue_name=queue_name(settings, "default"),
         priority=0,
-        options={"asyncio_timeout": True},
+        options={"asyncio_timeout": True, "throws": EXPECTED_FAILURES},
     )

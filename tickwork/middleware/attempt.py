@@ -14,7 +14,7 @@ import time
 import traceback as tb
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from dramatiq.middleware.time_limit import TimeLimitExceeded
@@ -64,6 +64,7 @@ class Attempt:
     is_http: bool
     result: Any = None
     settled: bool = False
+    started: float = field(default_factory=time.monotonic)
 
     @property
     def run_id(self) -> int:

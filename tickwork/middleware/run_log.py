@@ -9,6 +9,7 @@ so the hot path is two writes and no reads.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -61,6 +62,12 @@ class RunLog(Middleware):
         self.worker_id = worker_id
         self.output_max_bytes = output_max_bytes
 
+    @property
+    def actor_options(self) -> set[str]:
+        # ``throws``: failures a job reports on purpose (an HTTP 500, a timeout). Dramatiq's
+        # worker logs them in one line instead of a traceback; they are retried all the same.
+        return {"throws"}
+
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         set_current_attempt(None)
         options = run_options(message)
@@ -89,6 +96,9 @@ class RunLog(Middleware):
         set_current_attempt(
             Attempt(options=options, worker_id=worker_id, is_http=message.actor_name == HTTP_ACTOR)
         )
+        self.logger.debug(
+            "Run %s attempt %s of job %s started.", options["run_id"], options["attempt"], options["job_name"]
+        )
 
     def after_process_message(
         self,
@@ -110,6 +120,13 @@ class RunLog(Middleware):
                     attempt,
                     status=RunStatus.SUCCESS,
                     output=format_output(attempt.result, self.output_max_bytes),
+                )
+                self.logger.info(
+                    "Run %s attempt %s of job %s succeeded in %.1f ms.",
+                    attempt.run_id,
+                    attempt.options["attempt"],
+                    attempt.options["job_name"],
+                    (time.monotonic() - attempt.started) * 1000,
                 )
             else:
                 # Reached only without Backoff and DeadLetter on the broker.

@@ -328,7 +328,23 @@ class SchedulerService:
             self.stats["rows"] += sum(result.rows.values())
             for status, count in result.rows.items():
                 get_metrics().fires.labels(status.lower()).inc(count)
-            published += self.publish_attempts(result.to_publish, hold_until_due=True)
+            done = self.publish_attempts(result.to_publish, hold_until_due=True)
+            published += done
+            if result.rows:
+                logger.info(
+                    "fired %d jobs: %s; published %d",
+                    result.claimed_jobs,
+                    ", ".join(f"{count} {status}" for status, count in sorted(result.rows.items())),
+                    done,
+                    extra={"node_id": self.node_id},
+                )
+            for attempt in result.to_publish if logger.isEnabledFor(logging.DEBUG) else ():
+                logger.debug(
+                    "fire of job %s for %s",
+                    attempt.job.name,
+                    attempt.scheduled_for.isoformat(),
+                    extra={"node_id": self.node_id, "job_id": attempt.job.id, "run_id": attempt.run_id},
+                )
             if not result.more:
                 break
         return published
