@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Check MariaDB, Redis and RabbitMQ on loopback; start a stopped one; say clearly what is missing.
+# Check MariaDB, Redis and RabbitMQ on loopback; start a stopped one with the commands listed in
+# DEVELOPERS.md; say clearly what is missing.
 set -u
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }

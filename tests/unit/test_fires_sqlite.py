@@ -15,7 +15,7 @@ from tickwork.store.fires import fire_due_jobs
 from tickwork.store.jobs import create_job
 from tickwork.store.models import runs_table
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.unit
 
 BASE = datetime(2030, 1, 1, 0, 0, 0, 500_000, tzinfo=UTC)
 
