@@ -49,35 +49,50 @@ def inproc_worker(cluster_settings: Settings, publisher: dramatiq.Broker) -> Ite
 def test_same_attempt_delivered_and_published_twice_runs_once(
     cluster_settings: Settings, mysql_engine: Engine, publisher: dramatiq.Broker, tmp_path: Path
 ) -> None:
+    """Three copies of each of 20 attempts are published in one batch to two worker processes (4
+    threads each): RabbitMQ hands consecutive copies to different consumers, so copies of one
+    attempt race each other across processes for the claim. Each attempt runs once."""
+    from tickwork.store.models import utcnow
+    from tickwork.store.runs import insert_run
+
     marker = tmp_path / "runs.txt"
-    with worker_processes(cluster_settings, tmp_path, 2, threads=4):
-        run_ids = [worker_jobs.tw_record.send(str(marker), f"run{i}") for i in range(5)]
-        job = get_job_by_name(mysql_engine, "tw_record")
-        # Publish every attempt twice more (a second publish and a duplicate delivery of it).
-        for run_id in run_ids:
-            run = get_run(mysql_engine, run_id)
-            message = build_message(
-                cluster_settings,
-                job,
-                run_id=run_id,
-                attempt=1,
-                scheduled_for=run.scheduled_for,
-                arguments=run.arguments,
-            )
-            publish(publisher, [message, message])
-        wait_for(
-            lambda: all(get_run(mysql_engine, r).status == "SUCCESS" for r in run_ids), 30, what="5 successes"
+    worker_jobs.tw_record.send(str(marker), "warm-up")  # registers the job
+    job = get_job_by_name(mysql_engine, "tw_record")
+    now = utcnow()
+    runs: dict[int, dict[str, Any]] = {}
+    for i in range(20):
+        arguments = {"args": [str(marker), f"run{i}"], "kwargs": {}}
+        fire = now + timedelta(microseconds=i)
+        runs[insert_run(mysql_engine, job_id=job.id, scheduled_for=fire, arguments=arguments)] = {
+            "arguments": arguments,
+            "fire": fire,
+        }
+    messages = []
+    for run_id, run in runs.items():
+        message = build_message(
+            cluster_settings,
+            job,
+            run_id=run_id,
+            attempt=1,
+            scheduled_for=run["fire"],
+            arguments=run["arguments"],
         )
-        # Let the duplicates be delivered and skipped.
-        queue = f"{cluster_settings.namespace}.default"
+        messages += [message, message, message]
+    queue = f"{cluster_settings.namespace}.default"
+    with worker_processes(cluster_settings, tmp_path, 2, threads=4):
+        publish(publisher, messages)
+        wait_for(
+            lambda: all(get_run(mysql_engine, r).status == "SUCCESS" for r in runs), 30, what="20 successes"
+        )
         wait_for(lambda: sum(publisher.get_queue_message_counts(queue)[:2]) == 0, 20, what="queue drained")  # type: ignore[attr-defined]
-        time.sleep(1.0)
-    lines = marker.read_text().splitlines()
-    assert sorted(line.split()[0] for line in lines) == [f"run{i}" for i in range(5)]
-    rows = runs_of_job(mysql_engine, job.id)
-    assert len(rows) == 5
+        time.sleep(1.0)  # let the last duplicates be delivered and skipped
+    lines = [line for line in marker.read_text().splitlines() if not line.startswith("warm-up")]
+    assert sorted(line.split()[0] for line in lines) == sorted(f"run{i}" for i in range(20))
+    rows = [r for r in runs_of_job(mysql_engine, job.id) if r.id in runs]
+    assert len(rows) == 20
     assert {r.status for r in rows} == {"SUCCESS"}
     assert all(r.attempt == 1 and r.worker_id for r in rows)
+    assert len({r.worker_id for r in rows}) == 2, "both worker processes took part"
 
 
 def test_retries_back_off_then_dead_letter_and_replay(
