@@ -9,7 +9,6 @@ finishing an attempt cost one write each and no read.
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import datetime
 from typing import Any, TypedDict
 
@@ -17,6 +16,8 @@ import dramatiq
 from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import Engine
 
+from tickwork import amqp
+from tickwork.amqp import PreparedBatch
 from tickwork.config import Settings
 from tickwork.store.models import HandlerType, Job, RunTrigger, utcnow
 from tickwork.store.runs import insert_run, mark_enqueued
@@ -107,74 +108,43 @@ def build_message(
     )
 
 
-_tx_channels = threading.local()
+def prepare_publish(
+    broker: dramatiq.Broker, messages: list[dramatiq.Message[Any]], *, delay_ms: int | None = None
+) -> PreparedBatch:
+    """Do a batch's per-message publishing work now, so :func:`publish_batch` only sends it.
+
+    On RabbitMQ the messages are encoded and marshalled into AMQP frames (:mod:`tickwork.amqp`);
+    the in-memory broker has nothing to prepare.
+    """
+    if type(broker).__name__ == "RabbitmqBroker" and messages:
+        return amqp.prepare(broker, messages, delay_ms=delay_ms)
+    return PreparedBatch(messages=messages, delay_ms=delay_ms)
 
 
-def _tx_channel(broker: Any) -> Any:
-    """This thread's transactional channel on the broker's (thread-local) connection."""
-    channels: dict[int, tuple[Any, Any]] = getattr(_tx_channels, "by_broker", None) or {}
-    _tx_channels.by_broker = channels
-    connection = broker.connection
-    cached = channels.get(id(broker))
-    if cached is not None and cached[0] is connection and cached[1].is_open:
-        return cached[1]
-    channel = connection.channel()
-    channel.tx_select()
-    channels[id(broker)] = (connection, channel)
-    return channel
+def publish_batch(broker: dramatiq.Broker, batch: PreparedBatch) -> None:
+    """Publish a prepared batch durably; a failure raises, and the PENDING rows remain for the
+    outbox sweep.
+
+    On RabbitMQ the batch is one transaction on this thread's transactional channel: when this
+    returns, RabbitMQ has taken every message of it. The in-memory broker enqueues one by one.
+    """
+    if type(broker).__name__ == "RabbitmqBroker":
+        amqp.publish_prepared(broker, batch)
+        return
+    declared = broker.get_declared_queues()
+    for message in batch.messages:
+        if message.queue_name not in declared:  # the stub broker refuses unknown queues
+            broker.declare_queue(message.queue_name)
+            declared = broker.get_declared_queues()
+        broker.enqueue(message, delay=batch.delay_ms)
 
 
 def publish(
     broker: dramatiq.Broker, messages: list[dramatiq.Message[Any]], *, delay_ms: int | None = None
 ) -> None:
-    """Publish messages durably per batch; a failure raises, and the PENDING rows remain for the
-    outbox sweep.
-
-    On RabbitMQ the batch goes out on a transactional channel (``tx.select`` once, one
-    ``tx.commit`` per batch): when this returns, RabbitMQ has taken every message of the batch,
-    at about 6x the rate of a confirm per message. The in-memory broker enqueues one by one.
-    """
-    if not messages:
-        return
-    if type(broker).__name__ != "RabbitmqBroker":
-        declared = broker.get_declared_queues()
-        for message in messages:
-            if message.queue_name not in declared:  # the stub broker refuses unknown queues
-                broker.declare_queue(message.queue_name)
-                declared = broker.get_declared_queues()
-            broker.enqueue(message, delay=delay_ms)
-        return
-    import pika
-    from dramatiq.common import current_millis, dq_name
-
-    rabbit: Any = broker
-    try:
-        channel = _tx_channel(rabbit)
-        publisher = getattr(channel, "_impl", channel)
-        for message in messages:
-            queue = message.queue_name
-            rabbit.declare_queue(queue, ensure=True)
-            routed = message
-            if delay_ms is not None:
-                routed = message.copy(queue_name=dq_name(queue), options={"eta": current_millis() + delay_ms})
-            broker.emit_before("enqueue", routed, delay_ms)
-            # pika's asynchronous channel under the blocking one: frames are buffered, not
-            # flushed (and polled) one message at a time; ``tx_commit`` flushes the batch.
-            publisher.basic_publish(
-                exchange="",
-                routing_key=routed.queue_name,
-                body=routed.encode(),
-                properties=pika.BasicProperties(
-                    delivery_mode=2, priority=routed.options.get("broker_priority")
-                ),
-            )
-            broker.emit_after("enqueue", routed, delay_ms)
-        channel.tx_commit()
-    except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError):
-        # Drop the thread's connection so the next batch starts on a fresh one.
-        _tx_channels.by_broker = {}
-        del rabbit.connection
-        raise
+    """Prepare and publish one durable batch (see :func:`publish_batch`)."""
+    if messages:
+        publish_batch(broker, prepare_publish(broker, messages, delay_ms=delay_ms))
 
 
 def ready_messages(broker: dramatiq.Broker, queue: str) -> int | None:
