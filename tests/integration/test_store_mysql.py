@@ -131,3 +131,70 @@ def test_mark_enqueued_survives_being_the_deadlock_victim(mysql_engine) -> None:
             text("SELECT enqueued_at FROM job_runs WHERE id IN (:a, :b)"), {"a": first, "b": second}
         ).all()
     assert len(stamped) == 2 and all(v is not None for v in stamped)
+
+
+def test_recorder_group_commit_gives_each_statement_its_own_result(mysql_engine) -> None:
+    """90 claims (three workers racing for each of 30 attempts) go through the group committer
+    (one multi-statement round trip per group): exactly one claim per attempt wins, and only the
+    winner can finish it."""
+    from tickwork.store.attempts import AttemptRecorder
+
+    job = create_job(mysql_engine, JobSpec.model_validate(SEED))
+    base = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    ids = [
+        insert_run(mysql_engine, job_id=job.id, scheduled_for=base + timedelta(seconds=i)) for i in range(30)
+    ]
+    recorder = AttemptRecorder(mysql_engine, max_batch=16)
+    won: dict[tuple[int, str], bool] = {}
+    barrier = threading.Barrier(90)
+
+    def claim(run_id: int, worker: str) -> None:
+        barrier.wait()
+        won[(run_id, worker)] = recorder.claim(run_id, worker)
+
+    threads = [threading.Thread(target=claim, args=(r, w)) for r in ids for w in ("wa", "wb", "wc")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    try:
+        winners = {}
+        for run_id in ids:
+            claimed = [w for w in ("wa", "wb", "wc") if won[(run_id, w)]]
+            assert len(claimed) == 1, (run_id, claimed)
+            winners[run_id] = claimed[0]
+            assert get_run(mysql_engine, run_id).worker_id == claimed[0]
+        for run_id, winner in winners.items():
+            loser = next(w for w in ("wa", "wb", "wc") if w != winner)
+            assert not recorder.finish(run_id, loser, status=RunStatus.SUCCESS)
+            assert recorder.finish(run_id, winner, status=RunStatus.SUCCESS, output="ok")
+        assert {get_run(mysql_engine, r).status for r in ids} == {"SUCCESS"}
+    finally:
+        recorder.close()
+
+
+def test_recorder_retries_a_failed_group_statement_by_statement(mysql_engine) -> None:
+    """One bad statement fails its group's multi-statement transaction; the others are then run
+    one by one and succeed, and only the bad one's caller sees the error."""
+    from tickwork.store.attempts import CLAIM_SQL, AttemptRecorder, _Pending
+
+    job = create_job(mysql_engine, JobSpec.model_validate(SEED))
+    base = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    first, second = (
+        insert_run(mysql_engine, job_id=job.id, scheduled_for=base + timedelta(seconds=i)) for i in range(2)
+    )
+    recorder = AttemptRecorder(mysql_engine)
+    now = datetime.now(UTC).replace(tzinfo=None)
+    claim_sql = CLAIM_SQL.replace("?", "%s")
+    batch = [
+        _Pending(claim_sql, ("RUNNING", "w1", now, now, None, first, "PENDING"), first),
+        _Pending("UPDATE no_such_table SET x = 1", (), 0),
+        _Pending(claim_sql, ("RUNNING", "w1", now, now, None, second, "PENDING"), second),
+    ]
+    try:
+        recorder._commit(batch)
+    finally:
+        recorder.close()
+    assert [p.result for p in batch] == [True, False, True]
+    assert batch[1].error is not None and batch[0].error is None and batch[2].error is None
+    assert {get_run(mysql_engine, r).status for r in (first, second)} == {"RUNNING"}

@@ -2,7 +2,7 @@
 
 The hot path (claim, finish) is one ``UPDATE`` each, group-committed by one thread per process
 on a kept driver connection: no pool checkout, no pre-ping and no ORM layer per message, one
-log flush per group.
+round trip and one log flush per group.
 """
 
 from __future__ import annotations
@@ -60,6 +60,8 @@ class AttemptRecorder:
         self._lock = threading.Lock()
         self._conn: Any = None
         self._format_style = engine.dialect.paramstyle in ("format", "pyformat")
+        #: PyMySQL: a group goes to the server as one multi-statement query.
+        self._multi = engine.dialect.driver == "pymysql"
         self._claim_sql = self._sql(CLAIM_SQL)
         self._finish_sql = self._sql(FINISH_SQL)
 
@@ -86,8 +88,22 @@ class AttemptRecorder:
 
     def _connection(self) -> Any:
         if self._conn is None:
-            self._conn = self.engine.raw_connection()
+            self._conn = self._connect()
         return self._conn
+
+    def _connect(self) -> Any:
+        if not self._multi:
+            return self.engine.raw_connection()
+        import pymysql
+        from pymysql.constants import CLIENT
+
+        _, params = self.engine.dialect.create_connect_args(self.engine.url)
+        params["client_flag"] = params.get("client_flag", 0) | CLIENT.MULTI_STATEMENTS
+        return pymysql.connect(
+            **params,
+            autocommit=False,
+            init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+        )
 
     def _discard(self) -> None:
         conn, self._conn = self._conn, None
@@ -119,6 +135,16 @@ class AttemptRecorder:
         conn = self._connection()
         cursor = conn.cursor()
         try:
+            if self._multi:
+                # Every statement and the COMMIT in one round trip; each result set still
+                # carries its own statement's row count.
+                cursor.execute(";\n".join([*(cursor.mogrify(p.sql, p.params) for p in batch), "COMMIT"]))
+                results = [cursor.rowcount == 1]
+                for _ in batch[1:]:
+                    cursor.nextset()
+                    results.append(cursor.rowcount == 1)
+                cursor.nextset()  # the COMMIT's
+                return results
             results = []
             for p in batch:
                 cursor.execute(p.sql, p.params)
