@@ -13,6 +13,10 @@ durable on RabbitMQ) and consumer lag (→ message received) p50/p99/max in stea
 the kill), fires/s sustained, leader CPU per 1,000 schedules, the failover gap (SIGKILL → first
 publish by the new leader), and duplicates/misses over the whole window.
 
+Then, end to end: ``--e2e-schedules`` per-second schedules (default 200) through one scheduler
+and two real ``tickwork worker`` processes; ``scheduled_for`` → ``started_at`` (the worker's
+claim) from ``job_runs``.
+
 Run: ``PYTHONPATH=. python benchmarks/scheduling.py --sizes 1000 10000 --duration 24``
 Writes ``results/scheduling.json`` and ``results/scheduling.png``.
 """
@@ -284,6 +288,112 @@ def run_size(size: int, duration: float, kill_at: float, workdir: Path) -> dict[
         server.dispose()
 
 
+def run_end_to_end(size: int, duration: float, workdir: Path) -> dict[str, Any]:
+    """``size`` per-second no-op schedules through a real scheduler and two real ``tickwork
+    worker`` processes: ``scheduled_for`` → ``started_at`` (the claim) from ``job_runs``."""
+    name = f"tw_e2e_{uuid.uuid4().hex[:6]}"
+    server = create_engine(MYSQL, isolation_level="AUTOCOMMIT")
+    with server.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+    url = f"{MYSQL}/{name}"
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        upgrade(url)
+        engine = make_engine(url)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TICKWORK_")}
+        env.update(
+            PYTHONPATH=str(ROOT),
+            TICKWORK_DATABASE_URL=url,
+            TICKWORK_BROKER_URL=AMQP,
+            TICKWORK_REDIS_URL=REDIS,
+            TICKWORK_NAMESPACE=name,
+            TICKWORK_LOG_LEVEL="WARNING",
+            TICKWORK_IMPORTS="benchmarks.worker_throughput_jobs",
+        )
+        log = open(workdir / "bench-e2e.log", "wb")  # noqa: SIM115
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "tickwork", "worker", "--processes", "2", "--threads", "8"],
+                env=env,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        )
+        time.sleep(6)  # worker boot (registers bench_noop)
+        start_at = datetime.fromtimestamp(math.ceil(time.time()) + 4, UTC)
+        now = datetime.now(UTC)
+        rows = [
+            {
+                "name": f"e2e-{i}", "cron_expression": "* * * * * *", "timezone": "UTC",
+                "handler_type": "python", "handler_data": "bench_noop", "retry_count": 0,
+                "retry_backoff_seconds": 10, "max_backoff_seconds": 3600, "queue": "bench",
+                "misfire_policy": "fire_once", "overlap_policy": "allow", "enabled": True,
+                "source": "api", "next_fire_at": start_at, "version": 1,
+                "created_at": now, "updated_at": now,
+            }
+            for i in range(size)
+        ]  # fmt: skip
+        with engine.begin() as conn:
+            conn.execute(insert(jobs_table), rows)
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "tickwork", "scheduler", "--node-id", "e2e"],
+                env=env,
+                stdout=log,
+                stderr=log,
+            )
+        )
+        time.sleep(max(0.0, start_at.timestamp() - time.time()) + duration)
+        procs[1].send_signal(signal.SIGTERM)
+        procs[1].wait(timeout=20)
+        time.sleep(3)  # the workers finish what was published
+        with engine.connect() as conn:
+            runs = list(
+                conn.execute(
+                    select(runs_table.c.scheduled_for, runs_table.c.enqueued_at, runs_table.c.started_at)
+                ).mappings()
+            )
+        engine.dispose()
+        started = [
+            (r["started_at"] - r["scheduled_for"]).total_seconds() * 1000 for r in runs if r["started_at"]
+        ]
+        published = [
+            (r["enqueued_at"] - r["scheduled_for"]).total_seconds() * 1000 for r in runs if r["enqueued_at"]
+        ]
+        return {
+            "schedules": size,
+            "fires_per_second": size,
+            "workers": "2 processes x 8 threads",
+            "runs": len(runs),
+            "runs_started": len(started),
+            "publish_lag_ms": {
+                "p50": pct(published, 0.5),
+                "p99": pct(published, 0.99),
+                "max": max(published),
+            },
+            "start_lag_ms": {"p50": pct(started, 0.5), "p99": pct(started, 0.99), "max": max(started)},
+        }
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)  # the worker's SIGTERM reaches its children
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        with server.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+        server.dispose()
+        conn2 = pika.BlockingConnection(pika.URLParameters(AMQP))
+        channel = conn2.channel()
+        for suffix in ("bench", "default"):
+            for tail in ("", ".DQ", ".XQ"):
+                channel.queue_delete(f"{name}.{suffix}{tail}")
+        conn2.close()
+
+
 def plot(results: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
@@ -315,6 +425,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--duration", type=float, default=24.0)
     parser.add_argument("--kill-at", type=float, default=14.0)
+    parser.add_argument("--e2e-schedules", type=int, default=200, help="0 skips the real-worker phase")
+    parser.add_argument("--e2e-duration", type=float, default=15.0)
     parser.add_argument("--out", default=str(ROOT / "results" / "scheduling.json"))
     args = parser.parse_args()
     out = Path(args.out)
@@ -326,7 +438,17 @@ def main() -> None:
         brief = {k: v for k, v in res.items() if k != "lag_p99_per_second_ms"}
         print(json.dumps(brief, indent=2), flush=True)
         results.append(res)
-    meta = {"host_cpus": os.cpu_count(), "measured_at": datetime.now(UTC).isoformat(), "results": results}
+    end_to_end = None
+    if args.e2e_schedules:
+        print(f"end to end: {args.e2e_schedules} schedules, real workers ...", flush=True)
+        end_to_end = run_end_to_end(args.e2e_schedules, args.e2e_duration, out.parent)
+        print(json.dumps(end_to_end, indent=2), flush=True)
+    meta = {
+        "host_cpus": os.cpu_count(),
+        "measured_at": datetime.now(UTC).isoformat(),
+        "results": results,
+        "end_to_end": end_to_end,
+    }
     out.write_text(json.dumps(meta, indent=2))
     plot(results, out.with_suffix(".png"))
     print(f"wrote {out} and {out.with_suffix('.png')}")
