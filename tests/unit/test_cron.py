@@ -30,7 +30,7 @@ def test_seed_expression_fires_on_each_whole_minute() -> None:
         ("*/5 * * * *", "0 */5 * * * *"),
         ("@hourly", "0 0 * * * *"),
         ("@DAILY", "0 0 0 * * *"),
-        ("  15   10 * *  mon-fri ", "0 15 10 * * mon-fri"),
+        ("  15   10 * *  mon-fri ", "0 15 10 * * 1-5"),
     ],
 )
 def test_forms_normalize_to_six_fields_seconds_first(expression: str, normalized: str) -> None:

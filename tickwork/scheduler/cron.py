@@ -71,7 +71,7 @@ def normalize_expression(expression: str, field: str = "cronExpression") -> str:
             f"expected 5 fields (min hour dom mon dow) or 6 fields with seconds first "
             f"(sec min hour dom mon dow), got {len(parts)}",
         )
-    parts = [_collapse_single_ranges(part) for part in parts]
+    parts = [_canonical_field(part, index) for index, part in enumerate(parts)]
     for index, part in enumerate(parts):
         probe = ["*"] * 6
         probe[index] = part
@@ -83,24 +83,82 @@ def normalize_expression(expression: str, field: str = "cronExpression") -> str:
             croniter.expand(" ".join(probe), second_at_beginning=True)
         except (CroniterError, ValueError, TypeError, KeyError, IndexError) as exc:
             raise ScheduleError(field, f"{FIELD_NAMES[index]} field {part!r}: {_reason(exc)}") from None
-    normalized = " ".join(parts)
     try:
-        croniter.expand(normalized, second_at_beginning=True)
+        croniter.expand(" ".join(parts), second_at_beginning=True)
     except (CroniterError, ValueError, TypeError, KeyError, IndexError) as exc:
         raise ScheduleError(field, _reason(exc)) from None
-    return normalized
+    return " ".join(_days(parts))
 
 
-_SINGLE_RANGE = re.compile(r"^(\w+)-(\1)(/\d+)?$", re.IGNORECASE)
+_MONTH_NAMES = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+_RANGE_ITEM = re.compile(r"^(\w+)(?:-(\w+))?(/\d+)?$")
 
 
-def _collapse_single_ranges(part: str) -> str:
-    """``5-5`` → ``5``: croniter expands a one-value range to the whole field (``*``)."""
+def _number(token: str, index: int) -> str:
+    """A field value as a plain number: names (``JAN``, ``mon``) and zero padding removed."""
+    lowered = token.lower()
+    if index == 4 and lowered in _MONTH_NAMES:
+        return str(_MONTH_NAMES.index(lowered) + 1)
+    if index == 5 and lowered in _DAY_NAMES:
+        return str(_DAY_NAMES.index(lowered))
+    return str(int(token)) if token.isdigit() else token
+
+
+def _canonical_field(part: str, index: int) -> str:
+    """Each item spelled one way: numbers for names, no zero padding, ``a-a`` → ``a``.
+
+    croniter reads a one-value range it does not recognise as one (``5-05``, ``mon-1``,
+    ``1-jan/2``) as the whole field; written as its value it is read right.
+    """
     items = []
     for item in part.split(","):
-        match = _SINGLE_RANGE.match(item)
-        items.append(match.group(1) if match else item)
+        match = _RANGE_ITEM.match(item)
+        if match is None:
+            items.append(item)  # *, */n, L, 5#3, ...: croniter's own
+            continue
+        start, end, step = match.group(1), match.group(2), match.group(3) or ""
+        start = _number(start, index)
+        if end is None:
+            items.append(start + step)
+            continue
+        end = _number(end, index)
+        items.append(start if start == end else f"{start}-{end}{step}")
     return ",".join(items)
+
+
+def _unrestricted(day_field: str) -> bool:
+    """Cron's rule (crontab(5)): a day field that starts with ``*`` does not restrict the day."""
+    return day_field.startswith(("*", "?"))
+
+
+def _whole_field(expression: str, index: int) -> bool:
+    """Whether a field's values cover its whole range (croniter then treats it as ``*``)."""
+    expanded = croniter.expand(expression, second_at_beginning=True)[0]
+    # croniter's order: minute, hour, day of month, month, day of week, second.
+    return bool(expanded[(5, 0, 1, 2, 3, 4)[index]] == ["*"])
+
+
+def _days(parts: list[str]) -> list[str]:
+    """Day of month and day of week as crontab(5) reads them, in a form croniter reads alike.
+
+    If neither day field starts with ``*``, a day matches when either matches; if one of them
+    covers every day, every day matches, which croniter would not see (it would treat the
+    covering field as ``*`` and use the other alone).
+    """
+    dom, dow = parts[3], parts[5]
+    if _unrestricted(dom) or _unrestricted(dow):
+        return parts
+    text = " ".join(parts)
+    if _whole_field(text, 3) or _whole_field(text, 5):
+        return [*parts[:3], "*", parts[4], "*"]
+    return parts
+
+
+def days_or(normalized: str) -> bool:
+    """croniter's ``day_or`` for a normalized expression: OR only if both day fields restrict."""
+    parts = normalized.split(" ")
+    return not (_unrestricted(parts[3]) or _unrestricted(parts[5]))
 
 
 def _reason(exc: Exception) -> str:
@@ -155,6 +213,7 @@ class CronSchedule:
             wall,
             ret_type=datetime,
             second_at_beginning=True,
+            day_or=days_or(self.normalized),
             max_years_between_matches=MAX_YEARS_WITHOUT_FIRE,
         )
         last = after.astimezone(UTC)
