@@ -3,10 +3,12 @@ scheduler was down for a while, each misfire policy does what it says."""
 
 from __future__ import annotations
 
+import math
 import signal
 import subprocess
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -85,14 +87,36 @@ def test_misfire_policies_after_all_schedulers_were_down(
             misfire_grace_seconds=1,
         )
         ids[policy] = create_job(mysql_engine, spec).id
+    # fire_once with no on-time fire at the restart: a job whose only fires of the minute fall in
+    # the outage (3 fires, 1 s apart, 7-9 s from now) and whose next fire is a minute away. At the
+    # second scheduler's first tick all 3 are late (older than the 1 s grace) and none is on time:
+    # the oldest runs once as the catch-up, the 2 others are MISSED.
+    t0 = math.ceil(time.time())
+    outage_fires = [datetime.fromtimestamp(t0 + s, UTC) for s in (7, 8, 9)]
+    catch_up_id = create_job(
+        mysql_engine,
+        JobSpec(
+            name="down-fire_once-catch-up",
+            cron_expression=",".join(str(f.second) for f in outage_fires) + " * * * * *",
+            handler_type="python",
+            handler_data="t.x",
+            misfire_policy="fire_once",
+            misfire_grace_seconds=1,
+        ),
+    ).id
     env = {"fire_all_limit": 3}
     first = start(cluster_settings, tmp_path, "r0", **env)
     time.sleep(4)
     first.send_signal(signal.SIGTERM)
     assert first.wait(timeout=15) == 0
+    down = time.time()
+    assert down < outage_fires[0].timestamp(), "the first scheduler stopped too late for this test"
     with mysql_engine.connect() as conn:
         before = conn.execute(select(runs_table.c.id)).all()
-    time.sleep(6)  # every scheduler down: ~6 fires per job are missed
+    # Every scheduler down for 6 s at least (~6 fires per job are missed), and until the catch-up
+    # job's last fire is older than its grace.
+    restart = max(down + 6, outage_fires[-1].timestamp() + 1.5)
+    time.sleep(restart - time.time())
     second = start(cluster_settings, tmp_path, "r1", **env)
     time.sleep(4)
     second.send_signal(signal.SIGTERM)
@@ -115,3 +139,12 @@ def test_misfire_policies_after_all_schedulers_were_down(
         assert counts[("PENDING", "schedule")] >= 5
     keys = Counter((r["job_id"], r["scheduled_for"]) for r in rows)
     assert max(keys.values()) == 1
+    # fire_once without on-time fires: exactly one catch-up (the oldest late fire), rest MISSED.
+    catch_up = [(r["scheduled_for"], r["status"], r["trigger"]) for r in rows if r["job_id"] == catch_up_id]
+    assert catch_up == [
+        (outage_fires[0], "PENDING", "misfire"),
+        (outage_fires[1], "MISSED", "misfire"),
+        (outage_fires[2], "MISSED", "misfire"),
+    ], catch_up
+    made_at = {r["created_at"] for r in rows if r["job_id"] == catch_up_id}
+    assert len(made_at) == 1 and min(made_at).timestamp() >= restart  # by the second scheduler
