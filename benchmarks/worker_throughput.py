@@ -11,7 +11,7 @@ tickwork.worker``, 2 processes x 8 threads by default):
    row insert and the publish) to the actor starting, p50/p99.
 3. peak RSS (VmHWM) of every worker process.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/worker_throughput.py --jobs 5000
+    PYTHONPATH=. .venv/bin/python benchmarks/worker_throughput.py --jobs 10000 --rounds 3
 
 Writes results/worker_throughput.json and results/worker_throughput.png.
 """
@@ -35,7 +35,7 @@ import redis
 from sqlalchemy import create_engine, func, select, text
 
 from tickwork.config import Settings, load_settings
-from tickwork.messaging import build_message, queue_name
+from tickwork.messaging import build_message, publish, queue_name
 from tickwork.spec import JobSpec
 from tickwork.store.engine import make_engine, upgrade
 from tickwork.store.jobs import create_job
@@ -154,7 +154,8 @@ def drain(
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--jobs", type=int, default=5000)
+    parser.add_argument("--jobs", type=int, default=10000)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating drains of each kind")
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--rate", type=float, default=200.0, help="arrivals/s in the latency phase")
@@ -201,55 +202,83 @@ def main() -> int:
             ),
         )  # type: ignore[arg-type]
 
-        # --- drain: tickwork (rows first, in batches, as the scheduler does; then the publishes)
+        # --- drain, alternating tickwork and bare Dramatiq for --rounds rounds (medians reported:
+        # a single drain of a few seconds on a 2-core machine varies by 2x from run to run)
         tw_queue = queue_name(settings, "bench")
         broker.declare_queue(tw_queue)
-        now = utcnow()
-        t = time.monotonic()
-        with engine.begin() as c:
-            c.execute(
-                runs_table.insert(),
-                [
-                    {"job_id": noop_job.id, "scheduled_for": now, "attempt": i + 1, "status": "PENDING",
-                     "trigger": "schedule", "available_at": now, "created_at": now, "updated_at": now}
-                    for i in range(args.jobs)
-                ],
-            )  # fmt: skip
-            ids = [
-                r.id
-                for r in c.execute(
-                    select(runs_table.c.id, runs_table.c.attempt).where(runs_table.c.job_id == noop_job.id)
-                )
-            ]
-        for i, run_id in enumerate(ids):
-            broker.enqueue(build_message(settings, noop_job, run_id=run_id, attempt=i + 1, scheduled_for=now))
-        mark_enqueued(engine, ids)
-        results["tickwork_load_seconds"] = round(time.monotonic() - t, 2)
-
-        def tickwork_done(t0: float, t1: float) -> float:
-            while True:
-                with engine.connect() as c:
-                    done = c.scalar(
-                        select(func.count()).where(
-                            runs_table.c.job_id == noop_job.id, runs_table.c.status == RunStatus.SUCCESS.value
+        bare_queue = f"{settings.namespace}.bare"
+        rounds: list[dict[str, Any]] = []
+        for round_no in range(args.rounds):
+            now = utcnow()
+            t = time.monotonic()
+            with engine.begin() as c:
+                c.execute(
+                    runs_table.insert(),
+                    [
+                        {"job_id": noop_job.id, "scheduled_for": now, "attempt": i + 1, "status": "PENDING",
+                         "trigger": "schedule", "available_at": now, "created_at": now, "updated_at": now}
+                        for i in range(args.jobs)
+                    ],
+                )  # fmt: skip
+                ids = [
+                    r.id
+                    for r in c.execute(
+                        select(runs_table.c.id).where(
+                            runs_table.c.job_id == noop_job.id, runs_table.c.scheduled_for == now
                         )
                     )
-                if done >= args.jobs:
-                    return time.monotonic()
-                if time.monotonic() - t1 > 60:
-                    raise RuntimeError(f"only {done} of {args.jobs} tickwork runs finished")
-                time.sleep(0.01)
+                ]
+            messages = [
+                build_message(settings, noop_job, run_id=run_id, attempt=i + 1, scheduled_for=now)
+                for i, run_id in enumerate(ids)
+            ]
+            for start in range(0, len(messages), 500):
+                publish(broker, messages[start : start + 500])
+            mark_enqueued(engine, ids)
+            load_seconds = round(time.monotonic() - t, 2)
 
-        results["tickwork"] = drain(settings, channel, tw_queue, args.jobs, args, log, tickwork_done)
-        print("tickwork drain:", results["tickwork"], flush=True)
+            def tickwork_done(t0: float, t1: float, now: Any = now) -> float:
+                while True:
+                    with engine.connect() as c:
+                        done = c.scalar(
+                            select(func.count()).where(
+                                runs_table.c.job_id == noop_job.id,
+                                runs_table.c.scheduled_for == now,
+                                runs_table.c.status == RunStatus.SUCCESS.value,
+                            )
+                        )
+                    if done >= args.jobs:
+                        return time.monotonic()
+                    if time.monotonic() - t1 > 60:
+                        raise RuntimeError(f"only {done} of {args.jobs} tickwork runs finished")
+                    time.sleep(0.01)
 
-        # --- drain: bare Dramatiq on the same broker
-        bare_queue = f"{settings.namespace}.bare"
-        for _ in range(args.jobs):
-            jobs_module.bare_noop.send()
-        results["bare"] = drain(settings, channel, bare_queue, args.jobs, args, log)
-        print("bare drain:", results["bare"], flush=True)
-        results["ratio"] = round(results["tickwork"]["jobs_per_s"] / results["bare"]["jobs_per_s"], 3)
+            tw = drain(settings, channel, tw_queue, args.jobs, args, log, tickwork_done)
+            tw["load_seconds"] = load_seconds
+            for _ in range(args.jobs):
+                jobs_module.bare_noop.send()
+            bare = drain(settings, channel, bare_queue, args.jobs, args, log)
+            rounds.append(
+                {"tickwork": tw, "bare": bare, "ratio": round(tw["jobs_per_s"] / bare["jobs_per_s"], 3)}
+            )
+            print(
+                f"round {round_no + 1}: tickwork {tw['jobs_per_s']}/s, bare {bare['jobs_per_s']}/s",
+                flush=True,
+            )
+        results["rounds"] = rounds
+        for kind in ("tickwork", "bare"):
+            results[kind] = {
+                "jobs_per_s_median": statistics.median(r[kind]["jobs_per_s"] for r in rounds),
+                "worker_cpu_ms_per_job_median": statistics.median(
+                    r[kind]["worker_cpu_ms_per_job"] for r in rounds
+                ),
+                "peak_rss_mb": rounds[-1][kind]["peak_rss_mb"],
+            }
+        results["ratio"] = round(
+            results["tickwork"]["jobs_per_s_median"] / results["bare"]["jobs_per_s_median"], 3
+        )
+        results["ratio_per_round"] = [r["ratio"] for r in rounds]
+        print("drain medians:", results["tickwork"], results["bare"], "ratio", results["ratio"], flush=True)
 
         # --- latency at a fixed arrival rate, both kinds consumed by the same workers
         proc = start_workers(
@@ -340,11 +369,11 @@ def plot(results: dict[str, Any], latencies: dict[str, list[float]], path: Path)
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     kinds = ["bare", "tickwork"]
-    rates = [results[k]["jobs_per_s"] for k in kinds]
+    rates = [results[k]["jobs_per_s_median"] for k in kinds]
     ax1.bar(["bare Dramatiq", "tickwork (run log)"], rates, color=["#888", "#2a7"])
     for i, r in enumerate(rates):
         ax1.text(i, r, f"{r:.0f}/s", ha="center", va="bottom")
-    ax1.set_ylabel("jobs/s (drain)")
+    ax1.set_ylabel(f"jobs/s (drain, median of {len(results['rounds'])} rounds)")
     ax1.set_title(
         f"{results['jobs']} no-op jobs, {results['processes']}x{results['threads']} workers; "
         f"ratio {results['ratio']}"
