@@ -137,7 +137,7 @@ def test_recorder_group_commit_gives_each_statement_its_own_result(mysql_engine)
     """90 claims (three workers racing for each of 30 attempts) go through the group committer
     (one multi-statement round trip per group): exactly one claim per attempt wins, and only the
     winner can finish it."""
-    from tickwork.store.attempts import AttemptRecorder
+    from tickwork.store.recorder import AttemptRecorder
 
     job = create_job(mysql_engine, JobSpec.model_validate(SEED))
     base = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -173,10 +173,12 @@ def test_recorder_group_commit_gives_each_statement_its_own_result(mysql_engine)
         recorder.close()
 
 
-def test_recorder_retries_a_failed_group_statement_by_statement(mysql_engine) -> None:
-    """One bad statement fails its group's multi-statement transaction; the others are then run
-    one by one and succeed, and only the bad one's caller sees the error."""
-    from tickwork.store.attempts import CLAIM_SQL, AttemptRecorder, _Pending
+def test_recorder_runs_a_failed_group_again_one_by_one(mysql_engine, monkeypatch) -> None:
+    """A group whose transaction fails (here: a deadlock on the merged statement) is run again
+    claim by claim; each caller still gets its own answer and only a failing one sees an error."""
+    from sqlalchemy.exc import OperationalError
+
+    from tickwork.store.recorder import CLAIM, AttemptRecorder, _Pending
 
     job = create_job(mysql_engine, JobSpec.model_validate(SEED))
     base = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -184,17 +186,69 @@ def test_recorder_retries_a_failed_group_statement_by_statement(mysql_engine) ->
         insert_run(mysql_engine, job_id=job.id, scheduled_for=base + timedelta(seconds=i)) for i in range(2)
     )
     recorder = AttemptRecorder(mysql_engine)
-    now = datetime.now(UTC).replace(tzinfo=None)
-    claim_sql = CLAIM_SQL.replace("?", "%s")
-    batch = [
-        _Pending(claim_sql, ("RUNNING", "w1", now, now, None, first, "PENDING"), first),
-        _Pending("UPDATE no_such_table SET x = 1", (), 0),
-        _Pending(claim_sql, ("RUNNING", "w1", now, now, None, second, "PENDING"), second),
-    ]
+    real = recorder._run_group
+    groups: list[list[int]] = []
+
+    def flaky(batch: list[_Pending]) -> list[bool]:
+        groups.append([p.run_id for p in batch])
+        if len(batch) > 1:
+            raise OperationalError("UPDATE job_runs", {}, Exception("1213 deadlock"))
+        if batch[0].run_id == -1:
+            raise RuntimeError("this one is broken")
+        return real(batch)
+
+    monkeypatch.setattr(recorder, "_run_group", flaky)
+    batch = [_Pending(CLAIM, first, "w1"), _Pending(CLAIM, -1, "w1"), _Pending(CLAIM, second, "w1")]
     try:
         recorder._commit(batch)
     finally:
         recorder.close()
+    assert groups == [[first, -1, second], [first], [-1], [second]]
     assert [p.result for p in batch] == [True, False, True]
     assert batch[1].error is not None and batch[0].error is None and batch[2].error is None
     assert {get_run(mysql_engine, r).status for r in (first, second)} == {"RUNNING"}
+
+
+def test_recorder_merged_group_with_losers_names_the_winners(mysql_engine) -> None:
+    """In one group: claims of rows already taken, a duplicate claim of the same row, finishes by
+    the wrong worker and different outcomes. The merged statements then match fewer rows than
+    they name, and the winners are found by the group's timestamp."""
+    from tickwork.store.recorder import CLAIM, FINISH, AttemptRecorder, _Pending
+
+    job = create_job(mysql_engine, JobSpec.model_validate(SEED))
+    base = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    ids = [
+        insert_run(mysql_engine, job_id=job.id, scheduled_for=base + timedelta(seconds=i)) for i in range(6)
+    ]
+    taken, free, dup, mine_ok, mine_failed, theirs = ids
+    assert claim_attempt(mysql_engine, taken, "w-other")
+    for run_id in (mine_ok, mine_failed):
+        assert claim_attempt(mysql_engine, run_id, "w1")
+    assert claim_attempt(mysql_engine, theirs, "w-other")
+    batch = [
+        _Pending(CLAIM, taken, "w1", message_id="m-taken"),
+        _Pending(CLAIM, free, "w1", message_id="m-free"),
+        _Pending(CLAIM, dup, "w1", message_id="m-dup-1"),
+        _Pending(CLAIM, dup, "w1", message_id="m-dup-2"),
+        _Pending(FINISH, mine_ok, "w1", outcome=("SUCCESS", "out", None, None)),
+        _Pending(FINISH, mine_failed, "w1", outcome=("FAILED", None, "boom", "tb")),
+        _Pending(FINISH, theirs, "w1", outcome=("SUCCESS", "out", None, None)),
+    ]
+    recorder = AttemptRecorder(mysql_engine)
+    try:
+        recorder._commit(batch)
+    finally:
+        recorder.close()
+    assert [p.result for p in batch] == [False, True, True, False, True, True, False]
+    assert all(p.error is None for p in batch)
+    rows = {r: get_run(mysql_engine, r) for r in ids}
+    assert (rows[taken].worker_id, rows[taken].status) == ("w-other", "RUNNING")
+    assert (rows[free].worker_id, rows[free].message_id, rows[free].status) == ("w1", "m-free", "RUNNING")
+    assert (rows[dup].message_id, rows[dup].status) == ("m-dup-1", "RUNNING")
+    assert (rows[mine_ok].status, rows[mine_ok].output) == ("SUCCESS", "out")
+    assert (rows[mine_failed].status, rows[mine_failed].error, rows[mine_failed].traceback) == (
+        "FAILED",
+        "boom",
+        "tb",
+    )
+    assert (rows[theirs].status, rows[theirs].worker_id) == ("RUNNING", "w-other")

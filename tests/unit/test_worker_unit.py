@@ -220,13 +220,13 @@ def test_message_for_unknown_actor_is_recorded_dead(
 def test_recorder_commits_each_group_in_run_id_order(sqlite_engine: Engine) -> None:
     """Each group locks its rows in id order, like every multi-row UPDATE on job_runs, so two
     groups (or a group and the scheduler's publish-time update) cannot deadlock."""
-    from tickwork.store.attempts import AttemptRecorder, _Pending
+    from tickwork.store.recorder import CLAIM, AttemptRecorder, _Pending
 
     recorder = AttemptRecorder(sqlite_engine)
     committed: list[list[int]] = []
     recorder._commit = lambda batch: committed.append([p.run_id for p in batch])  # type: ignore[method-assign]
     for run_id in (42, 7, 19, 3):
-        recorder._queue.put(_Pending("UPDATE", (), run_id))
+        recorder._queue.put(_Pending(CLAIM, run_id, "w1"))
     recorder._queue.put(None)
     recorder._commit_loop()
     assert committed == [[3, 7, 19, 42]]

@@ -31,8 +31,8 @@ from tickwork.middleware.attempt import (
     untrack_in_flight,
     write_with_retries,
 )
-from tickwork.store.attempts import AttemptRecorder
 from tickwork.store.models import RunStatus
+from tickwork.store.recorder import AttemptRecorder
 
 #: Default cap on the recorded output, in bytes of UTF-8.
 DEFAULT_OUTPUT_MAX_BYTES = 65536

@@ -1,0 +1,326 @@
+"""The worker's hot path: claim an attempt (PENDING → RUNNING) and finish it, group-committed.
+
+Worker threads hand their claim or finish to one committer thread per process, which commits
+what has queued up in one transaction, so concurrent attempts share one round trip and one log
+flush. Each caller still gets its own answer (did *its* compare-and-set win?) and returns only
+after the commit.
+
+On MySQL/MariaDB (PyMySQL) a group is one multi-statement query: the claims of a worker in one
+``UPDATE … WHERE id IN (…) AND status = 'PENDING'``, the finishes with the same outcome in one
+``UPDATE … WHERE id IN (…) AND status = 'RUNNING' AND worker_id = …``, then ``COMMIT``. When a
+statement matches every row it names (the normal case) each caller has won; otherwise the rows
+it did change are identified afterwards by the group's unique timestamp. SQLAlchemy's statement
+building and PyMySQL's per-statement result parsing cost more CPU per message than all of
+Dramatiq, which is why this path is plain SQL on a kept driver connection.
+
+On SQLite (the embedded mode) a group runs its statements one by one in one transaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import threading
+from collections import defaultdict
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine
+
+from tickwork.store.models import RunStatus, utcnow
+
+#: The most claims and finishes committed in one transaction.
+DEFAULT_MAX_BATCH = 64
+
+CLAIM = "claim"
+FINISH = "finish"
+
+# SQLite's statements (qmark); MySQL groups are built in :meth:`AttemptRecorder._merged`.
+CLAIM_SQL = (
+    "UPDATE job_runs SET status = ?, worker_id = ?, started_at = ?, updated_at = ?,"
+    " message_id = COALESCE(?, message_id) WHERE id = ? AND status = ?"
+)
+FINISH_SQL = (
+    "UPDATE job_runs SET status = ?, output = ?, error = ?, traceback = ?, finished_at = ?,"
+    " updated_at = ? WHERE id = ? AND status = ? AND worker_id = ?"
+)
+
+_clock_lock = threading.Lock()
+_last_time = datetime.min
+
+
+def group_time() -> datetime:
+    """Now (naive UTC), strictly increasing within the process: a group's rows are the only ones
+    of this worker carrying its exact ``started_at`` / ``finished_at``."""
+    global _last_time
+    now = utcnow().replace(tzinfo=None)
+    with _clock_lock:
+        if now <= _last_time:
+            now = _last_time + timedelta(microseconds=1)
+        _last_time = now
+    return now
+
+
+class _Pending:
+    """One caller's claim or finish, waiting for its group's commit."""
+
+    __slots__ = ("done", "error", "kind", "message_id", "outcome", "result", "run_id", "worker_id")
+
+    def __init__(
+        self,
+        kind: str,
+        run_id: int,
+        worker_id: str,
+        *,
+        message_id: str | None = None,
+        outcome: tuple[str, str | None, str | None, str | None] | None = None,
+    ) -> None:
+        self.kind = kind
+        self.run_id = run_id
+        self.worker_id = worker_id
+        self.message_id = message_id
+        #: For a finish: (status, output, error, traceback).
+        self.outcome = outcome
+        # A held lock the committer releases: cheaper to wait on than an Event (no Condition).
+        self.done = threading.Lock()
+        self.done.acquire()
+        self.result = False
+        self.error: BaseException | None = None
+
+
+class AttemptRecorder:
+    """Claims and finishes attempts with compare-and-set ``UPDATE``\\ s, committed in groups.
+
+    If a group's transaction fails (a deadlock victim, a lost connection), its claims and
+    finishes are run again one by one, each in its own transaction.
+
+    Parameters:
+      engine: the store's engine.
+      max_batch: the most claims and finishes committed together.
+    """
+
+    def __init__(self, engine: Engine, *, max_batch: int = DEFAULT_MAX_BATCH) -> None:
+        self.engine = engine
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+        self._conn: Any = None
+        #: PyMySQL: a group goes to the server as one multi-statement query.
+        self._merge = engine.dialect.driver == "pymysql"
+
+    # -- the two calls ------------------------------------------------------------------------
+
+    def claim(self, run_id: int, worker_id: str, *, message_id: str | None = None) -> bool:
+        """PENDING → RUNNING for ``worker_id``; False if someone else has (or had) the attempt."""
+        return self._submit(_Pending(CLAIM, run_id, worker_id, message_id=message_id))
+
+    def finish(
+        self,
+        run_id: int,
+        worker_id: str,
+        *,
+        status: RunStatus,
+        output: str | None = None,
+        error: str | None = None,
+        traceback: str | None = None,
+    ) -> bool:
+        """RUNNING → ``status``, only by the claiming worker; False if it no longer held it."""
+        return self._submit(
+            _Pending(FINISH, run_id, worker_id, outcome=(str(status), output, error, traceback))
+        )
+
+    def close(self) -> None:
+        if self._thread is not None and self._thread.is_alive() and self._pid == os.getpid():
+            self._queue.put(None)
+            self._thread.join(timeout=5)
+        self._discard()
+
+    # -- the committer ------------------------------------------------------------------------
+
+    def _submit(self, pending: _Pending) -> bool:
+        self._ensure_thread()
+        self._queue.put(pending)
+        pending.done.acquire()  # released by the committer once the group is committed
+        if pending.error is not None:
+            raise pending.error
+        return pending.result
+
+    def _ensure_thread(self) -> None:
+        pid = os.getpid()
+        if self._thread is not None and self._pid == pid and self._thread.is_alive():
+            return
+        with self._lock:
+            if self._thread is None or self._pid != pid or not self._thread.is_alive():
+                self._queue = queue.SimpleQueue()
+                self._conn = None
+                self._pid = pid
+                self._thread = threading.Thread(target=self._commit_loop, name="tickwork-commit", daemon=True)
+                self._thread.start()
+
+    def _commit_loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self.max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._queue.put(None)
+                    break
+                batch.append(item)
+            # Rows in id order: a statement's IN list locks them ascending, as every multi-row
+            # UPDATE on job_runs does.
+            batch.sort(key=lambda p: p.run_id)
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        try:
+            results = self._run_group(batch)
+        except Exception:  # noqa: BLE001 - run again one by one below
+            for p in batch:
+                try:
+                    p.result = self._run_group([p])[0]
+                except Exception as exc:  # noqa: BLE001 - handed to the caller
+                    p.error = exc
+                p.done.release()
+            return
+        for p, result in zip(batch, results, strict=True):
+            p.result = result
+            p.done.release()
+
+    def _run_group(self, batch: list[_Pending]) -> list[bool]:
+        conn = self._connection()
+        cursor = conn.cursor()
+        try:
+            if self._merge:
+                return self._merged(conn, cursor, batch)
+            return self._one_by_one(conn, cursor, batch)
+        except BaseException:
+            try:
+                conn.rollback()
+            finally:
+                self._discard()
+            raise
+        finally:
+            cursor.close()
+
+    def _merged(self, conn: Any, cursor: Any, batch: list[_Pending]) -> list[bool]:
+        """One multi-statement round trip: one UPDATE per worker's claims and per finish outcome."""
+        now = group_time()
+        esc = conn.escape
+        at = esc(now)
+        results = dict.fromkeys(range(len(batch)), False)
+        groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+        seen: set[tuple[str, int]] = set()
+        for index, p in enumerate(batch):
+            if (p.kind, p.run_id) in seen:
+                continue  # a second claim (or finish) of the same run in this group loses
+            seen.add((p.kind, p.run_id))
+            groups[(p.kind, p.worker_id, p.outcome)].append(index)
+        statements: list[str] = []
+        for (kind, worker_id, outcome), members in groups.items():
+            ids = ",".join(str(int(batch[i].run_id)) for i in members)
+            if kind == CLAIM:
+                ids_with_message = [i for i in members if batch[i].message_id is not None]
+                message = "message_id"
+                if ids_with_message:
+                    whens = " ".join(
+                        f"WHEN {int(batch[i].run_id)} THEN {esc(batch[i].message_id)}"
+                        for i in ids_with_message
+                    )
+                    message = f"CASE id {whens} ELSE message_id END"
+                statements.append(
+                    f"UPDATE job_runs SET status = 'RUNNING', worker_id = {esc(worker_id)},"
+                    f" started_at = {at}, updated_at = {at}, message_id = {message}"
+                    f" WHERE id IN ({ids}) AND status = 'PENDING'"
+                )
+            else:
+                status, output, error, traceback = outcome
+                statements.append(
+                    f"UPDATE job_runs SET status = {esc(status)}, output = {esc(output)},"
+                    f" error = {esc(error)}, traceback = {esc(traceback)},"
+                    f" finished_at = {at}, updated_at = {at}"
+                    f" WHERE id IN ({ids}) AND status = 'RUNNING' AND worker_id = {esc(worker_id)}"
+                )
+        cursor.execute(";\n".join([*statements, "COMMIT"]))
+        matched = [cursor.rowcount]
+        for _ in statements[1:]:
+            cursor.nextset()
+            matched.append(cursor.rowcount)
+        cursor.nextset()  # the COMMIT's
+        for ((kind, worker_id, _outcome), members), count in zip(groups.items(), matched, strict=True):
+            if count == len(members):
+                won = {batch[i].run_id for i in members}
+            else:  # some rows were not ours to change: find the ones this group did change
+                column = "started_at" if kind == CLAIM else "finished_at"
+                ids = ",".join(str(int(batch[i].run_id)) for i in members)
+                cursor.execute(
+                    f"SELECT id FROM job_runs WHERE id IN ({ids}) AND worker_id = {esc(worker_id)}"
+                    f" AND {column} = {at}"
+                )
+                won = {int(row[0]) for row in cursor.fetchall()}
+                conn.commit()
+            for i in members:
+                results[i] = batch[i].run_id in won
+        return [results[i] for i in range(len(batch))]
+
+    def _one_by_one(self, conn: Any, cursor: Any, batch: list[_Pending]) -> list[bool]:
+        now = group_time().strftime("%Y-%m-%d %H:%M:%S.%f")
+        results = []
+        for p in batch:
+            if p.kind == CLAIM:
+                params: tuple[Any, ...] = (
+                    RunStatus.RUNNING.value,
+                    p.worker_id,
+                    now,
+                    now,
+                    p.message_id,
+                    p.run_id,
+                    RunStatus.PENDING.value,
+                )
+                cursor.execute(CLAIM_SQL, params)
+            else:
+                assert p.outcome is not None
+                params = (*p.outcome, now, now, p.run_id, RunStatus.RUNNING.value, p.worker_id)
+                cursor.execute(FINISH_SQL, params)
+            results.append(cursor.rowcount == 1)
+        conn.commit()
+        return results
+
+    # -- the connection -----------------------------------------------------------------------
+
+    def _connection(self) -> Any:
+        if self._conn is None:
+            self._conn = self._connect()
+        return self._conn
+
+    def _connect(self) -> Any:
+        if not self._merge:
+            return self.engine.raw_connection()
+        import pymysql
+        from pymysql.constants import CLIENT
+
+        _, params = self.engine.dialect.create_connect_args(self.engine.url)
+        # FOUND_ROWS (set by SQLAlchemy's dialect): a row count is rows matched, not changed.
+        params["client_flag"] = params.get("client_flag", 0) | CLIENT.MULTI_STATEMENTS | CLIENT.FOUND_ROWS
+        return pymysql.connect(
+            **params,
+            autocommit=False,
+            init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+        )
+
+    def _discard(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):  # the connection is being thrown away anyway
+                if hasattr(conn, "invalidate"):
+                    conn.invalidate()
+                else:
+                    conn.close()
