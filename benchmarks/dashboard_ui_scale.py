@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -55,6 +56,7 @@ def main() -> None:
         TICKWORK_DATABASE_URL=args.database,
         TICKWORK_NAMESPACE="twbenchui",
         TICKWORK_LOG_LEVEL="WARNING",
+        TICKWORK_AUTH_SECRET=secrets.token_urlsafe(32),  # a shared database needs its own secret
     )
     command = [sys.executable, "-m", "tickwork", "api", "--host", "127.0.0.1", "--port", str(port)]
     api = subprocess.Popen(command, env=env)
@@ -68,7 +70,7 @@ def main() -> None:
                 break
             except OSError:
                 time.sleep(0.2)
-        token = create_token(load_settings(), "viewer")
+        token = create_token(load_settings(auth_secret=env["TICKWORK_AUTH_SECRET"]), "viewer")
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 900})

@@ -8,8 +8,9 @@
 #   scripts/cluster.sh token     print an admin token for the dashboard (http://127.0.0.1:$API_PORT/ui)
 #   scripts/cluster.sh stop      SIGTERM (then SIGKILL after 15 s) the processes this script started
 #
-# Pid files and logs live under $TICKWORK_CLUSTER_DIR (default results/cluster). Only the pids in
-# those files are ever signalled, and only if the process is still a tickwork process.
+# Pid files, logs and the generated API secret (auth-secret, unless TICKWORK_AUTH_SECRET is set)
+# live under $TICKWORK_CLUSTER_DIR (default results/cluster). Only the pids in those files are
+# ever signalled, and only if the process is still a tickwork process.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -33,7 +34,17 @@ export TICKWORK_BROKER_URL=${TICKWORK_BROKER_URL:-amqp://guest:guest@127.0.0.1:5
 export TICKWORK_REDIS_URL=${TICKWORK_REDIS_URL:-redis://127.0.0.1:6379/0}
 export TICKWORK_NAMESPACE=$NAMESPACE
 export TICKWORK_LOG_FORMAT=${TICKWORK_LOG_FORMAT:-json}
-export TICKWORK_AUTH_SECRET=${TICKWORK_AUTH_SECRET:-tickwork-cluster-sh-development-secret}
+# `tickwork api` and `tickwork token` refuse the built-in secret for MySQL/RabbitMQ: use the
+# caller's, or one generated on first use and kept (mode 600) in the run directory.
+if [ -z "${TICKWORK_AUTH_SECRET:-}" ]; then
+  if [ ! -s "$DIR/auth-secret" ]; then
+    mkdir -p "$DIR"
+    (umask 077 && "$PYTHON" -c 'import secrets; print(secrets.token_urlsafe(32))' >"$DIR/auth-secret.tmp")
+    mv "$DIR/auth-secret.tmp" "$DIR/auth-secret"
+  fi
+  TICKWORK_AUTH_SECRET=$(cat "$DIR/auth-secret")
+fi
+export TICKWORK_AUTH_SECRET
 
 NAMES=(api scheduler-1 scheduler-2 worker-1 worker-2)
 

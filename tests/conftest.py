@@ -36,6 +36,8 @@ SEED: dict[str, Any] = {
     "retryBackoffSeconds": 10,
 }
 RUN_ID = uuid.uuid4().hex[:8]
+#: Distributed mode refuses the built-in development secret (the API and `tickwork token`).
+TEST_AUTH_SECRET = "tickwork-test-secret-0123456789abcdef"  # 32+ bytes: PyJWT warns below
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -119,6 +121,7 @@ def cluster_settings(
         broker_url=amqp_url,
         redis_url=redis_url,
         namespace=namespace,
+        auth_secret=TEST_AUTH_SECRET,
     )
     yield settings
     cleanup_namespace(settings)
@@ -132,6 +135,7 @@ def settings_env(settings: Settings, **extra: Any) -> dict[str, str]:
     env["TICKWORK_BROKER_URL"] = settings.broker_url
     env["TICKWORK_REDIS_URL"] = settings.redis_url or ""
     env["TICKWORK_NAMESPACE"] = settings.namespace
+    env["TICKWORK_AUTH_SECRET"] = settings.auth_secret
     for key, value in extra.items():
         env[f"TICKWORK_{key.upper()}"] = str(value)
     return env

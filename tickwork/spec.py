@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import re
 from datetime import datetime
 from typing import Any
@@ -30,6 +31,14 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,199}$")
 QUEUE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
 PYTHON_HANDLER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:\-]{0,199}$")
 MAX_PARAMETERS_BYTES = 64 * 1024
+#: Nesting levels of a JSON field (its own object or array is level 1). MariaDB's JSON check
+#: refuses documents 32 deep, and deeper ones would fail to serialize back in the API.
+MAX_JSON_DEPTH = 16
+NON_FINITE = "NaN and Infinity are not valid JSON"
+#: Unicode category Cc: C0 controls (NUL, tab, newline, ...), DEL and C1 controls.
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+#: Halves of a UTF-16 pair on their own: JSON's \ud800 escapes decode to them; not encodable.
+SURROGATE_RE = re.compile(r"[\ud800-\udfff]")
 HTTP_METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}
 
 
@@ -37,7 +46,11 @@ class JobSpec(BaseModel):
     """A job definition. Exactly one of ``cronExpression`` / ``runAt`` or neither (on demand)."""
 
     model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", str_strip_whitespace=True
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        str_strip_whitespace=True,
+        allow_inf_nan=False,  # NaN/Infinity numbers: "Input should be a finite number"
     )
 
     name: str = Field(min_length=1, max_length=200)
@@ -56,6 +69,14 @@ class JobSpec(BaseModel):
     misfire_grace_seconds: float | None = Field(default=None, ge=0, le=7 * 86400)
     overlap_policy: OverlapPolicy = OverlapPolicy.ALLOW
     enabled: bool = True
+
+    # Defined first so it runs before the fields' own checks (after whitespace is stripped).
+    @field_validator("name", "cron_expression", "timezone", "handler_data", "queue")
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_text(value)
+        return value
 
     @field_validator("name")
     @classmethod
@@ -96,14 +117,17 @@ class JobSpec(BaseModel):
     @field_validator("parameters")
     @classmethod
     def _parameters(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None and len(json.dumps(value)) > MAX_PARAMETERS_BYTES:
+        if value is None:
+            return None
+        check_json_value(value, "parameters")
+        if len(json.dumps(value, allow_nan=False)) > MAX_PARAMETERS_BYTES:
             raise ValueError(f"larger than {MAX_PARAMETERS_BYTES} bytes as JSON")
         return value
 
     @model_validator(mode="after")
     def _consistent(self) -> JobSpec:
         if self.cron_expression and self.run_at is not None:
-            raise ValueError("give cronExpression or runAt, not both")
+            raise ValidationError("runAt", "give either cronExpression or runAt, not both")
         if self.max_backoff_seconds < self.retry_backoff_seconds and self.retry_count > 0:
             # Not an error in every scheduler, but here it would silently cap every retry.
             self.max_backoff_seconds = max(self.max_backoff_seconds, self.retry_backoff_seconds)
@@ -121,6 +145,44 @@ class JobSpec(BaseModel):
         data["misfire_policy"] = self.misfire_policy.value
         data["overlap_policy"] = self.overlap_policy.value
         return data
+
+
+def check_text(value: str) -> None:
+    """Refuse control characters (NUL, newlines, escapes) and lone surrogates in a text field."""
+    found = CONTROL_RE.search(value)
+    if found:
+        raise ValueError(f"must not contain control characters (found U+{ord(found.group()):04X})")
+    found = SURROGATE_RE.search(value)
+    if found:
+        raise ValueError(f"must not contain a lone surrogate (found U+{ord(found.group()):04X})")
+
+
+def check_json_value(value: Any, field: str, *, max_depth: int = MAX_JSON_DEPTH) -> None:
+    """Refuse what is not storable as JSON everywhere: NaN and Infinity (Python's ``json``
+    reads them, JSON and the database do not), lone surrogates in strings, and nesting
+    deeper than ``max_depth``. Raises :class:`ValidationError` naming the element
+    (``parameters.json.a.0``). Iterative, so a deep document cannot exhaust the stack."""
+    stack: list[tuple[Any, str, int]] = [(value, field, 1)]
+    while stack:
+        item, path, depth = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ValidationError(path, NON_FINITE)
+        if isinstance(item, str):
+            _check_json_string(item, path)
+        elif isinstance(item, dict | list):
+            if depth > max_depth:
+                raise ValidationError(path, f"nested deeper than {max_depth} levels")
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    _check_json_string(str(key), f"{path}.{key}")
+                    stack.append((child, f"{path}.{key}", depth + 1))
+            else:
+                stack.extend((child, f"{path}.{index}", depth + 1) for index, child in enumerate(item))
+
+
+def _check_json_string(text: str, path: str) -> None:
+    if SURROGATE_RE.search(text):
+        raise ValidationError(path, "a lone surrogate is not valid Unicode text")
 
 
 def validate_http_url(url: str, deny_networks: list[str] | None = None, field: str = "handlerData") -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -285,11 +286,13 @@ def test_readiness_is_503_when_a_service_is_unreachable(cluster_settings, mysql_
 
 
 def test_openapi_document_is_complete(api: Api) -> None:
-    doc = api.client.get("/openapi.json").json()
+    doc = api.client.get("/openapi.json", headers=api.viewer).json()
     assert doc["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
     post = doc["paths"]["/jobs"]["post"]
     assert post["security"] == [{"bearerAuth": []}]
-    assert {"201", "401", "403", "409", "413", "422"} <= set(post["responses"])
+    assert {"201", "401", "403", "409", "422"} <= set(post["responses"])
+    assert "TICKWORK_MAX_PAYLOAD_BYTES" in post["responses"]["422"]["description"]
+    assert "413" not in post["responses"]  # an oversize body is a 422 like any invalid input
     schemas = doc["components"]["schemas"]
     assert {"JobOut", "RunOut", "JobSpec", "ValidationErrorBody", "ErrorBody"} <= set(schemas)
     assert "cronExpression" in schemas["JobSpec"]["properties"]
@@ -310,3 +313,46 @@ def test_trigger_with_the_broker_down_leaves_the_run_pending_for_the_outbox(
         assert response.json()["status"] == "PENDING" and response.json()["enqueuedAt"] is None
         assert time.monotonic() - started < 30
         assert down_api.count_runs() == 1
+
+
+def test_every_write_logs_one_line_with_its_ids(api: Api, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="tickwork.api")
+
+    def lines() -> list[logging.LogRecord]:
+        found = [
+            r for r in caplog.records if r.name.startswith("tickwork.api.") and r.levelno == logging.INFO
+        ]
+        caplog.clear()
+        return found
+
+    job = api.create()
+    [created] = lines()
+    assert created.getMessage().startswith("job created by ") and created.job_id == job["id"]  # type: ignore[attr-defined]
+    api.client.patch(f"/jobs/{job['id']}", json={"retryCount": 5}, headers=api.admin)
+    [changed] = lines()
+    assert "retryCount" in changed.getMessage() and changed.job_id == job["id"]  # type: ignore[attr-defined]
+    api.client.put(f"/jobs/{job['id']}", json=SEED, headers=api.admin)
+    api.client.post(f"/jobs/{job['id']}/pause", headers=api.admin)
+    api.client.post(f"/jobs/{job['id']}/resume", headers=api.admin)
+    assert [r.getMessage().split(" by ")[0] for r in lines()] == ["job replaced", "job paused", "job resumed"]
+    run = api.client.post(f"/jobs/{job['id']}/trigger", headers=api.admin).json()
+    [triggered] = lines()
+    assert (triggered.job_id, triggered.run_id) == (job["id"], run["id"])  # type: ignore[attr-defined]
+
+    dead = insert_run(
+        api.engine, job_id=job["id"], scheduled_for=datetime(2026, 1, 1, tzinfo=UTC), status=RunStatus.DEAD
+    )
+    replayed = api.client.post(f"/dlq/{dead}/replay", headers=api.admin).json()
+    [replay] = lines()
+    assert f"dead run {dead} replayed" in replay.getMessage()
+    assert (replay.job_id, replay.run_id) == (job["id"], replayed["id"])  # type: ignore[attr-defined]
+    api.client.post("/dlq/purge", json={"runIds": [replayed["id"]]}, headers=api.admin)
+    api.client.delete(f"/jobs/{job['id']}", headers=api.admin)
+    purge, deleted = lines()
+    assert purge.getMessage().startswith("dlq purged: 0 of 1 dead run id(s)")
+    assert deleted.getMessage().startswith("job deleted") and deleted.job_id == job["id"]  # type: ignore[attr-defined]
+
+    api.client.get("/jobs", headers=api.viewer)
+    api.client.post("/jobs", json={**SEED, "name": "viewer"}, headers=api.viewer)  # 403
+    api.client.post("/jobs", json={**SEED, "cronExpression": "bad"}, headers=api.admin)  # 422
+    assert lines() == []  # reads and refused writes log nothing

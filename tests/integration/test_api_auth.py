@@ -10,8 +10,11 @@ import pytest
 from sqlalchemy import Engine
 
 from tests.integration.api_support import SEED, Api, make_api
+from tickwork.api import create_app
 from tickwork.api.auth import create_token
-from tickwork.config import Settings
+from tickwork.config import Settings, load_settings
+from tickwork.config.settings import DEFAULT_AUTH_SECRET, resolve_auth_secret
+from tickwork.errors import ConfigError
 
 pytestmark = pytest.mark.integration
 
@@ -106,7 +109,49 @@ def test_health_endpoints_need_no_token(api: Api) -> None:
     assert api.client.get("/healthz").status_code == 200
     assert api.client.get("/readyz").status_code == 200
     assert api.client.get("/metrics").status_code == 200
-    assert api.client.get("/openapi.json").status_code == 200
+
+
+def test_the_openapi_document_needs_a_token(api: Api) -> None:
+    response = api.client.get("/openapi.json")
+    assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
+    assert api.client.get("/openapi.json", headers=_bearer("not-a-jwt")).status_code == 401
+    for headers in (api.viewer, api.admin):
+        document = api.client.get("/openapi.json", headers=headers)
+        assert document.status_code == 200 and document.json()["info"]["title"] == "tickwork"
+    # Swagger UI and ReDoc would fetch the document without a token: not served.
+    for path in ("/docs", "/redoc", "/docs/oauth2-redirect"):
+        assert api.client.get(path).status_code == 404, path
+
+
+def test_the_dashboard_shell_is_open_and_its_data_is_not(api: Api) -> None:
+    page = api.client.get("/ui")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert api.client.get("/ui/static/app.js").status_code == 200
+    for path in ("/dashboard/jobs", "/cluster", "/stats/timeline"):
+        assert api.client.get(path).status_code == 401, path
+        assert api.client.get(path, headers=api.viewer).status_code == 200, path
+
+
+def test_a_shared_deployment_refuses_the_built_in_secret(
+    cluster_settings: Settings, mysql_engine: Engine
+) -> None:
+    default = cluster_settings.model_copy(update={"auth_secret": DEFAULT_AUTH_SECRET})
+    for settings in (
+        default,
+        default.model_copy(update={"broker_url": "memory://"}),  # MySQL alone is shared
+        default.model_copy(update={"database_url": "sqlite:///x.db"}),  # so is RabbitMQ alone
+    ):
+        with pytest.raises(ConfigError) as refused:
+            create_app(settings, engine=mysql_engine)
+        assert refused.value.field == "TICKWORK_AUTH_SECRET"
+        assert "must not protect a shared deployment" in refused.value.reason
+        with pytest.raises(ConfigError):
+            resolve_auth_secret(settings)
+    # The embedded default (SQLite file, in-process broker) keeps working without one.
+    embedded = load_settings(database_url="sqlite:///:memory:", broker_url="memory://")
+    assert embedded.auth_secret == DEFAULT_AUTH_SECRET
+    create_app(embedded, engine=mysql_engine)
+    assert resolve_auth_secret(embedded) == embedded
 
 
 def test_tokens_use_the_configured_secret(api: Api) -> None:

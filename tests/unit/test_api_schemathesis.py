@@ -69,7 +69,10 @@ def _build_app() -> Any:
 # Schemathesis reads the schema at collection time (its fixture-based loader does not work with
 # this pytest), so the app is built when the module is imported.
 APP = _build_app()
-schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
+# The document needs a token like the rest of the API.
+schema = schemathesis.openapi.from_asgi(
+    "/openapi.json", APP, headers={"Authorization": f"Bearer {APP.state.admin_token}"}
+)
 
 
 @schema.parametrize()

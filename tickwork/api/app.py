@@ -9,14 +9,17 @@ from typing import Any
 
 import dramatiq
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import tickwork
 from tickwork.api import dlq, health, jobs, runs
+from tickwork.api.auth import Reader
 from tickwork.api.errors import install_error_handlers
 from tickwork.api.state import ApiState, JobChangedHook, redis_wake_hook
 from tickwork.config import Settings
+from tickwork.config.settings import check_auth_secret
 from tickwork.store.engine import make_engine
 
 log = logging.getLogger(__name__)
@@ -24,12 +27,16 @@ log = logging.getLogger(__name__)
 DESCRIPTION = """\
 Jobs, their schedules and their run log. Every endpoint except `/healthz`, `/readyz` and
 `/metrics` needs a bearer token (`tickwork token --role admin|viewer`): `viewer` reads, `admin`
-also writes. Invalid input is answered 422 with `{"detail": [{"field", "reason"}]}`.
+also writes; this document too (`GET /openapi.json` with a `viewer` token). Invalid input,
+including a body over `TICKWORK_MAX_PAYLOAD_BYTES`, is answered 422 with
+`{"detail": [{"field", "reason"}]}`.
 """
 
 
 class BodyLimit:
-    """Answer 413 to a request body larger than ``max_bytes`` before the app parses it."""
+    """Answer 422 (field ``body``) to a request body larger than ``max_bytes`` before the app
+    parses it. At most ``max_bytes`` are ever read: a declared ``Content-Length`` over the limit
+    is refused before reading, a chunked (or lying) body as soon as the bytes read pass it."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -41,7 +48,7 @@ class BodyLimit:
             return
         for name, value in scope.get("headers", ()):
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await self._too_large(send)
+                await self._too_large(send, f"{int(value)} bytes")
                 return
         # Chunked (or lying) clients: buffer up to the limit, then replay to the app.
         chunks: list[bytes] = []
@@ -54,7 +61,7 @@ class BodyLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                await self._too_large(send)
+                await self._too_large(send, f"at least {size} bytes")
                 return
             chunks.append(chunk)
             more = bool(message.get("more_body"))
@@ -70,17 +77,19 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _too_large(self, send: Send) -> None:
-        payload = json.dumps(
-            {"detail": f"request body larger than {self.max_bytes} bytes (TICKWORK_MAX_PAYLOAD_BYTES)"}
-        ).encode()
+    async def _too_large(self, send: Send, size: str) -> None:
+        reason = f"{size}, more than TICKWORK_MAX_PAYLOAD_BYTES ({self.max_bytes})"
+        error = {"field": "body", "reason": reason, "loc": ["body"], "msg": reason, "type": "value_error"}
+        payload = json.dumps({"detail": [error]}).encode()
         await send(
             {
                 "type": "http.response.start",
-                "status": 413,
+                "status": 422,
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", b"%d" % len(payload)),
+                    # The rest of the body is not read: the connection cannot be reused.
+                    (b"connection", b"close"),
                 ],
             }
         )
@@ -99,11 +108,20 @@ def create_app(
     ``broker`` defaults to one made from ``settings`` on first use. ``on_job_changed(job_id)``
     runs after a job is created, changed or resumed; by default it publishes on the scheduler
     wake channel when Redis is configured (the embedded mode passes the scheduler's ``wake``).
+
+    Raises ``ConfigError`` (``TICKWORK_AUTH_SECRET``) for a shared deployment (MySQL or
+    RabbitMQ) still on the built-in development secret.
     """
+    check_auth_secret(settings)
+    # The OpenAPI document needs a token like the data it describes (``/openapi.json`` below);
+    # Swagger UI and ReDoc would fetch it without one, so they are not served.
     app = FastAPI(
         title="tickwork",
         version=tickwork.__version__,
         description=DESCRIPTION,
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     if on_job_changed is None:
         on_job_changed = redis_wake_hook(settings)
@@ -121,6 +139,11 @@ def create_app(
     dashboard = _optional_router("tickwork.api.dashboard")
     if dashboard is not None:
         app.include_router(dashboard)
+
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi_document(_: Reader) -> JSONResponse:
+        return JSONResponse(app.openapi())
+
     app.add_middleware(BodyLimit, max_bytes=settings.max_payload_bytes)
     return app
 

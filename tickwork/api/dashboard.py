@@ -6,13 +6,15 @@ like the rest of the API (``viewer`` reads, ``admin`` also pauses, triggers and 
 
 Endpoints added here:
   ``GET /dashboard/jobs``  a page of jobs with their newest run (keyset on id)
-  ``GET /cluster``         leader, scheduler nodes, worker heartbeats (Redis), DLQ and PENDING counts
+  ``GET /cluster``         leader, scheduler nodes, worker heartbeats (Redis, or this process's own
+                           in the embedded mode), DLQ and PENDING counts
   ``GET /stats/timeline``  runs per minute by status and scheduling lag, for the last N minutes
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,10 +28,14 @@ from starlette.concurrency import run_in_threadpool
 
 from tickwork.api.auth import Reader
 from tickwork.api.jobs import READ_ERRORS
-from tickwork.api.state import State
+from tickwork.api.state import ApiState, State
 from tickwork.config import Settings
+from tickwork.keys import leader_key
 from tickwork.metrics import read_cluster_state
+from tickwork.middleware.heartbeat import HeartbeatStore
+from tickwork.scheduler.leader import LocalLease
 from tickwork.store import stats
+from tickwork.store.models import utcnow
 
 STATIC_DIR = Path(__file__).parent / "static"
 STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css", "favicon.svg": "image/svg+xml"}
@@ -135,12 +141,13 @@ async def cluster(state: State, _: Reader) -> Cluster:
     settings = state.settings
     dlq_size, pending = await run_in_threadpool(_counts, state.engine)
     if not settings.redis_url:
+        local = _in_process_view(state)
         return Cluster(
             mode="embedded",
             redis="not configured",
-            leader=None,
-            schedulers=[],
-            workers=[],
+            leader=local["leader"],
+            schedulers=local["schedulers"],
+            workers=local["workers"],
             dlq_size=dlq_size,
             pending_runs=pending,
             namespace=settings.namespace,
@@ -179,6 +186,30 @@ def timeline(
 
 def _counts(engine: Any) -> tuple[int, int]:
     return stats.dead_count(engine), stats.pending_count(engine)
+
+
+def _in_process_view(state: ApiState) -> dict[str, Any]:
+    """Without Redis: the in-process lease holder, this process's scheduler (the embedded mode
+    registers it as ``local_schedulers``) and the in-process worker heartbeats, in the shape
+    :func:`read_cluster_state` gives for Redis."""
+    settings = state.settings
+    now = time.monotonic()
+    with LocalLease._registry_lock:
+        holder = LocalLease._registry.get(leader_key(settings.namespace))
+    leader = None
+    if holder is not None and holder[1] > now:
+        leader = {"node_id": holder[0].split(" ", 1)[0], "ttl_ms": int((holder[1] - now) * 1000)}
+    schedulers = state.local_schedulers() if state.local_schedulers is not None else []
+    store = HeartbeatStore(namespace=settings.namespace, ttl_seconds=settings.heartbeat_ttl_seconds)
+    workers = []
+    for beat in store.alive_workers():
+        try:
+            age = (utcnow() - datetime.fromisoformat(beat["beat_at"])).total_seconds()
+            left: float | None = round(max(0.0, settings.heartbeat_ttl_seconds - age), 3)
+        except (KeyError, TypeError, ValueError):
+            left = None
+        workers.append({**beat, "ttl_seconds": left})
+    return {"leader": leader, "schedulers": schedulers, "workers": workers}
 
 
 _clients: dict[str, Any] = {}

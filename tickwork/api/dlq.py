@@ -8,8 +8,8 @@ from fastapi import APIRouter, Body, Path, Query, status
 from starlette.concurrency import run_in_threadpool
 
 from tickwork import operations
-from tickwork.api.auth import Reader, Writer
-from tickwork.api.jobs import MAX_ID, READ_ERRORS, WRITE_ERRORS, run_page
+from tickwork.api.auth import Principal, Reader, Writer
+from tickwork.api.jobs import MAX_ID, READ_ERRORS, audit, run_page
 from tickwork.api.schemas import ErrorBody, PurgeRequest, PurgeResult, RunOut, RunPage
 from tickwork.api.state import State
 from tickwork.store import runs as run_store
@@ -39,33 +39,37 @@ def list_dead(
     responses={**RUN_ERRORS, 409: {"model": ErrorBody, "description": "the run is not DEAD"}},
     summary="Replay a dead run as a new attempt",
 )
-async def replay(run_id: Annotated[int, Path(ge=1, le=MAX_ID)], state: State, _: Writer) -> RunOut:
+async def replay(run_id: Annotated[int, Path(ge=1, le=MAX_ID)], state: State, who: Writer) -> RunOut:
     broker = await run_in_threadpool(state.get_broker)
     new_id = await run_in_threadpool(operations.replay, state.settings, state.engine, broker, run_id)
-    return RunOut.of(await run_in_threadpool(run_store.get_run, state.engine, new_id))
+    run = RunOut.of(await run_in_threadpool(run_store.get_run, state.engine, new_id))
+    audit(f"dead run {run_id} replayed", who, job_id=run.job_id, run_id=new_id)
+    return run
 
 
 @router.post(
     "/purge",
     response_model=PurgeResult,
-    responses={**READ_ERRORS, 413: WRITE_ERRORS[413]},
+    responses=READ_ERRORS,
     summary="Discard dead runs",
 )
 async def purge(
     state: State,
-    _: Writer,
+    who: Writer,
     body: Annotated[PurgeRequest | None, Body()] = None,
 ) -> PurgeResult:
     run_ids = body.run_ids if body is not None else None
-    return await _purge(state, run_ids)
+    return await _purge(state, who, run_ids)
 
 
 @router.delete("", response_model=PurgeResult, responses=READ_ERRORS, summary="Discard every dead run")
-async def purge_all(state: State, _: Writer) -> PurgeResult:
-    return await _purge(state, None)
+async def purge_all(state: State, who: Writer) -> PurgeResult:
+    return await _purge(state, who, None)
 
 
-async def _purge(state: State, run_ids: list[int] | None) -> PurgeResult:
+async def _purge(state: State, who: Principal, run_ids: list[int] | None) -> PurgeResult:
     broker = await run_in_threadpool(state.get_broker)
     purged = await run_in_threadpool(operations.purge, state.settings, state.engine, broker, run_ids)
+    which = "all dead runs" if run_ids is None else f"{len(run_ids)} dead run id(s)"
+    audit(f"dlq purged: {purged} of {which}", who)
     return PurgeResult(purged=purged)

@@ -1,4 +1,4 @@
-"""Error responses: 422 names the field and the reason, 404, 409, 413; never a 500 for bad input."""
+"""Error responses: 422 names the field and the reason, 404, 409; never a 500 for bad input."""
 
 from __future__ import annotations
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic.alias_generators import to_camel
 
+from tickwork.spec import check_json_value
 from tickwork.store.models import HandlerType, Job, JobRun, MisfirePolicy, OverlapPolicy
 
 
@@ -102,6 +103,13 @@ class TriggerRequest(ApiModel):
     args: list[Any] | None = None
     kwargs: dict[str, Any] | None = None
 
+    @field_validator("args", "kwargs")
+    @classmethod
+    def _json(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is not None:
+            check_json_value(value, str(info.field_name))
+        return value
+
 
 class PurgeRequest(ApiModel):
     """Body of ``POST /dlq/purge``: the dead runs to discard (absent or null: all of them)."""
@@ -141,7 +149,7 @@ class ErrorBody(BaseModel):
 class JobPatch(ApiModel):
     """Fields of a job to change; absent fields keep their value (``null`` clears a nullable one)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str | None = None
     cron_expression: str | None = None

@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 
 #: Called with a job id after a job is created, changed or resumed.
 JobChangedHook = Callable[[int], None]
+#: The scheduler nodes running in this process (embedded mode), as ``GET /cluster`` lists them.
+LocalSchedulers = Callable[[], list[dict[str, Any]]]
 
 
 @dataclass
@@ -30,6 +32,7 @@ class ApiState:
     engine: Engine
     broker: dramatiq.Broker | None = None
     on_job_changed: JobChangedHook | None = None
+    local_schedulers: LocalSchedulers | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def get_broker(self) -> dramatiq.Broker:

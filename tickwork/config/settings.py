@@ -5,6 +5,10 @@ from __future__ import annotations
 import functools
 import ipaddress
 import json
+import logging
+import os
+import secrets
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator
@@ -13,7 +17,11 @@ from pydantic_settings.exceptions import SettingsError
 
 from tickwork.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 DEFAULT_DATABASE_URL = "sqlite:///tickwork.db"
+#: Published in the repository: fit for one developer's embedded process, never for a shared one.
+DEFAULT_AUTH_SECRET = "change-me-tickwork-dev-secret-32b!"
 DEFAULT_HTTP_DENY_NETWORKS = (
     "169.254.0.0/16",  # link-local, including cloud metadata at 169.254.169.254
     "fe80::/10",
@@ -46,7 +54,8 @@ class Settings(BaseSettings):
     output_max_bytes: int = Field(default=65536, ge=256, le=16 * 1024 * 1024)
     max_payload_bytes: int = Field(default=256 * 1024, ge=1024, le=64 * 1024 * 1024)
 
-    auth_secret: str = "change-me-tickwork-dev-secret-32b!"
+    #: The default is public: the API and ``tickwork token`` refuse it outside the embedded mode.
+    auth_secret: str = DEFAULT_AUTH_SECRET
     auth_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
     token_ttl_seconds: int = Field(default=12 * 3600, ge=60)
 
@@ -144,6 +153,67 @@ def check_consistency(settings: Settings) -> None:
             f"must be below TICKWORK_HEARTBEAT_TTL_SECONDS ({settings.heartbeat_ttl_seconds:g}): "
             "live workers would be reaped as lost between beats",
         )
+
+
+def check_auth_secret(settings: Settings) -> None:
+    """Refuse the built-in development secret for a shared deployment (MySQL or RabbitMQ):
+    anyone who has read the repository could sign an admin token for it."""
+    shared = not settings.is_sqlite or not settings.embedded_broker
+    if shared and settings.auth_secret == DEFAULT_AUTH_SECRET:
+        raise ConfigError(
+            "TICKWORK_AUTH_SECRET",
+            "the built-in development secret must not protect a shared deployment "
+            "(a MySQL database or an amqp:// broker); set your own, e.g. "
+            "TICKWORK_AUTH_SECRET=$(python -c 'import secrets; print(secrets.token_urlsafe(32))')",
+        )
+
+
+def resolve_auth_secret(settings: Settings) -> Settings:
+    """The settings with the secret API tokens are signed with.
+
+    A secret of your own is kept. The built-in one is refused for a shared deployment
+    (:func:`check_auth_secret`). In the embedded mode on a SQLite file it is replaced by a random
+    secret kept next to the database in ``<file>.secret`` (mode 0600, made on first use), so
+    ``tickwork dev`` and ``tickwork token`` agree and tokens survive a restart. If that file
+    cannot be written the built-in secret stays (with a warning).
+    """
+    check_auth_secret(settings)
+    if settings.auth_secret != DEFAULT_AUTH_SECRET:
+        return settings
+    from sqlalchemy.engine import make_url
+
+    database = make_url(settings.database_url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return settings
+    path = Path(database + ".secret")
+    try:
+        secret = _read_or_create_secret(path)
+    except OSError as exc:
+        log.warning("cannot use %s (%s): API tokens use the built-in development secret", path, exc)
+        return settings
+    if len(secret) < 16:
+        raise ConfigError("TICKWORK_AUTH_SECRET", f"{path} holds fewer than 16 characters; delete it")
+    return settings.model_copy(update={"auth_secret": secret})
+
+
+def _read_or_create_secret(path: Path) -> str:
+    """The secret in ``path``; a new random one written there first if the file is missing.
+    Written under a temporary name and linked into place, so a reader never sees it half-written
+    and two processes starting together end up with the same secret."""
+    if not path.exists():
+        secret = secrets.token_urlsafe(32)
+        temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as file:
+                file.write(secret + "\n")
+            os.link(temporary, path)  # fails if another process linked its secret first
+            return secret
+        except FileExistsError:
+            pass
+        finally:
+            temporary.unlink(missing_ok=True)
+    return path.read_text(encoding="utf-8").strip()
 
 
 def load_settings(**overrides: object) -> Settings:
