@@ -8,5 +8,6 @@ if [ -z "${VIRTUAL_ENV:-}" ]; then
   . .venv/bin/activate
 fi
 python -m pip install --quiet --disable-pip-version-check -e .
-tickwork db upgrade
-exec tickwork dev "$@"
+# `tickwork dev` migrates its SQLite file itself; --migrate does it for a MySQL URL too, as the
+# separate `tickwork db upgrade` step this script used to run did.
+exec tickwork dev --migrate "$@"

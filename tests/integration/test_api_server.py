@@ -79,4 +79,21 @@ def test_tickwork_api_serves_the_seed_job(server: str, cluster_settings: Setting
     assert {k: created.json()[k] for k in SEED} == SEED
     ready = httpx.get(f"{server}/readyz", timeout=10)
     assert ready.status_code == 200 and ready.json()["checks"]["broker"] == "ok"
-    assert httpx.get(f"{server}/openapi.json", timeout=10).json()["info"]["title"] == "tickwork"
+    assert httpx.get(f"{server}/openapi.json", timeout=10).status_code == 401
+    document = httpx.get(f"{server}/openapi.json", headers=headers, timeout=10)
+    assert document.json()["info"]["title"] == "tickwork"
+
+
+@pytest.mark.parametrize("command", [["api", "--port", "0"], ["token", "--role", "admin"]])
+def test_api_and_token_refuse_the_built_in_secret_in_distributed_mode(
+    cluster_settings: Settings, command: list[str]
+) -> None:
+    env = settings_env(cluster_settings)
+    del env["TICKWORK_AUTH_SECRET"]  # the built-in development secret
+    result = subprocess.run(
+        tickwork_cmd(*command), env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "tickwork: invalid TICKWORK_AUTH_SECRET: the built-in development secret" in result.stderr
+    assert "set your own" in result.stderr and "Traceback" not in result.stderr
+    assert result.stdout == ""  # no token printed

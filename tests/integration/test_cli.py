@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import jwt
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, create_engine, text
 
-from tests.conftest import settings_env, tickwork_cmd
+from tests.conftest import MYSQL_SERVER_URL, settings_env, tickwork_cmd
 from tickwork.config import Settings
 from tickwork.store.models import RunStatus
 from tickwork.store.runs import get_run, insert_run
@@ -110,6 +115,149 @@ def test_bad_input_exits_2_with_field_and_reason(
     assert json.loads(ok(cluster_settings, "jobs", "list", "--json"))["total"] == 0
 
 
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    """The command's stderr, asserted to be one line and no traceback."""
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+HUGE = "99999999999999999999999"
+
+#: Bad input for every command: (arguments, what stderr says). Each exits 2 with one line.
+BAD_INPUT = [
+    (["dev", "--port", "99999"], "argument --port: 99999 is out of range: must be a port number from 0"),
+    (["dev", "--port", "-1"], "argument --port: -1 is out of range"),
+    (["dev", "--port", "http"], "argument --port: 'http' is not a port number"),
+    (["dev", "--host", "nosuchhost.invalid", "--port", "0"], "invalid --host: cannot resolve"),
+    (["dev", "--migrate", "--no-migrate", "--frob"], "unrecognized arguments: --frob"),
+    (["api", "--port", "99999"], "argument --port: 99999 is out of range"),
+    (["api", "--port", "65536"], "argument --port: 65536 is out of range"),
+    (["api", "--host", "nosuchhost.invalid", "--port", "0"], "invalid --host: cannot resolve"),
+    (["scheduler", "--node-id", ""], "argument --node-id: '' is not a node id"),
+    (["scheduler", "--node-id", "a b"], "argument --node-id: 'a b' is not a node id"),
+    (["worker", "--processes", "0"], "invalid --processes: must be between 1 and 256"),
+    (["worker", "--processes", "-3"], "invalid --processes: must be between 1 and 256"),
+    (["worker", "--threads", "100000"], "invalid --threads: must be between 1 and 1024"),
+    (["worker", "--shutdown-timeout", "nan"], "invalid --shutdown-timeout: must be above 0"),
+    (["worker", "--shutdown-timeout", "-1"], "invalid --shutdown-timeout: must be above 0"),
+    (["worker", "--queues", "bad queue"], "invalid --queues: 'bad queue' is not a queue name"),
+    (["db", "upgrade", "nosuchrev"], "invalid revision: Can't locate revision identified by 'nosuchrev'"),
+    (["db", "upgrade", ""], "argument revision: give a migration revision"),
+    (["db", "downgrade"], "argument ACTION: invalid choice: 'downgrade'"),
+    (["token", "--role", "root"], "argument --role: invalid choice: 'root'"),
+    (["token", "--ttl", "0"], "argument --ttl: 0 is out of range"),
+    (["token", "--ttl", "-60"], "argument --ttl: -60 is out of range"),
+    (["token", "--ttl", "99999999999"], "argument --ttl: 99999999999 is out of range"),
+    (["token", "--ttl", "soon"], "argument --ttl: 'soon' is not a number of seconds"),
+    (["token", "--subject", ""], "argument --subject: must not be empty"),
+    (["jobs", "add", "--name", "x"], "one of the arguments --http --python is required"),
+    (["jobs", "list", "--limit", "0"], "argument --limit: 0 is out of range: must be a row count from 1"),
+    (["jobs", "list", "--limit", HUGE], f"argument --limit: {HUGE} is out of range"),
+    (["jobs", "list", "--offset", "-1"], "argument --offset: -1 is out of range"),
+    (["jobs", "list", "--offset", HUGE], f"argument --offset: {HUGE} is out of range"),
+    (["jobs", "list", "--enabled", "--paused"], "argument --paused: not allowed with argument --enabled"),
+    (["jobs", "show", ""], "argument job: give a job id or name"),
+    (["jobs", "show", HUGE], f"argument job: {HUGE} is out of range for a job id"),
+    (["jobs", "pause", "0"], "argument job: 0 is out of range for a job id"),
+    (["jobs", "resume", HUGE], f"argument job: {HUGE} is out of range for a job id"),
+    (["jobs", "trigger", " "], "argument job: give a job id or name"),
+    (["jobs", "delete"], "the following arguments are required: job"),
+    (["jobs", "frob"], "argument ACTION: invalid choice: 'frob'"),
+    (["runs", "list", "--since", "yesterday"], "argument --since: 'yesterday' is not an ISO 8601 date-time"),
+    (["runs", "list", "--since", "2026-13-01"], "argument --since: '2026-13-01' is not an ISO 8601"),
+    (["runs", "list", "--since", "9999-12-31T23:59:59-05:00"], "is not an ISO 8601 date-time in range"),
+    (["runs", "list", "--status", "bogus"], "argument --status: invalid choice: 'BOGUS'"),
+    (["runs", "list", "--limit", "-1"], "argument --limit: -1 is out of range"),
+    (["runs", "list", "--limit", "10001"], "argument --limit: 10001 is out of range"),
+    (["runs", "list", "--job", "0"], "argument --job: 0 is out of range for a job id"),
+    (["runs", "show", "-1"], "argument run_id: -1 is out of range: must be a run id from 1 up"),
+    (["runs", "show", "abc"], "argument run_id: 'abc' is not a run id"),
+    (["runs", "show", HUGE], f"argument run_id: {HUGE} is out of range"),
+    (["dlq", "list", "--limit", "0"], "argument --limit: 0 is out of range"),
+    (["dlq", "replay"], "the following arguments are required: run_id"),
+    (["dlq", "replay", "0"], "argument run_id: 0 is out of range"),
+    (["dlq", "replay", "7", "x7"], "argument run_id: 'x7' is not a run id"),
+    (["dlq", "purge", "-5"], "argument run_id: -5 is out of range"),
+    (["dlq", "purge", HUGE], f"argument run_id: {HUGE} is out of range"),
+    (["dlq", "purge"], "invalid run_id: give the dead runs to discard, or --all"),
+    (["dlq", "purge", "1", "--all"], "invalid --all: give run ids or --all, not both"),
+    ([], "the following arguments are required: COMMAND"),
+    (["frob"], "argument COMMAND: invalid choice: 'frob'"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_INPUT, ids=[" ".join(a) or "-" for a, _ in BAD_INPUT])
+def test_every_command_exits_2_on_bad_input_with_one_line(
+    cluster_settings: Settings, mysql_engine: Engine, args: list[str], message: str
+) -> None:
+    result = run(cluster_settings, *args)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert message in one_line_error(result)
+    assert result.stdout == ""
+
+
+NOT_FOUND = [
+    (["jobs", "show", "999999"], "tickwork: job 999999 not found"),
+    (["jobs", "show", "no-such-job"], "tickwork: job 'no-such-job' not found"),
+    (["jobs", "pause", "no-such-job"], "tickwork: job 'no-such-job' not found"),
+    (["jobs", "resume", "999999"], "tickwork: job 999999 not found"),
+    (["jobs", "trigger", "no-such-job"], "tickwork: job 'no-such-job' not found"),
+    (["jobs", "delete", "-1"], "tickwork: job '-1' not found"),  # not an id: a name
+    (["runs", "show", "999999"], "tickwork: run 999999 not found"),
+    (["runs", "list", "--job", "no-such-job"], "tickwork: job 'no-such-job' not found"),
+    (["dlq", "replay", "999999"], "tickwork: run(s) 999999 not found (nothing replayed)"),
+    (["dlq", "purge", "999999", "999998"], "tickwork: run(s) 999999, 999998 not found (nothing discarded)"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), NOT_FOUND, ids=[" ".join(a) for a, _ in NOT_FOUND])
+def test_unknown_ids_and_names_exit_1_with_one_line(
+    cluster_settings: Settings, mysql_engine: Engine, args: list[str], message: str
+) -> None:
+    result = run(cluster_settings, *args)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert one_line_error(result) == message
+
+
+def test_a_database_that_is_down_exits_1_with_one_line(cluster_settings: Settings) -> None:
+    down = cluster_settings.model_copy(update={"database_url": "mysql+pymysql://root@127.0.0.1:1/tickwork"})
+    for args in (["jobs", "list"], ["runs", "show", "1"], ["dlq", "list"], ["db", "upgrade"]):
+        result = run(down, *args)
+        assert result.returncode == 1, args
+        assert "tickwork: database error: (2003, \"Can't connect to MySQL server" in one_line_error(result)
+
+
+@pytest.mark.parametrize("command", ["api", "dev"])
+def test_a_busy_port_exits_1_naming_it(
+    cluster_settings: Settings, mysql_engine: Engine, command: str
+) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run(cluster_settings, command, "--host", "127.0.0.1", "--port", str(port))
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert one_line_error(result) == (
+        f"tickwork: cannot listen on 127.0.0.1:{port} (--port or TICKWORK_API_PORT): Address already in use"
+    )
+
+
+def test_trigger_with_the_broker_down_keeps_the_run_pending_and_says_so(
+    cluster_settings: Settings, mysql_engine: Engine
+) -> None:
+    ok(cluster_settings, "jobs", "add", "--name", "offline", "--http", "http://127.0.0.1/x")
+    down = cluster_settings.model_copy(update={"broker_url": "amqp://guest:guest@127.0.0.1:1/%2F"})
+    result = run(down, "jobs", "trigger", "offline")
+    assert result.returncode == 0, result.stderr
+    assert "PENDING; publishing failed" in result.stdout
+    assert "Traceback" not in result.stderr
+    assert "stays PENDING for the outbox sweep" in result.stderr  # the warning, on one line
+    run_id = int(result.stdout.split()[1])
+    assert get_run(mysql_engine, run_id).status == RunStatus.PENDING.value
+
+
 def test_duplicate_name_exits_1(cluster_settings: Settings, mysql_engine: Engine) -> None:
     ok(cluster_settings, "jobs", "add", "--name", "twice", "--http", "http://127.0.0.1/x")
     again = run(cluster_settings, "jobs", "add", "--name", "twice", "--http", "http://127.0.0.1/x")
@@ -133,6 +281,16 @@ def test_dlq_list_replay_purge(cluster_settings: Settings, mysql_engine: Engine)
     assert again.returncode == 1 and "not DEAD" in again.stderr
     nothing = run(s, "dlq", "purge")
     assert nothing.returncode == 2 and "--all" in nothing.stderr
+    # A purge naming a run that is not DEAD (or not there) discards none of them and says which.
+    mixed = run(s, "dlq", "purge", str(other), str(dead), "999999")
+    assert mixed.returncode == 1, mixed.stderr
+    assert one_line_error(mixed) == (
+        f"tickwork: run(s) 999999 not found; run {dead} is REPLAYED, not DEAD (nothing discarded)"
+    )
+    assert get_run(mysql_engine, other).status == RunStatus.DEAD.value
+    mixed = run(s, "dlq", "replay", str(other), str(dead))
+    assert mixed.returncode == 1 and "nothing replayed" in one_line_error(mixed)
+    assert get_run(mysql_engine, other).status == RunStatus.DEAD.value
     assert json.loads(ok(s, "dlq", "purge", "--all", "--json")) == {"purged": 1}
     assert get_run(mysql_engine, other).status == RunStatus.DISCARDED.value
 
@@ -144,15 +302,80 @@ def test_token_prints_a_signed_token(cluster_settings: Settings) -> None:
     bad = run(cluster_settings, "token", "--role", "root")
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
     zero = run(cluster_settings, "token", "--role", "viewer", "--ttl", "0")
-    assert zero.returncode == 2 and "invalid ttl" in zero.stderr
+    assert zero.returncode == 2 and "argument --ttl: 0 is out of range" in zero.stderr
 
 
 def test_commands_refuse_an_unmigrated_database(tmp_path: Path, cluster_settings: Settings) -> None:
     empty = cluster_settings.model_copy(update={"database_url": f"sqlite:///{tmp_path / 'empty.db'}"})
-    for args in (["jobs", "list"], ["runs", "list"], ["dlq", "list"], ["api"], ["dev"]):
-        result = run(empty, *args)
+    commands = (["jobs", "list"], ["runs", "list"], ["dlq", "list"], ["api"], ["dev", "--no-migrate"])
+    for args in commands:
+        result = run(empty, *args, api_port=0)
         assert result.returncode == 1, args
-        assert "tickwork db upgrade" in result.stderr, args
+        assert "tickwork db upgrade" in one_line_error(result), args
+
+
+@pytest.fixture
+def empty_mysql_url() -> Iterator[str]:
+    """A MariaDB database with no tables (not migrated); dropped afterwards."""
+    name = f"tickwork_empty_{uuid.uuid4().hex[:8]}"
+    server = create_engine(MYSQL_SERVER_URL, isolation_level="AUTOCOMMIT")
+    with server.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+    try:
+        yield f"{MYSQL_SERVER_URL}/{name}"
+    finally:
+        with server.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+        server.dispose()
+
+
+def test_dev_migrates_sqlite_itself_but_not_mysql(
+    tmp_path: Path, cluster_settings: Settings, empty_mysql_url: str
+) -> None:
+    embedded = cluster_settings.model_copy(
+        update={
+            "database_url": f"sqlite:///{tmp_path / 'fresh.db'}",
+            "broker_url": "memory://",
+            "redis_url": "",
+        }
+    )
+    with running_dev(embedded) as (url, token):
+        jobs = httpx.get(f"{url}/jobs", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        assert jobs.status_code == 200 and jobs.json()["total"] == 0
+
+    mysql = embedded.model_copy(update={"database_url": empty_mysql_url})
+    refused = run(mysql, "dev", "--port", "0")
+    assert refused.returncode == 1
+    assert "has no tickwork schema" in one_line_error(refused)
+    assert "tickwork db upgrade" in refused.stderr
+    with running_dev(mysql, "--migrate") as (url, token):
+        assert httpx.get(f"{url}/readyz", timeout=10).status_code == 200
+    assert ok(mysql, "db", "current").startswith("current: ")
+
+
+@contextmanager
+def running_dev(settings: Settings, *extra: str) -> Iterator[tuple[str, str]]:
+    """``tickwork dev --port 0`` until the block ends: its URL and admin token; SIGTERM exits 0."""
+    proc = subprocess.Popen(
+        tickwork_cmd("dev", "--port", "0", *extra),
+        env=settings_env(settings),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        found: dict[str, str] = {}
+        while not {"TICKWORK_URL", "TICKWORK_TOKEN"} <= found.keys():
+            line = proc.stdout.readline()
+            assert line, f"tickwork dev exited with {proc.wait(timeout=10)}"
+            key, sep, value = line.strip().partition("=")
+            if sep:
+                found[key] = value
+        yield found["TICKWORK_URL"], found["TICKWORK_TOKEN"]
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0
 
 
 @pytest.mark.parametrize("command", [["scheduler"], ["worker", "--processes", "1"]])

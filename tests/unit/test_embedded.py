@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import stat
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -10,13 +13,17 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.engine import make_url
 
 from tests.http_target import Target, http_target
 from tickwork.api.auth import create_token
 from tickwork.config import Settings, load_settings
-from tickwork.embedded import Embedded, build
+from tickwork.config.settings import DEFAULT_AUTH_SECRET, resolve_auth_secret
+from tickwork.embedded import Embedded, build, listen_socket, run_embedded
+from tickwork.errors import ConfigError, TickworkError, ValidationError
+from tickwork.middleware.heartbeat import current_worker_id
 from tickwork.spec import JobSpec
-from tickwork.store.engine import make_engine, upgrade
+from tickwork.store.engine import current_revision, head_revision, make_engine, upgrade
 from tickwork.store.jobs import create_job
 from tickwork.store.models import RunStatus, RunTrigger
 from tickwork.store.runs import get_run, insert_run
@@ -126,3 +133,153 @@ def test_definitions_and_history_survive_a_restart_and_pending_runs_are_republis
     finally:
         parts.stop()
         parts.engine.dispose()
+
+
+def test_cluster_view_reports_the_in_process_leader_scheduler_and_worker(settings: Settings) -> None:
+    parts = started(settings)
+    try:
+        headers = {"Authorization": f"Bearer {create_token(settings, 'viewer')}"}
+        with TestClient(parts.app) as client:
+            deadline = time.monotonic() + 20
+            while True:
+                view = client.get("/cluster", headers=headers).json()
+                if view["leader"] is not None and view["workers"]:
+                    break
+                assert time.monotonic() < deadline, view
+                time.sleep(0.1)
+        assert view["mode"] == "embedded" and view["redis"] == "not configured"
+        node = parts.scheduler.node_id
+        assert view["leader"]["node_id"] == node
+        assert 0 < view["leader"]["ttl_ms"] <= settings.leader_ttl_ms
+        [scheduler] = view["schedulers"]
+        assert scheduler["node_id"] == node and scheduler["leader"] is True
+        assert scheduler["pid"] == os.getpid()
+        [worker] = view["workers"]
+        assert worker["worker_id"] == current_worker_id() and worker["pid"] == os.getpid()
+        assert 0 < worker["ttl_seconds"] <= settings.heartbeat_ttl_seconds
+    finally:
+        parts.stop()
+        parts.engine.dispose()
+
+
+def test_dev_signs_tokens_with_a_random_secret_kept_next_to_the_sqlite_file(settings: Settings) -> None:
+    assert settings.auth_secret == DEFAULT_AUTH_SECRET
+    resolved = resolve_auth_secret(settings)
+    path = Path(str(make_url(settings.database_url).database) + ".secret")
+    assert resolved.auth_secret != DEFAULT_AUTH_SECRET and len(resolved.auth_secret) >= 32
+    assert path.read_text().strip() == resolved.auth_secret
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    # The same secret after a restart and for `tickwork token`: earlier tokens stay valid.
+    assert resolve_auth_secret(settings).auth_secret == resolved.auth_secret
+    token = create_token(resolved, "admin")
+    parts = build(resolve_auth_secret(settings), engine=make_engine(settings), worker_threads=1)
+    try:
+        with TestClient(parts.app) as client:
+            assert client.get("/jobs", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+            forged = create_token(settings, "admin")  # signed with the published default
+            assert client.get("/jobs", headers={"Authorization": f"Bearer {forged}"}).status_code == 401
+    finally:
+        parts.engine.dispose()
+    # A secret of your own wins and writes nothing.
+    own = settings.model_copy(update={"auth_secret": "my-own-secret-of-32-characters!!"})
+    path.unlink()
+    assert resolve_auth_secret(own) == own and not path.exists()
+
+
+def test_the_dev_command_refuses_the_built_in_secret_on_a_shared_database(settings: Settings) -> None:
+    shared = settings.model_copy(update={"broker_url": "amqp://guest:guest@127.0.0.1:1/%2F"})
+    with pytest.raises(ConfigError) as refused:
+        run_embedded(shared, host="127.0.0.1", port=0)
+    assert refused.value.field == "TICKWORK_AUTH_SECRET"
+    with pytest.raises(ConfigError):
+        build(shared, engine=make_engine(settings))
+
+
+# --- `tickwork dev`'s port checks and migrations ---------------------------------------------
+
+
+@pytest.mark.parametrize("port", [-1, 65536, 99999])
+def test_a_port_out_of_range_is_bad_input(port: int) -> None:
+    with pytest.raises(ValidationError) as caught:
+        listen_socket("127.0.0.1", port)
+    assert (caught.value.field, caught.value.reason) == (
+        "--port",
+        f"{port} is out of range: must be a port number from 0 to 65535",
+    )
+
+
+def test_a_busy_port_is_a_conflict_not_bad_input() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(TickworkError) as caught:
+            listen_socket("127.0.0.1", port)
+    assert not isinstance(caught.value, ValidationError)  # exit 1, not 2
+    assert str(caught.value) == (
+        f"cannot listen on 127.0.0.1:{port} (--port or TICKWORK_API_PORT): Address already in use"
+    )
+
+
+@pytest.mark.parametrize(
+    ("host", "reason"),
+    [("nosuchhost.invalid", "cannot resolve 'nosuchhost.invalid'"), ("192.0.2.1", "not an address of this")],
+)
+def test_a_host_that_is_not_here_is_bad_input(host: str, reason: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        listen_socket(host, 0)
+    assert caught.value.field == "--host" and reason in caught.value.reason
+
+
+def test_port_0_listens_on_a_free_port() -> None:
+    with listen_socket("127.0.0.1", 0) as sock:
+        assert sock.getsockname()[1] > 0
+
+
+class _Stop(Exception):
+    """Raised where run_embedded checks the schema: the test has seen what it needs."""
+
+
+@pytest.mark.parametrize(
+    ("database", "migrate", "migrated"),
+    [
+        ("sqlite", None, True),  # the default: `tickwork dev` migrates its own SQLite file
+        ("sqlite", False, False),  # --no-migrate
+        ("mysql", None, False),  # a shared database is migrated by `tickwork db upgrade` only
+        ("mysql", True, True),  # ... or by --migrate
+    ],
+)
+def test_dev_migrates_a_sqlite_file_by_default_and_mysql_only_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database: str, migrate: bool | None, migrated: bool
+) -> None:
+    url = f"sqlite:///{tmp_path / 'fresh.db'}" if database == "sqlite" else "mysql+pymysql://u@127.0.0.1:1/db"
+    settings = load_settings(database_url=url, auth_secret="s" * 32)
+    upgrades: list[str] = []
+    monkeypatch.setattr("tickwork.embedded.upgrade", lambda s: upgrades.append(s.database_url))
+
+    def check(_engine: object) -> None:
+        raise _Stop
+
+    monkeypatch.setattr("tickwork.embedded.ensure_migrated", check)
+    with pytest.raises(_Stop):
+        run_embedded(settings, host="127.0.0.1", port=0, migrate=migrate)
+    assert upgrades == ([url] if migrated else [])
+
+
+def test_dev_on_a_fresh_sqlite_file_migrates_it_before_serving(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    settings = load_settings(database_url=url, broker_url="memory://", redis_url="")
+
+    def stop_here(*_args: object, **_kwargs: object) -> None:
+        raise _Stop  # just before the parts start
+
+    monkeypatch.setattr("tickwork.embedded.build", stop_here)
+    with pytest.raises(_Stop):
+        run_embedded(settings, host="127.0.0.1", port=0)
+    engine = make_engine(url)
+    try:
+        assert current_revision(engine) == head_revision()
+    finally:
+        engine.dispose()

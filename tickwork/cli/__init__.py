@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 
 from tickwork.errors import DatabaseNotMigrated, TickworkError, ValidationError
@@ -19,8 +21,8 @@ EXIT_USAGE = 2
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.print_usage(sys.stderr)
-        print(f"tickwork: error: {message}", file=sys.stderr)
+        # One line naming the argument and the reason (the usage is one --help away).
+        print(f"tickwork: error: {message} (see `{self.prog} --help`)", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
 
 
@@ -50,3 +52,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # narrowed by _unavailable; anything else is a bug and re-raised
+        message = _unavailable(exc)
+        if message is None:
+            raise  # a bug: its traceback is what a report needs
+        print(f"tickwork: {message}", file=sys.stderr)
+        if os.environ.get("TICKWORK_LOG_LEVEL", "").upper() == "DEBUG":
+            traceback.print_exc()
+        return EXIT_FAILURE
+
+
+def _unavailable(exc: Exception) -> str | None:
+    """One line for a service that is down or refusing (database, broker, Redis, the OS); else None."""
+    import dramatiq.errors
+    import pika.exceptions
+    import redis.exceptions
+    from sqlalchemy.exc import DBAPIError
+
+    if isinstance(exc, DBAPIError):
+        return f"database error: {_first_line(exc.orig or exc)}"
+    if isinstance(exc, pika.exceptions.AMQPConnectionError | dramatiq.errors.ConnectionError):
+        return f"broker unreachable: {_first_line(exc)}"
+    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+        return f"Redis unreachable: {_first_line(exc)}"
+    if isinstance(exc, OSError):
+        return f"{type(exc).__name__}: {_first_line(exc)}"
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -11,7 +11,16 @@ from sqlalchemy import Engine
 
 from tickwork import operations
 from tickwork.api.schemas import JobOut, RunOut
-from tickwork.cli.common import migrated_engine, print_json, print_table, settings_and_logging
+from tickwork.cli.common import (
+    LIMIT,
+    MAX_ID,
+    int_range,
+    job_ref,
+    migrated_engine,
+    print_json,
+    print_table,
+    settings_and_logging,
+)
 from tickwork.config import Settings
 from tickwork.errors import ValidationError
 from tickwork.field_errors import first_error
@@ -74,8 +83,8 @@ def register(sub: Any) -> None:
     state.add_argument("--enabled", dest="enabled", action="store_const", const=True, default=None)
     state.add_argument("--paused", dest="enabled", action="store_const", const=False)
     ls.add_argument("--name", help="name contains")
-    ls.add_argument("--limit", type=int, default=100)
-    ls.add_argument("--offset", type=int, default=0)
+    ls.add_argument("--limit", type=LIMIT, default=100, help="1 to 10000 (default 100)")
+    ls.add_argument("--offset", type=int_range(0, MAX_ID, "a row count"), default=0)
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=cmd_list)
 
@@ -87,7 +96,7 @@ def register(sub: Any) -> None:
         ("delete", "delete a job and its run history", cmd_delete),
     ):
         p = jobs_sub.add_parser(action, help=helptext)
-        p.add_argument("job", help="job id or name")
+        p.add_argument("job", type=job_ref, help="job id or name")
         p.add_argument("--json", action="store_true")
         p.set_defaults(func=func)
 
@@ -151,7 +160,7 @@ def _check(settings: Settings, engine: Engine, spec: JobSpec) -> None:
 
 
 def cmd_add(args: argparse.Namespace) -> int:
-    settings = settings_and_logging()
+    settings = settings_and_logging(one_shot=True)
     spec = _spec_from_args(args)  # bad input exits 2 before touching the database
     engine = migrated_engine(settings)
     _check(settings, engine, spec)
@@ -177,9 +186,7 @@ def _schedule(job: Job) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    if args.limit < 1 or args.offset < 0:
-        raise ValidationError("--limit/--offset", "limit must be >= 1 and offset >= 0")
-    settings = settings_and_logging()
+    settings = settings_and_logging(one_shot=True)
     engine = migrated_engine(settings)
     jobs, total = job_store.list_jobs(
         engine, enabled=args.enabled, name_contains=args.name, limit=args.limit, offset=args.offset
@@ -207,7 +214,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    settings = settings_and_logging()
+    settings = settings_and_logging(one_shot=True)
     engine = migrated_engine(settings)
     job = resolve_job(engine, args.job)
     fires = (
@@ -249,7 +256,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def _set_enabled(args: argparse.Namespace, enabled: bool) -> int:
-    settings = settings_and_logging()
+    settings = settings_and_logging(one_shot=True)
     engine = migrated_engine(settings)
     job = job_store.set_enabled(engine, resolve_job(engine, args.job).id, enabled)
     if args.json:
@@ -260,7 +267,7 @@ def _set_enabled(args: argparse.Namespace, enabled: bool) -> int:
 
 
 def cmd_trigger(args: argparse.Namespace) -> int:
-    settings = settings_and_logging()
+    settings = settings_and_logging(one_shot=True)
     engine = migrated_engine(settings)
     job = resolve_job(engine, args.job)
     if settings.embedded_broker:
@@ -272,6 +279,8 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     else:
         run_id = operations.trigger(settings, engine, make_broker(settings), job)
         note = "published"
+        if get_run(engine, run_id).enqueued_at is None:
+            note = "PENDING; publishing failed (see above), the scheduler's outbox sweep publishes it"
     if args.json:
         print_json(RunOut.of(get_run(engine, run_id)).model_dump(mode="json", by_alias=True))
     else:
@@ -280,7 +289,7 @@ def cmd_trigger(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    settings = settings_and_logging()
+    settings = settings_and_logging(one_shot=True)
     engine = migrated_engine(settings)
     job = resolve_job(engine, args.job)
     job_store.delete_job(engine, job.id)

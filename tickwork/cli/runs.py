@@ -7,9 +7,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tickwork.api.schemas import RunOut
-from tickwork.cli.common import migrated_engine, print_json, print_table, settings_and_logging
+from tickwork.cli.common import (
+    LIMIT,
+    RUN_ID,
+    job_ref,
+    migrated_engine,
+    print_json,
+    print_table,
+    settings_and_logging,
+)
 from tickwork.cli.jobs import resolve_job
-from tickwork.errors import ValidationError
 from tickwork.store.models import JobRun, RunStatus
 from tickwork.store.runs import get_run, list_runs
 
@@ -21,14 +28,14 @@ def register(sub: Any) -> None:
     runs_sub = runs.add_subparsers(dest="runs_command", metavar="ACTION")
     runs_sub.required = True
     ls = runs_sub.add_parser("list", help="list runs, newest first")
-    ls.add_argument("--job", help="job id or name")
+    ls.add_argument("--job", type=job_ref, help="job id or name")
     ls.add_argument("--status", action="append", type=str.upper, choices=STATUSES, help="repeatable")
-    ls.add_argument("--since", help="created at or after (ISO 8601, naive = UTC)")
-    ls.add_argument("--limit", type=int, default=50)
+    ls.add_argument("--since", type=parse_since, help="created at or after (ISO 8601, naive = UTC)")
+    ls.add_argument("--limit", type=LIMIT, default=50, help="1 to 10000 (default 50)")
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=cmd_list)
     show = runs_sub.add_parser("show", help="one attempt with its output and error")
-    show.add_argument("run_id", type=int)
+    show.add_argument("run_id", type=RUN_ID)
     show.add_argument("--json", action="store_true")
     show.set_defaults(func=cmd_show)
 
@@ -55,21 +62,21 @@ def _short(text: str | None, width: int = 60) -> str | None:
 
 
 def parse_since(value: str) -> datetime:
+    """An argparse ``type``: an ISO 8601 date or date-time (naive = UTC), as a UTC instant."""
     try:
         when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValidationError("--since", f"{value!r} is not an ISO 8601 date-time") from None
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+        return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not an ISO 8601 date-time in range (e.g. 2026-01-31 or 2026-01-31T08:00:00Z)"
+        ) from None
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    if not 1 <= args.limit <= 10_000:
-        raise ValidationError("--limit", "must be between 1 and 10000")
-    since = parse_since(args.since) if args.since else None
-    settings = settings_and_logging()
+    settings = settings_and_logging(one_shot=True)
     engine = migrated_engine(settings)
     job_id = resolve_job(engine, args.job).id if args.job else None
-    runs = list_runs(engine, job_id=job_id, status=args.status, since=since, limit=args.limit)
+    runs = list_runs(engine, job_id=job_id, status=args.status, since=args.since, limit=args.limit)
     if args.json:
         print_json({"items": [run_json(r) for r in runs]})
     else:
@@ -78,7 +85,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    settings = settings_and_logging()
+    settings = settings_and_logging(one_shot=True)
     engine = migrated_engine(settings)
     run = get_run(engine, args.run_id)
     data = run_json(run)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import signal
 import threading
 from types import FrameType
@@ -17,8 +18,25 @@ def register(sub: Any) -> None:
         help="run a scheduler node (any number may run; one leads)",
         description="Run a scheduler node until SIGTERM/SIGINT; the lease is released on exit.",
     )
-    parser.add_argument("--node-id", default=None, help="this node's id (default: host-pid-random)")
+    parser.add_argument(
+        "--node-id",
+        default=None,
+        type=_node_id,
+        help="this node's id: letters, digits and ._@:- (default: host-pid-random)",
+    )
     parser.set_defaults(func=cmd_scheduler)
+
+
+#: A node id goes into Redis keys, log fields and metric labels.
+NODE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:-]{0,127}")
+
+
+def _node_id(text: str) -> str:
+    if not NODE_ID_RE.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a node id: 1 to 128 letters, digits and ._@:- (starting with a letter or digit)"
+        )
+    return text
 
 
 def cmd_scheduler(args: argparse.Namespace) -> int:

@@ -21,6 +21,8 @@ from tickwork.spec import QUEUE_RE
 
 #: ``dramatiq_worker_timeout``: consumers wake this often (ms); delayed retries start at most this late.
 WORKER_TIMEOUT_MS = 100
+#: The longest ``--shutdown-timeout`` (a day): in-flight jobs get at most this long after SIGTERM.
+MAX_SHUTDOWN_TIMEOUT = 86400.0
 
 
 def register(sub: Any) -> None:
@@ -44,8 +46,10 @@ def dramatiq_argv(args: argparse.Namespace, namespace: str) -> list[str]:
         raise ValidationError("--processes", "must be between 1 and 256")
     if args.threads < 1 or args.threads > 1024:
         raise ValidationError("--threads", "must be between 1 and 1024")
-    if args.shutdown_timeout <= 0:
-        raise ValidationError("--shutdown-timeout", "must be positive")
+    if not 0 < args.shutdown_timeout <= MAX_SHUTDOWN_TIMEOUT:  # also refuses nan
+        raise ValidationError(
+            "--shutdown-timeout", f"must be above 0 and at most {MAX_SHUTDOWN_TIMEOUT:g} seconds"
+        )
     argv = [
         sys.executable,
         "-m",
