@@ -103,12 +103,32 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_size(size: int, duration: float, kill_at: float, workdir: Path) -> dict[str, Any]:
-    name = f"tw_bench_{uuid.uuid4().hex[:6]}"
+def create_database(prefix: str) -> tuple[str, Any, str]:
+    """A fresh database (also the run's namespace): its name, a server engine, its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:6]}"
     server = create_engine(MYSQL, isolation_level="AUTOCOMMIT")
     with server.connect() as conn:
         conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
-    url = f"{MYSQL}/{name}"
+    return name, server, f"{MYSQL}/{name}"
+
+
+def tickwork_env(url: str, namespace: str, **extra: str) -> dict[str, str]:
+    """The environment of a ``tickwork`` subprocess on this run's database and namespace."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKWORK_")}
+    env.update(
+        PYTHONPATH=str(ROOT),
+        TICKWORK_DATABASE_URL=url,
+        TICKWORK_BROKER_URL=AMQP,
+        TICKWORK_REDIS_URL=REDIS,
+        TICKWORK_NAMESPACE=namespace,
+        TICKWORK_LOG_LEVEL="WARNING",
+        **extra,
+    )
+    return env
+
+
+def run_size(size: int, duration: float, kill_at: float, workdir: Path) -> dict[str, Any]:
+    name, server, url = create_database("tw_bench")
     procs: list[subprocess.Popen[bytes]] = []
     try:
         upgrade(url)
@@ -147,15 +167,7 @@ def run_size(size: int, duration: float, kill_at: float, workdir: Path) -> dict[
                 conn.execute(insert(jobs_table), rows[chunk : chunk + 2000])
         receiver = Receiver(AMQP, queue_name(settings, "default"))
         receiver.start()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TICKWORK_")}
-        env.update(
-            PYTHONPATH=str(ROOT),
-            TICKWORK_DATABASE_URL=url,
-            TICKWORK_BROKER_URL=AMQP,
-            TICKWORK_REDIS_URL=REDIS,
-            TICKWORK_NAMESPACE=name,
-            TICKWORK_LOG_LEVEL="WARNING",
-        )
+        env = tickwork_env(url, name)
         for i in range(2):
             log = open(workdir / f"bench-{size}-{i}.log", "wb")  # noqa: SIM115
             procs.append(
@@ -291,25 +303,12 @@ def run_size(size: int, duration: float, kill_at: float, workdir: Path) -> dict[
 def run_end_to_end(size: int, duration: float, workdir: Path) -> dict[str, Any]:
     """``size`` per-second no-op schedules through a real scheduler and two real ``tickwork
     worker`` processes: ``scheduled_for`` → ``started_at`` (the claim) from ``job_runs``."""
-    name = f"tw_e2e_{uuid.uuid4().hex[:6]}"
-    server = create_engine(MYSQL, isolation_level="AUTOCOMMIT")
-    with server.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
-    url = f"{MYSQL}/{name}"
+    name, server, url = create_database("tw_e2e")
     procs: list[subprocess.Popen[bytes]] = []
     try:
         upgrade(url)
         engine = make_engine(url)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TICKWORK_")}
-        env.update(
-            PYTHONPATH=str(ROOT),
-            TICKWORK_DATABASE_URL=url,
-            TICKWORK_BROKER_URL=AMQP,
-            TICKWORK_REDIS_URL=REDIS,
-            TICKWORK_NAMESPACE=name,
-            TICKWORK_LOG_LEVEL="WARNING",
-            TICKWORK_IMPORTS="benchmarks.worker_throughput_jobs",
-        )
+        env = tickwork_env(url, name, TICKWORK_IMPORTS="benchmarks.worker_throughput_jobs")
         log = open(workdir / "bench-e2e.log", "wb")  # noqa: SIM115
         procs.append(
             subprocess.Popen(

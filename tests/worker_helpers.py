@@ -127,3 +127,18 @@ def worker_processes(
         for w in workers:
             w.stop()
         store.close()
+
+
+def terminate_all(procs: dict[str, subprocess.Popen[bytes]], timeout: float = 15) -> dict[str, int]:
+    """SIGTERM every live process, then wait (SIGKILL after ``timeout``); their exit codes."""
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    codes = {}
+    for name, proc in procs.items():
+        try:
+            codes[name] = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            codes[name] = proc.wait(timeout=5)
+    return codes

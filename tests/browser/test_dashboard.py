@@ -8,6 +8,7 @@ the cluster and the charts. Screenshots go to
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -84,13 +85,12 @@ def api_url(cluster_settings: Settings, tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
-@pytest.fixture
-def worker(cluster_settings: Settings, api_url: str, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A live ``tickwork worker`` (one process, two threads) on this test's namespace."""
-    env = settings_env(cluster_settings, log_format="json")
-    log = (tmp_path / "worker.log").open("wb")
-    command = tickwork_cmd("worker", "--processes", "1", "--threads", "2", "--shutdown-timeout", "5")
-    proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+@contextlib.contextmanager
+def tickwork_process(settings: Settings, tmp_path: Path, *args: str) -> Iterator[subprocess.Popen[bytes]]:
+    """``tickwork <args>`` on this test's namespace, logging to ``<tmp>/<command>.log``."""
+    env = settings_env(settings, log_format="json")
+    log = (tmp_path / f"{args[0]}.log").open("wb")
+    proc = subprocess.Popen(tickwork_cmd(*args), env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     try:
         yield proc
     finally:
@@ -101,26 +101,21 @@ def worker(cluster_settings: Settings, api_url: str, tmp_path: Path) -> Iterator
             proc.kill()
             proc.wait(timeout=5)
         log.close()
+
+
+@pytest.fixture
+def worker(cluster_settings: Settings, api_url: str, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A live ``tickwork worker`` (one process, two threads) on this test's namespace."""
+    args = ("worker", "--processes", "1", "--threads", "2", "--shutdown-timeout", "5")
+    with tickwork_process(cluster_settings, tmp_path, *args) as proc:
+        yield proc
 
 
 @pytest.fixture
 def scheduler(cluster_settings: Settings, api_url: str, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     """A live ``tickwork scheduler`` on this test's namespace: jobs made in the browser fire."""
-    env = settings_env(cluster_settings, log_format="json")
-    log = (tmp_path / "scheduler.log").open("wb")
-    proc = subprocess.Popen(
-        tickwork_cmd("scheduler"), env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
-    )
-    try:
+    with tickwork_process(cluster_settings, tmp_path, "scheduler") as proc:
         yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-        log.close()
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ import redis
 from sqlalchemy import Engine, select
 
 from tests.conftest import settings_env, tickwork_cmd
-from tests.worker_helpers import worker_processes
+from tests.worker_helpers import terminate_all, worker_processes
 from tickwork.config import Settings
 from tickwork.keys import leader_key
 from tickwork.spec import JobSpec
@@ -84,14 +84,7 @@ def test_failover_fires_every_second_exactly_once(
         time.sleep(max(0.0, started + DURATION - time.time()))
     finally:
         stop_time = time.time()
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs.values():
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        terminate_all(procs)
         for log in logs:
             log.close()
         client.close()

@@ -24,7 +24,7 @@ import redis
 from sqlalchemy import Engine, select
 
 from tests.conftest import settings_env, tickwork_cmd
-from tests.worker_helpers import worker_processes
+from tests.worker_helpers import terminate_all, worker_processes
 from tickwork.config import Settings
 from tickwork.keys import leader_key
 from tickwork.spec import JobSpec
@@ -103,16 +103,7 @@ def test_paused_leader_whose_lease_expired_does_not_double_fire(
             if stopped is not None:
                 stopped.send_signal(signal.SIGCONT)
             end_time = time.time()
-            for proc in procs.values():
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-            codes = {}
-            for name, proc in procs.items():
-                try:
-                    codes[name] = proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    codes[name] = proc.wait(timeout=5)
+            codes = terminate_all(procs)
             for log in logs:
                 log.close()
             client.close()
