@@ -387,7 +387,7 @@ def run_end_to_end(size: int, duration: float, workdir: Path) -> dict[str, Any]:
         server.dispose()
         conn2 = pika.BlockingConnection(pika.URLParameters(AMQP))
         channel = conn2.channel()
-        for suffix in ("bench", "default"):
+        for suffix in ("bench", "benchlat", "bare", "barelat", "default"):
             for tail in ("", ".DQ", ".XQ"):
                 channel.queue_delete(f"{name}.{suffix}{tail}")
         conn2.close()
