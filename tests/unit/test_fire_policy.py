@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tickwork.scheduler.policy import MAX_RECORDED_LATE, PlannedFire, apply_overlap, plan_fires
+from tickwork.scheduler.policy import MAX_ON_TIME, MAX_RECORDED_LATE, PlannedFire, apply_overlap, plan_fires
 from tickwork.store.models import RunStatus
 
 pytestmark = pytest.mark.unit
@@ -70,6 +70,13 @@ def test_long_outage_records_a_bounded_number_of_rows_and_jumps() -> None:
     on_time = [f for f in p.fires if f.trigger == "schedule"]
     assert len(on_time) == 11 and all(f.runs for f in on_time)  # now-10 s … now
     assert p.next_fire_at == now + timedelta(seconds=1)
+
+
+def test_on_time_fires_per_tick_are_bounded_and_the_rest_follow() -> None:
+    now = T0 + timedelta(hours=4)  # a 5 h grace: every per-second fire since T0 is on time
+    p = plan("fire_once", now=now, grace=5 * 3600)
+    assert [f.scheduled_for for f in p.fires] == [T0 + timedelta(seconds=s) for s in range(MAX_ON_TIME)]
+    assert p.next_fire_at == T0 + timedelta(seconds=MAX_ON_TIME)  # the next tick goes on from here
 
 
 def test_one_time_job() -> None:

@@ -117,78 +117,25 @@ def plan_fires(
     on_time: list[datetime] = []
     overflow = False
     it = _fires_from(cron_expression, timezone, next_fire_at)
-    for instant in it:
-        if instant >= cutoff:
-            if instant <= now:
-                on_time.append(instant)
-            else:
-                return _finish(
-                    late_times,
-                    on_time,
-                    policy=policy,
-                    fire_all_limit=fire_all_limit,
-                    cutoff=cutoff,
-                    overflow=overflow,
-                    next_fire_at=instant,
-                )
-            break
+    instant = next(it)
+    while instant < cutoff:
         if len(late_times) >= MAX_RECORDED_LATE:
+            # Jump over the unrecorded rest of the outage to the first fire within the grace.
             overflow = True
+            it = _fires_from(
+                cron_expression, timezone, _next_after(cron_expression, timezone, cutoff - _ONE_US)
+            )
+            instant = next(it)
             break
         late_times.append(instant)
-    if overflow:  # jump over the unrecorded rest of the outage
-        it = _fires_from(cron_expression, timezone, _next_after(cron_expression, timezone, cutoff - _ONE_US))
-        first = next(it)
-        if first > now:
-            return _finish(
-                late_times,
-                on_time,
-                policy=policy,
-                fire_all_limit=fire_all_limit,
-                cutoff=cutoff,
-                overflow=overflow,
-                next_fire_at=first,
-            )
-        on_time.append(first)
-    for instant in it:
-        if instant > now:
-            return _finish(
-                late_times,
-                on_time,
-                policy=policy,
-                fire_all_limit=fire_all_limit,
-                cutoff=cutoff,
-                overflow=overflow,
-                next_fire_at=instant,
-            )
-        if len(on_time) >= MAX_ON_TIME:
-            return _finish(
-                late_times,
-                on_time,
-                policy=policy,
-                fire_all_limit=fire_all_limit,
-                cutoff=cutoff,
-                overflow=overflow,
-                next_fire_at=instant,
-            )
+        instant = next(it)
+    while instant <= now and len(on_time) < MAX_ON_TIME:
         on_time.append(instant)
-    raise AssertionError("unreachable: a cron iterator never ends")
-
-
-def _finish(
-    late_times: list[datetime],
-    on_time: list[datetime],
-    *,
-    policy: MisfirePolicy,
-    fire_all_limit: int,
-    cutoff: datetime,
-    overflow: bool,
-    next_fire_at: datetime,
-) -> FirePlan:
+        instant = next(it)
     late = _late_fires(
         late_times, on_time, policy=policy, fire_all_limit=fire_all_limit, cutoff=cutoff, overflow=overflow
     )
-    return FirePlan([*late, *(PlannedFire(t) for t in on_time)], next_fire_at)
+    return FirePlan([*late, *(PlannedFire(t) for t in on_time)], instant)
 
 
 def _late_fires(
