@@ -14,7 +14,6 @@ Endpoints added here:
 from __future__ import annotations
 
 import threading
-import time
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -22,12 +21,11 @@ from typing import Annotated, Any
 import redis
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import FileResponse, RedirectResponse
-from pydantic import BaseModel, ConfigDict
-from pydantic.alias_generators import to_camel
 from starlette.concurrency import run_in_threadpool
 
 from tickwork.api.auth import Reader
 from tickwork.api.jobs import READ_ERRORS
+from tickwork.api.schemas import ApiModel
 from tickwork.api.state import ApiState, State
 from tickwork.config import Settings
 from tickwork.keys import leader_key
@@ -45,11 +43,7 @@ REDIS_TIMEOUT_SECONDS = 2.0
 router = APIRouter(tags=["dashboard"])
 
 
-class DashboardModel(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, from_attributes=True)
-
-
-class JobRow(DashboardModel):
+class JobRow(ApiModel):
     id: int
     name: str
     cron_expression: str | None
@@ -67,14 +61,14 @@ class JobRow(DashboardModel):
     last_run_at: datetime | None
 
 
-class JobRows(DashboardModel):
+class JobRows(ApiModel):
     """Ordered by id; pass ``nextAfterId`` as ``afterId`` for the next page (null: no more)."""
 
     items: list[JobRow]
     next_after_id: int | None
 
 
-class Cluster(DashboardModel):
+class Cluster(ApiModel):
     mode: str  # "redis" or "embedded"
     redis: str  # "ok", "unreachable: ..." or "not configured"
     leader: dict[str, Any] | None
@@ -85,7 +79,7 @@ class Cluster(DashboardModel):
     namespace: str
 
 
-class Timeline(DashboardModel):
+class Timeline(ApiModel):
     since: datetime
     until: datetime
     minutes: list[int]
@@ -141,25 +135,16 @@ async def cluster(state: State, _: Reader) -> Cluster:
     settings = state.settings
     dlq_size, pending = await run_in_threadpool(_counts, state.engine)
     if not settings.redis_url:
-        local = _in_process_view(state)
-        return Cluster(
-            mode="embedded",
-            redis="not configured",
-            leader=local["leader"],
-            schedulers=local["schedulers"],
-            workers=local["workers"],
-            dlq_size=dlq_size,
-            pending_runs=pending,
-            namespace=settings.namespace,
-        )
-    try:
-        view = await run_in_threadpool(_redis_view, settings)
-        redis_state = "ok"
-    except (redis.RedisError, OSError) as exc:  # the dashboard shows the outage instead of failing
-        view = {"leader": None, "schedulers": [], "workers": []}
-        redis_state = f"unreachable: {type(exc).__name__}: {exc}"
+        mode, redis_state, view = "embedded", "not configured", _in_process_view(state)
+    else:
+        mode = "redis"
+        try:
+            view, redis_state = await run_in_threadpool(_redis_view, settings), "ok"
+        except (redis.RedisError, OSError) as exc:  # the dashboard shows the outage instead of failing
+            view = {"leader": None, "schedulers": [], "workers": []}
+            redis_state = f"unreachable: {type(exc).__name__}: {exc}"
     return Cluster(
-        mode="redis",
+        mode=mode,
         redis=redis_state,
         leader=view["leader"],
         schedulers=view["schedulers"],
@@ -193,12 +178,8 @@ def _in_process_view(state: ApiState) -> dict[str, Any]:
     registers it as ``local_schedulers``) and the in-process worker heartbeats, in the shape
     :func:`read_cluster_state` gives for Redis."""
     settings = state.settings
-    now = time.monotonic()
-    with LocalLease._registry_lock:
-        holder = LocalLease._registry.get(leader_key(settings.namespace))
-    leader = None
-    if holder is not None and holder[1] > now:
-        leader = {"node_id": holder[0].split(" ", 1)[0], "ttl_ms": int((holder[1] - now) * 1000)}
+    holder = LocalLease.holder(leader_key(settings.namespace))
+    leader = None if holder is None else {"node_id": holder[0], "ttl_ms": int(holder[1] * 1000)}
     schedulers = state.local_schedulers() if state.local_schedulers is not None else []
     store = HeartbeatStore(namespace=settings.namespace, ttl_seconds=settings.heartbeat_ttl_seconds)
     workers = []

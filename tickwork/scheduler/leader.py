@@ -135,6 +135,16 @@ class LocalLease:
         self.value = f"{node_id} {secrets.token_hex(16)}"
         self._valid_until = 0.0
 
+    @classmethod
+    def holder(cls, key: str) -> tuple[str, float] | None:
+        """The node holding ``key`` and the seconds its lease has left, or None."""
+        now = time.monotonic()
+        with cls._registry_lock:
+            held = cls._registry.get(key)
+        if held is None or held[1] <= now:
+            return None
+        return held[0].split(" ", 1)[0], held[1] - now
+
     def try_acquire(self) -> bool:
         now = time.monotonic()
         with self._registry_lock:
