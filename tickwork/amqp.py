@@ -61,25 +61,28 @@ def prepare(
 ) -> PreparedBatch:
     """Declare the queues, run the ``before_enqueue`` hooks and marshal every frame of the batch."""
     batch = PreparedBatch(messages=messages, delay_ms=delay_ms)
+    for queue in {m.queue_name for m in messages}:
+        broker.declare_queue(queue, ensure=True)
+    for message in messages:
+        routed = message
+        if delay_ms is not None:
+            routed = message.copy(
+                queue_name=dq_name(message.queue_name), options={"eta": current_millis() + delay_ms}
+            )
+        broker.emit_before("enqueue", routed, delay_ms)
+        batch.routed.append(routed)
     _marshal(broker, batch)
     return batch
 
 
 def _marshal(broker: Any, batch: PreparedBatch) -> None:
+    """The batch's frames for this thread's channel (again after a reconnect)."""
     channel = tx_channel(broker)
     impl = channel._impl  # pika's asynchronous channel under the blocking one
     number = impl.channel_number
     max_body = impl.connection._body_max_length
     parts: list[bytes] = []
-    routed_all: list[dramatiq.Message[Any]] = []
-    for message in batch.messages:
-        broker.declare_queue(message.queue_name, ensure=True)
-        routed = message
-        if batch.delay_ms is not None:
-            routed = message.copy(
-                queue_name=dq_name(message.queue_name), options={"eta": current_millis() + batch.delay_ms}
-            )
-        broker.emit_before("enqueue", routed, batch.delay_ms)
+    for routed in batch.routed:
         body = routed.encode()
         properties = pika.BasicProperties(delivery_mode=2, priority=routed.options.get("broker_priority"))
         parts.append(
@@ -88,8 +91,6 @@ def _marshal(broker: Any, batch: PreparedBatch) -> None:
         parts.append(frame.Header(number, len(body), properties).marshal())
         for start in range(0, len(body), max_body):
             parts.append(frame.Body(number, body[start : start + max_body]).marshal())
-        routed_all.append(routed)
-    batch.routed = routed_all
     batch.data = b"".join(parts)
     batch.channel = channel
 

@@ -153,11 +153,19 @@ def test_outbox_sweep_does_not_republish_a_backlog_but_does_republish_lost_messa
         publish(
             broker, [build_message(settings, job, run_id=r, attempt=1, scheduled_for=past) for r in published]
         )
-        mark_enqueued(mysql_engine, published, now=past)
+        mark_enqueued(mysql_engine, published, now=datetime.now(UTC) - timedelta(seconds=1))
         assert service.lease.try_acquire()
         assert service.sweep_outbox() == 1  # the never-published one only: the 3 wait in the queue
+        assert service.sweep_outbox() == 0
+        # Behind a backlog for 10 grace periods, they count as lost after all (the queue may never
+        # empty): republished once, and their clock starts again.
+        mark_enqueued(mysql_engine, published[:1], now=datetime.now(UTC) - timedelta(seconds=5.5))
+        assert service.sweep_outbox() == 1
+        assert service.sweep_outbox() == 0
         waiting = drain(settings)  # a consumer took them ... and lost them (rows still PENDING)
-        assert sorted(m["options"]["tickwork"]["run_id"] for m in waiting) == sorted([*published, never])
+        assert sorted(m["options"]["tickwork"]["run_id"] for m in waiting) == sorted(
+            [*published, published[0], never]
+        )
         time.sleep(0.6)
         assert service.sweep_outbox() == 4  # all four were lost by that consumer
     finally:

@@ -20,7 +20,6 @@ non-blocking lock inside (a wake-up during a tick makes that tick go round once 
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
@@ -54,10 +53,9 @@ from tickwork.messaging import (
 from tickwork.metrics import get_metrics
 from tickwork.middleware.heartbeat import HeartbeatStore, reap_lost_attempts
 from tickwork.scheduler.leader import LeaderLease, Lease, LocalLease
-from tickwork.store.engine import ensure_migrated, make_engine, retry_transient
+from tickwork.store.engine import ensure_migrated, make_engine
 from tickwork.store.fires import (
     Attempt,
-    FireResult,
     earliest_next_fire,
     fire_due_jobs_safely,
     pending_unclaimed,
@@ -74,6 +72,9 @@ OUTBOX_SWEEP_SECONDS = 1.0
 #: A committed attempt that was never published (its leader died between commit and publish) is
 #: republished this long after it became due, not after the full outbox grace.
 UNPUBLISHED_GRACE_SECONDS = 2.0
+#: A published, unclaimed attempt behind a queue backlog is republished after this many outbox
+#: grace periods anyway (5 min by default): at most one duplicate per such period, never lost.
+BACKLOG_GRACE_FACTOR = 10
 WORKER_SWEEP_SECONDS = 5.0
 #: Retention runs every minute for at most 20 s, 1,000 rows a transaction: ~3,000 deletions a
 #: second at most, above the rate of a scheduler firing 1,000 jobs a second.
@@ -327,8 +328,13 @@ class SchedulerService:
         published = 0
         while self.is_leader and not self._stop.is_set():
             started = time.monotonic()
-            # One transaction; a deadlock victim (rolled back, nothing written) is run again.
-            result = retry_transient(functools.partial(self._fire_once, until))
+            result = fire_due_jobs_safely(
+                self.engine,
+                now=utcnow(),
+                until=until,
+                default_grace_seconds=self.settings.misfire_grace_seconds,
+                fire_all_limit=self.settings.fire_all_limit,
+            )
             self.stats["ticks"] += 1
             self.stats["rows"] += sum(result.rows.values())
             for status, count in result.rows.items():
@@ -359,15 +365,6 @@ class SchedulerService:
             if not result.more:
                 break
         return published
-
-    def _fire_once(self, until: datetime | None) -> FireResult:
-        return fire_due_jobs_safely(
-            self.engine,
-            now=utcnow(),
-            until=until,
-            default_grace_seconds=self.settings.misfire_grace_seconds,
-            fire_all_limit=self.settings.fire_all_limit,
-        )
 
     def publish_attempts(self, attempts: list[Attempt], *, hold_until_due: bool = False) -> int:
         """Publish committed attempts in batches, then record the publish times.
@@ -433,9 +430,9 @@ class SchedulerService:
         """Republish PENDING attempts no worker claimed within ``outbox_grace_seconds``.
 
         Attempts never published go out again whatever the queue holds. Published ones are
-        republished only when their queue has no messages waiting: behind a backlog they are
-        simply not consumed yet, and republishing the backlog every grace period would pile
-        duplicates onto it.
+        republished when their queue has no messages waiting (behind a backlog they are simply
+        not consumed yet, and republishing the backlog every grace period would pile duplicates
+        onto it), or once they have waited :data:`BACKLOG_GRACE_FACTOR` grace periods.
         """
         if not self.is_leader:
             return 0
@@ -450,8 +447,11 @@ class SchedulerService:
                 break
             backlog: dict[str, int | None] = {}
             lost = []
+            # Behind a backlog for this long, a message is presumed lost after all: a queue that
+            # never empties must not keep a lost attempt from running.
+            overdue = utcnow() - timedelta(seconds=self.settings.outbox_grace_seconds * BACKLOG_GRACE_FACTOR)
             for attempt in stale:
-                if attempt.enqueued_at is not None:
+                if attempt.enqueued_at is not None and attempt.enqueued_at > overdue:
                     queue = queue_name(self.settings, attempt.job.queue)
                     if queue not in backlog:
                         backlog[queue] = ready_messages(self.broker, queue)

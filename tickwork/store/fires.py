@@ -16,6 +16,7 @@ lease expired) cannot both fire a time: row locks and the CAS decide who advance
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections import Counter, defaultdict
@@ -29,6 +30,7 @@ from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, sele
 from sqlalchemy.exc import IntegrityError
 
 from tickwork.scheduler.policy import FirePlan, apply_overlap, plan_fires
+from tickwork.store.engine import retry_transient
 from tickwork.store.models import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
@@ -281,15 +283,21 @@ def fire_due_jobs_safely(
     until: datetime | None = None,
 ) -> FireResult:
     """:func:`fire_due_jobs`, and if a row already exists (a fire made by someone else), retry
-    one job per transaction so that one conflicting job cannot stall the others."""
+    one job per transaction so that one conflicting job cannot stall the others.
+
+    Each transaction that InnoDB rolls back as a deadlock victim is run again on its own, so
+    the attempts of the transactions that did commit are always returned for publishing.
+    """
     try:
-        return fire_due_jobs(
-            engine,
-            now=now,
-            default_grace_seconds=default_grace_seconds,
-            fire_all_limit=fire_all_limit,
-            limit=limit,
-            until=until,
+        return retry_transient(
+            lambda: fire_due_jobs(
+                engine,
+                now=now,
+                default_grace_seconds=default_grace_seconds,
+                fire_all_limit=fire_all_limit,
+                limit=limit,
+                until=until,
+            )
         )
     except (IntegrityError, PartialAdvance) as exc:
         logger.warning("firing due jobs one by one: %s", type(exc).__name__)
@@ -308,14 +316,17 @@ def fire_due_jobs_safely(
         ]
     for job_id in due_ids:
         try:
-            one = fire_due_jobs(
-                engine,
-                now=now,
-                default_grace_seconds=default_grace_seconds,
-                fire_all_limit=fire_all_limit,
-                job_ids=[job_id],
-                until=until,
-                skip_existing=True,
+            one = retry_transient(
+                functools.partial(
+                    fire_due_jobs,
+                    engine,
+                    now=now,
+                    default_grace_seconds=default_grace_seconds,
+                    fire_all_limit=fire_all_limit,
+                    job_ids=[job_id],
+                    until=until,
+                    skip_existing=True,
+                )
             )
         except IntegrityError:
             # Another ticker wrote a row between our check and our insert: its transaction
