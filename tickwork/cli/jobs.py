@@ -279,10 +279,11 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     else:
         run_id = operations.trigger(settings, engine, make_broker(settings), job)
         note = "published"
-        if get_run(engine, run_id).enqueued_at is None:
-            note = "PENDING; publishing failed (see above), the scheduler's outbox sweep publishes it"
+    run = get_run(engine, run_id)
+    if run.enqueued_at is None and not settings.embedded_broker:
+        note = "PENDING; publishing failed (see above), the scheduler's outbox sweep publishes it"
     if args.json:
-        print_json(RunOut.of(get_run(engine, run_id)).model_dump(mode="json", by_alias=True))
+        print_json(RunOut.of(run).model_dump(mode="json", by_alias=True))
     else:
         print(f"run {run_id} of job {job.id} {job.name!r}: {note}")
     return 0

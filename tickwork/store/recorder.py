@@ -13,7 +13,8 @@ it did change are identified afterwards by the group's unique timestamp. SQLAlch
 building and PyMySQL's per-statement result parsing cost more CPU per message than all of
 Dramatiq, which is why this path is plain SQL on a kept driver connection.
 
-On SQLite (the embedded mode) a group runs its statements one by one in one transaction.
+On SQLite (the embedded mode) a group runs the store's own ``claim_attempt`` and
+``finish_attempt`` one by one in one transaction.
 """
 
 from __future__ import annotations
@@ -23,28 +24,19 @@ import os
 import queue
 import threading
 from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine
 
 from tickwork.store.models import RunStatus, utcnow
+from tickwork.store.runs import claim_attempt, finish_attempt
 
 #: The most claims and finishes committed in one transaction.
 DEFAULT_MAX_BATCH = 64
 
 CLAIM = "claim"
 FINISH = "finish"
-
-# SQLite's statements (qmark); MySQL groups are built in :meth:`AttemptRecorder._merged`.
-CLAIM_SQL = (
-    "UPDATE job_runs SET status = ?, worker_id = ?, started_at = ?, updated_at = ?,"
-    " message_id = COALESCE(?, message_id) WHERE id = ? AND status = ?"
-)
-FINISH_SQL = (
-    "UPDATE job_runs SET status = ?, output = ?, error = ?, traceback = ?, finished_at = ?,"
-    " updated_at = ? WHERE id = ? AND status = ? AND worker_id = ?"
-)
 
 _clock_lock = threading.Lock()
 _last_time = datetime.min
@@ -196,12 +188,12 @@ class AttemptRecorder:
             p.done.release()
 
     def _run_group(self, batch: list[_Pending]) -> list[bool]:
+        if not self._merge:
+            return self._one_by_one(batch)
         conn = self._connection()
         cursor = conn.cursor()
         try:
-            if self._merge:
-                return self._merged(conn, cursor, batch)
-            return self._one_by_one(conn, cursor, batch)
+            return self._merged(conn, cursor, batch)
         except BaseException:
             try:
                 conn.rollback()
@@ -271,28 +263,16 @@ class AttemptRecorder:
                 results[i] = batch[i].run_id in won
         return [results[i] for i in range(len(batch))]
 
-    def _one_by_one(self, conn: Any, cursor: Any, batch: list[_Pending]) -> list[bool]:
-        now = group_time().strftime("%Y-%m-%d %H:%M:%S.%f")
-        results = []
-        for p in batch:
-            if p.kind == CLAIM:
-                params: tuple[Any, ...] = (
-                    RunStatus.RUNNING.value,
-                    p.worker_id,
-                    now,
-                    now,
-                    p.message_id,
-                    p.run_id,
-                    RunStatus.PENDING.value,
-                )
-                cursor.execute(CLAIM_SQL, params)
-            else:
-                assert p.outcome is not None
-                params = (*p.outcome, now, now, p.run_id, RunStatus.RUNNING.value, p.worker_id)
-                cursor.execute(FINISH_SQL, params)
-            results.append(cursor.rowcount == 1)
-        conn.commit()
-        return results
+    def _one_by_one(self, batch: list[_Pending]) -> list[bool]:
+        """SQLite: the store's own compare-and-set statements, one transaction for the group."""
+        now = group_time().replace(tzinfo=UTC)
+        with self.engine.begin() as conn:
+            return [
+                claim_attempt(conn, p.run_id, p.worker_id, message_id=p.message_id, now=now)
+                if p.kind == CLAIM
+                else finish_attempt(conn, p.run_id, p.worker_id, **_outcome_values(p), now=now)
+                for p in batch
+            ]
 
     # -- the connection -----------------------------------------------------------------------
 
@@ -302,8 +282,6 @@ class AttemptRecorder:
         return self._conn
 
     def _connect(self) -> Any:
-        if not self._merge:
-            return self.engine.raw_connection()
         import pymysql
         from pymysql.constants import CLIENT
 
@@ -320,7 +298,10 @@ class AttemptRecorder:
         conn, self._conn = self._conn, None
         if conn is not None:
             with contextlib.suppress(Exception):  # the connection is being thrown away anyway
-                if hasattr(conn, "invalidate"):
-                    conn.invalidate()
-                else:
-                    conn.close()
+                conn.close()
+
+
+def _outcome_values(pending: _Pending) -> dict[str, Any]:
+    assert pending.outcome is not None
+    status, output, error, traceback = pending.outcome
+    return {"status": status, "output": output, "error": error, "traceback": traceback}
