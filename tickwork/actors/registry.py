@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import dramatiq
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
 from tickwork.config import Settings
 from tickwork.errors import ConfigError, ValidationError
-from tickwork.store.models import HandlerType, Job, jobs_table
+from tickwork.store.handlers import is_registered_handler
+from tickwork.store.models import Job
 
 if TYPE_CHECKING:
     from tickwork.actors.decorator import JobFunction
@@ -85,19 +86,8 @@ def validate_python_handler(name: str, engine: Engine | None = None) -> None:
     """
     if get_function(name) is not None:
         return
-    if engine is not None:
-        with engine.connect() as conn:
-            found = conn.scalar(
-                select(jobs_table.c.id)
-                .where(
-                    jobs_table.c.source == "decorator",
-                    jobs_table.c.handler_type == HandlerType.PYTHON.value,
-                    jobs_table.c.handler_data == name,
-                )
-                .limit(1)
-            )
-        if found is not None:
-            return
+    if engine is not None and is_registered_handler(engine, name):
+        return
     raise ValidationError("handlerData", f"no @job function named {name!r} is registered")
 
 
