@@ -60,3 +60,16 @@ def tw_long(path: str, seconds: float) -> str:
         time.sleep(0.05)
     _touch(path, "done")
     return "done"
+
+
+@job
+def tw_fire_log(path: str, label: str) -> str:
+    """Appends ``label run_id attempt scheduled_for pid`` per execution: the fault tests count
+    executions of every attempt at the target."""
+    from tickwork.middleware.attempt import current_attempt
+
+    attempt = current_attempt()
+    assert attempt is not None
+    options = attempt.options
+    _touch(path, f"{label} {options['run_id']} {options['attempt']} {options['scheduled_for']} {time.time():.3f}")
+    return label
