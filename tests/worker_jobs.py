@@ -63,13 +63,15 @@ def tw_long(path: str, seconds: float) -> str:
 
 
 @job
-def tw_fire_log(path: str, label: str) -> str:
-    """Appends ``label run_id attempt scheduled_for pid`` per execution: the fault tests count
-    executions of every attempt at the target."""
+def tw_fire_log(path: str, label: str, seconds: float = 0.0) -> str:
+    """Appends ``label run_id attempt scheduled_for time pid`` per execution, then works
+    ``seconds``: the fault tests count executions of every attempt at the target, and attempts
+    are in flight whenever a fault strikes."""
     from tickwork.middleware.attempt import current_attempt
 
     attempt = current_attempt()
     assert attempt is not None
-    options = attempt.options
-    _touch(path, f"{label} {options['run_id']} {options['attempt']} {options['scheduled_for']} {time.time():.3f}")
+    opts = attempt.options
+    _touch(path, f"{label} {opts['run_id']} {opts['attempt']} {opts['scheduled_for']} {time.time():.3f}")
+    time.sleep(seconds)
     return label

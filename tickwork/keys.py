@@ -23,6 +23,13 @@ def worker_heartbeat_key(namespace: str, worker_id: str) -> str:
     return f"{namespace}:worker:{worker_id}"
 
 
+def worker_heartbeats_since_key(namespace: str) -> str:
+    """Since when (Redis server time, epoch seconds) the heartbeat keys have been kept: set once
+    with NX, it disappears with them when Redis restarts empty, so a missing heartbeat is only
+    believed once the workers have had one TTL to beat again."""
+    return f"{namespace}:workers:since"
+
+
 def worker_heartbeat_pattern(namespace: str) -> str:
     return f"{namespace}:worker:*"
 

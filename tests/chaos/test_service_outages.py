@@ -53,9 +53,10 @@ def survive(
         settled_at = time.time()
         cluster.wait_settled(settled_at)
         verdict = cluster.verify(first, settled_at + 1, restored_at=restored)
+        leader = cluster.leader()
     finally:
         codes = cluster.stop()
-    report(name, verdict, outage_seconds=round(restored - began, 2), leader_at_end=cluster.leader())
+    report(name, verdict, outage_seconds=round(restored - began, 2), leader_at_end=leader)
     assert_survived(cluster, verdict, codes)
 
 

@@ -20,6 +20,7 @@ from sqlalchemy import Engine
 from tests import worker_jobs
 from tests.worker_helpers import runs_of_job, statuses, wait_for, worker_processes
 from tickwork.config import Settings
+from tickwork.keys import worker_heartbeats_since_key
 from tickwork.messaging import build_message, publish
 from tickwork.middleware.dead_letter import dlq_messages, list_dead, purge, replay
 from tickwork.spec import JobSpec
@@ -323,6 +324,53 @@ def test_a_failed_retry_write_is_retried_never_dead_lettered(
     assert rows[1].attempt == 2 and rows[1].status != "DEAD"
 
 
+def test_reaper_waits_one_ttl_after_redis_lost_the_heartbeats(
+    cluster_settings: Settings, mysql_engine: Engine, publisher: dramatiq.Broker
+) -> None:
+    """Redis restarted empty: every heartbeat is missing until the workers beat again. A missing
+    heartbeat is believed only once the heartbeats have been kept for one TTL; a worker that beats
+    within that TTL keeps its attempt, one that does not is reaped after it."""
+    from tickwork.middleware.heartbeat import WORKER_LOST, HeartbeatStore, reap_lost_attempts
+    from tickwork.store.models import utcnow
+    from tickwork.store.runs import claim_attempt, insert_run
+
+    settings = cluster_settings.model_copy(update={"heartbeat_ttl_seconds": 2.0})
+    job = get_job_by_name(mysql_engine, "tw_long")
+    store = HeartbeatStore.from_settings(settings)
+    try:
+        base = utcnow() - timedelta(seconds=30)
+        live = insert_run(mysql_engine, job_id=job.id, scheduled_for=base)
+        gone = insert_run(mysql_engine, job_id=job.id, scheduled_for=base + timedelta(seconds=1))
+        assert claim_attempt(mysql_engine, live, "w-live", now=base)
+        assert claim_attempt(mysql_engine, gone, "w-gone", now=base)
+        store.redis.delete(worker_heartbeats_since_key(settings.namespace))  # "Redis restarted"
+        lost_at = time.monotonic()
+        assert reap_lost_attempts(settings, mysql_engine, publisher, store) == 0
+        assert 0 <= store.kept_for() < settings.heartbeat_ttl_seconds
+        store.beat("w-live", {"beat_at": utcnow().isoformat(), "in_flight": [live]})  # beats again
+        assert reap_lost_attempts(settings, mysql_engine, publisher, store) == 0
+        assert get_run(mysql_engine, gone).status == "RUNNING"
+
+        def beat_and_reap() -> bool:
+            store.beat("w-live", {"beat_at": utcnow().isoformat(), "in_flight": [live]})
+            return reap_lost_attempts(settings, mysql_engine, publisher, store) == 1
+
+        wait_for(
+            beat_and_reap,
+            10,
+            0.1,
+            "the silent worker's attempt to be reaped after one TTL",
+        )
+        assert time.monotonic() - lost_at >= settings.heartbeat_ttl_seconds
+        assert (get_run(mysql_engine, gone).status, get_run(mysql_engine, gone).error) == (
+            "FAILED",
+            WORKER_LOST,
+        )
+        assert get_run(mysql_engine, live).status == "RUNNING"
+    finally:
+        store.close()
+
+
 def test_reaper_retries_lost_and_abandoned_attempts_but_not_live_ones(
     cluster_settings: Settings, mysql_engine: Engine, publisher: dramatiq.Broker
 ) -> None:
@@ -349,6 +397,9 @@ def test_reaper_retries_lost_and_abandoned_attempts_but_not_live_ones(
         beat_at = utcnow()
         assert claim_attempt(mysql_engine, runs["fresh"], "w-live", now=beat_at)  # after the beat
         store.beat("w-live", {"beat_at": beat_at.isoformat(), "in_flight": [runs["held"]]})
+        # Heartbeats kept for an hour: a missing one is believed (see the next test for less).
+        since = worker_heartbeats_since_key(cluster_settings.namespace)
+        store.redis.set(since, repr(store.redis.time()[0] - 3600.0))
 
         assert reap_lost_attempts(cluster_settings, mysql_engine, publisher, store) == 2
         assert reap_lost_attempts(cluster_settings, mysql_engine, publisher, store) == 0  # once only

@@ -21,6 +21,7 @@ from dramatiq.middleware.time_limit import TimeLimitExceeded
 
 from tickwork.errors import TickworkError
 from tickwork.messaging import OPTION, RunOptions
+from tickwork.store.engine import is_unreachable
 
 T = TypeVar("T")
 
@@ -32,8 +33,15 @@ _in_flight_lock = threading.Lock()
 
 #: How much of a traceback is kept in ``job_runs.traceback``.
 TRACEBACK_LIMIT = 30
-#: How often an attempt's final write is tried before it is left to the reaper.
+#: How often an attempt's write is tried (after errors other than an unreachable database)
+#: before it is left to the reaper.
 DEFAULT_WRITE_ATTEMPTS = 3
+#: While the database is unreachable (restarting, failing over, a cut network) a write is tried
+#: again for this long: the worker thread waits the outage out instead of leaving an executed
+#: attempt RUNNING, which the reaper would fail and retry (the job would run twice).
+DEFAULT_UNREACHABLE_SECONDS = 300.0
+#: Pause between tries while the database is unreachable, at most.
+MAX_UNREACHABLE_PAUSE = 1.0
 
 
 class AttemptTimeout(TickworkError):
@@ -144,15 +152,35 @@ def in_flight_runs() -> list[int]:
         return sorted(_in_flight)
 
 
-def write_with_retries(fn: Callable[[], T], *, what: str, logger: logging.Logger) -> T:
-    """An attempt's final write, tried :data:`DEFAULT_WRITE_ATTEMPTS` times over a brief database
-    outage; the last failure is raised (the row stays RUNNING and the reaper settles it)."""
-    for n in range(DEFAULT_WRITE_ATTEMPTS):
+def write_with_retries(
+    fn: Callable[[], T],
+    *,
+    what: str,
+    logger: logging.Logger,
+    attempts: int = DEFAULT_WRITE_ATTEMPTS,
+    unreachable_seconds: float = DEFAULT_UNREACHABLE_SECONDS,
+) -> T:
+    """An attempt's write (claim, outcome, retry row), tried again over a database outage.
+
+    While the database is unreachable (:func:`~tickwork.store.engine.is_unreachable`) the write is
+    tried again for up to ``unreachable_seconds``; any other error is tried ``attempts`` times.
+    The last failure is raised (an outcome's row then stays RUNNING and the reaper settles it).
+    """
+    deadline = time.monotonic() + unreachable_seconds
+    errors = 0
+    waits = 0
+    while True:
         try:
             return fn()
-        except Exception:
-            if n == DEFAULT_WRITE_ATTEMPTS - 1:
+        except Exception as exc:
+            if is_unreachable(exc) and time.monotonic() < deadline:
+                waits += 1
+                if waits == 1 or waits % 30 == 0:
+                    logger.warning("Writing %s: the database is unreachable (%s); waiting for it.", what, exc)
+                time.sleep(min(MAX_UNREACHABLE_PAUSE, 0.1 * waits))
+                continue
+            errors += 1
+            if errors >= attempts:
                 raise
             logger.warning("Writing %s failed; trying again.", what, exc_info=True)
-            time.sleep(0.2 * (n + 1))
-    raise AssertionError("unreachable")
+            time.sleep(0.2 * errors)

@@ -23,7 +23,7 @@ from dramatiq.middleware import Middleware
 from sqlalchemy import Engine
 
 from tickwork.config import Settings
-from tickwork.keys import worker_heartbeat_key, worker_heartbeat_pattern
+from tickwork.keys import worker_heartbeat_key, worker_heartbeat_pattern, worker_heartbeats_since_key
 from tickwork.messaging import HTTP_ACTOR, build_message, queue_name, run_options
 from tickwork.middleware.attempt import in_flight_runs
 from tickwork.middleware.backoff import DEFAULT_JITTER, backoff_delay
@@ -118,6 +118,22 @@ class HeartbeatStore:
         with _memory_lock:
             entry = _memory_beats.get(self.namespace, {}).get(worker_id)
         return entry is not None and entry[0] > time.monotonic()
+
+    def kept_for(self) -> float:
+        """Seconds the heartbeats have been kept: a heartbeat missing for less than its TTL since
+        then may simply not have been written again yet (Redis restarted empty, or was flushed).
+
+        The first call after such a loss starts the clock (``SET NX`` of a marker holding the Redis
+        server time). The in-process registry lives as long as the process: always ``inf``.
+        """
+        if self.redis is None:
+            return float("inf")
+        seconds, micros = self.redis.time()
+        now = seconds + micros / 1e6
+        key = worker_heartbeats_since_key(self.namespace)
+        self.redis.set(key, repr(now), nx=True)
+        since = self.redis.get(key)
+        return now - float(since) if since is not None else 0.0
 
     def alive_workers(self) -> list[dict[str, Any]]:
         """The heartbeat values of live workers (``worker_id``, ``host``, ``pid``, ``beat_at``, ...)."""
@@ -216,9 +232,15 @@ def reap_lost_attempts(
         )
         return 0
     reaped = 0
+    # After Redis lost its keys, every worker's heartbeat is missing until its next beat: only
+    # believe a missing heartbeat once the heartbeats have been kept for a full TTL.
+    believe_missing = store.kept_for() >= store.ttl_seconds
     for worker_id in running_workers(engine):
         beat = store.info(worker_id) if worker_id else None
         if beat is None:
+            if not believe_missing:
+                logger.info("Heartbeats kept for less than their TTL (Redis restarted?): not reaping yet.")
+                continue
             rows = running_attempts(engine, worker_id=worker_id, any_worker=False, limit=limit)
             reason = WORKER_LOST
         elif "in_flight" in beat and "beat_at" in beat:

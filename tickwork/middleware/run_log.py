@@ -77,7 +77,14 @@ class RunLog(Middleware):
         # In flight before the claim: a heartbeat taken after the claim's start time lists it.
         track_in_flight(options["run_id"])
         try:
-            claimed = self.recorder.claim(options["run_id"], worker_id, message_id=message.message_id)
+            # Over a database outage the claim waits (a failed claim would leave the fire to the
+            # outbox sweep, a grace period late).
+            claimed = write_with_retries(
+                lambda: self.recorder.claim(options["run_id"], worker_id, message_id=message.message_id),
+                what=f"the claim of run {options['run_id']}",
+                logger=self.logger,
+                attempts=1,
+            )
         except Exception:
             untrack_in_flight(options["run_id"])
             # Without a claim the attempt must not run; the PENDING row stays for the outbox sweep.

@@ -12,7 +12,7 @@ from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tickwork.config import Settings
@@ -27,6 +27,10 @@ T = TypeVar("T")
 #: MySQL errors after which the whole transaction may simply be run again.
 TRANSIENT_MYSQL_ERRORS = frozenset({1205, 1213})  # lock wait timeout, deadlock
 DEFAULT_TRANSIENT_ATTEMPTS = 4
+#: MySQL client/server errors that mean "the server cannot be reached right now": can't connect
+#: (2002, 2003), server gone away or connection lost (2006, 2013, 2055), server shutting down
+#: (1053), connection killed (1927).
+UNREACHABLE_MYSQL_ERRORS = frozenset({2002, 2003, 2006, 2013, 2055, 1053, 1927})
 
 
 def make_engine(url: str | Settings, **kwargs: Any) -> Engine:
@@ -101,6 +105,17 @@ def is_transient(exc: BaseException) -> bool:
         return False
     code = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
     return code in TRANSIENT_MYSQL_ERRORS
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """The database could not be reached (down, restarting, a cut network): the statement did not
+    run, or its connection died; once the server answers again, trying again is the remedy."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    code = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
+    return code in UNREACHABLE_MYSQL_ERRORS
 
 
 def retry_transient(fn: Callable[[], T], *, attempts: int = DEFAULT_TRANSIENT_ATTEMPTS) -> T:
