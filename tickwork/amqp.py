@@ -30,6 +30,12 @@ def tx_channel(broker: Any) -> Any:
     channels: dict[int, tuple[Any, Any]] = getattr(_tx_channels, "by_broker", None) or {}
     _tx_channels.by_broker = channels
     connection = broker.connection
+    if connection.is_closed:
+        # RabbitMQ went away since the last batch (restart, a cut network): Dramatiq keeps the
+        # thread's closed connection until someone deletes it.
+        forget_channel(broker)
+        channels = _tx_channels.by_broker
+        connection = broker.connection
     cached = channels.get(id(broker))
     if cached is not None and cached[0] is connection and cached[1].is_open:
         return cached[1]
@@ -61,8 +67,12 @@ def prepare(
 ) -> PreparedBatch:
     """Declare the queues, run the ``before_enqueue`` hooks and marshal every frame of the batch."""
     batch = PreparedBatch(messages=messages, delay_ms=delay_ms)
-    for queue in {m.queue_name for m in messages}:
-        broker.declare_queue(queue, ensure=True)
+    try:
+        for queue in {m.queue_name for m in messages}:
+            broker.declare_queue(queue, ensure=True)
+    except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError):
+        forget_channel(broker)
+        raise
     for message in messages:
         routed = message
         if delay_ms is not None:
@@ -71,7 +81,11 @@ def prepare(
             )
         broker.emit_before("enqueue", routed, delay_ms)
         batch.routed.append(routed)
-    _marshal(broker, batch)
+    try:
+        _marshal(broker, batch)
+    except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError):
+        forget_channel(broker)  # the next batch starts on a fresh connection
+        raise
     return batch
 
 

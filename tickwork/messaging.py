@@ -153,11 +153,21 @@ def ready_messages(broker: dramatiq.Broker, queue: str) -> int | None:
         if type(broker).__name__ == "RabbitmqBroker":
             rabbit: Any = broker
             rabbit.declare_queue(queue, ensure=True)
+            if rabbit.connection.is_closed:
+                del rabbit.connection  # RabbitMQ went away since: reconnect
             return int(rabbit.channel.queue_declare(queue=queue, passive=True).method.message_count)
         queues = getattr(broker, "queues", {})
         return int(queues[queue].qsize()) if queue in queues else 0
     except Exception:
         logger.warning("Could not read the depth of queue %s.", queue, exc_info=True)
+        if type(broker).__name__ == "RabbitmqBroker":
+            # Dramatiq keeps a thread's dead connection and channel: drop them, so that the next
+            # call reconnects instead of failing forever (the outbox would then wait its backlog
+            # limit before republishing a lost attempt).
+            try:
+                del rabbit.connection
+            except Exception:
+                logger.debug("Dropping the broker connection failed.", exc_info=True)
         return None
 
 
