@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.chaos, pytest.mark.timeout(420)]
 OUTAGE = 8.0
 #: Normal running before the fault and after it is healed.
 BEFORE = 3.0
-AFTER = 6.0
+AFTER = 10.0
 
 
 def survive(
