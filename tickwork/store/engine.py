@@ -109,13 +109,22 @@ def is_transient(exc: BaseException) -> bool:
 
 def is_unreachable(exc: BaseException) -> bool:
     """The database could not be reached (down, restarting, a cut network): the statement did not
-    run, or its connection died; once the server answers again, trying again is the remedy."""
-    if not isinstance(exc, DBAPIError):
-        return False
-    if exc.connection_invalidated:
-        return True
-    code = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
-    return code in UNREACHABLE_MYSQL_ERRORS
+    run, or its connection died; once the server answers again, trying again is the remedy.
+
+    Takes SQLAlchemy's errors and PyMySQL's own (the recorder talks to PyMySQL directly).
+    """
+    orig: BaseException | None = exc
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        orig = exc.orig
+    import pymysql
+
+    if isinstance(orig, pymysql.err.InterfaceError):
+        return True  # a closed connection was used
+    if isinstance(orig, pymysql.err.OperationalError):
+        return bool(orig.args) and orig.args[0] in UNREACHABLE_MYSQL_ERRORS
+    return False
 
 
 def retry_transient(fn: Callable[[], T], *, attempts: int = DEFAULT_TRANSIENT_ATTEMPTS) -> T:
