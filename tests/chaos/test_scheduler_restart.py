@@ -7,8 +7,8 @@ import math
 import signal
 import subprocess
 import time
-from collections import Counter
-from datetime import UTC, datetime
+from collections import Counter, defaultdict
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -98,13 +98,13 @@ def test_misfire_policies_after_all_schedulers_were_down(
 ) -> None:
     """What each policy promises for the fires of an outage of every scheduler.
 
-    ``fire_all_limit`` (3 here) bounds the late fires run *per tick*: the outage's late fires are
-    handled at the restarted scheduler's first tick, so exactly its 3 oldest run and the rest are
-    MISSED. A fire after the restart that a slow (busy) machine handles more than the 1 s grace
-    late is late too, and under ``fire_all`` it runs as a catch-up of a later tick: legitimate, and
-    never MISSED (so a fourth ``misfire`` run may appear there, never among the outage's fires).
-    Per-second ``fire_once`` and ``skip`` jobs always have an on-time fire at a tick, so they make
-    no catch-up at all.
+    ``fire_all_limit`` (3 here) bounds the late fires run *per tick*: at every tick that finds
+    late fires, the 3 oldest run and the rest are MISSED. The outage's fires are all handled by
+    the restarted scheduler's first tick, so exactly 3 of them run. A slow (busy) machine makes
+    other such ticks too: a scheduler that starts seconds after its jobs were created, or a tick
+    that comes more than the 1 s grace after a fire; their catch-ups are legitimate, so the total
+    of ``misfire`` runs is not 3 (the flaky test of issue 9 counted it). Per-second ``fire_once``
+    and ``skip`` jobs always have an on-time fire at a tick, so they make no catch-up at all.
     """
     ids = {}
     for policy in ("fire_once", "fire_all", "skip"):
@@ -158,24 +158,23 @@ def test_misfire_policies_after_all_schedulers_were_down(
     once, skip = by_policy["fire_once"], by_policy["skip"]
     # fire_once: the late fires were coalesced (on-time fires existed at the restart): MISSED.
     assert once[("MISSED", "misfire")] >= 4 and once[("PENDING", "misfire")] == 0
-    # fire_all: of the outage's fires, the 3 oldest run (the limit), the rest are MISSED ...
-    outage = [
-        (r["status"], r["trigger"])
-        for r in rows
-        if r["job_id"] == ids["fire_all"]
-        and r["trigger"] == "misfire"
-        and r["scheduled_for"].timestamp() < restart - 1
-    ]
-    assert len(outage) >= 4
-    assert outage[:3] == [("PENDING", "misfire")] * 3, outage
-    assert set(outage[3:]) == {("MISSED", "misfire")}, outage
-    # ... and every fire after the restart runs (a late one as a catch-up, never MISSED).
-    after = [
-        r["status"]
-        for r in rows
-        if r["job_id"] == ids["fire_all"] and r["scheduled_for"].timestamp() >= restart
-    ]
-    assert after and set(after) == {"PENDING"}, after
+    # fire_all: at every tick that found late fires, the oldest 3 (the limit) run, the rest are
+    # MISSED. On a busy machine a scheduler's slow start makes such a tick at r0's start as well.
+    fire_all = [r for r in rows if r["job_id"] == ids["fire_all"]]
+    late_by_tick: dict[datetime, list[str]] = defaultdict(list)
+    for r in fire_all:  # ordered by scheduled_for; a tick's rows share its created_at
+        if r["trigger"] == "misfire":
+            late_by_tick[r["created_at"]].append(r["status"])
+    for late in late_by_tick.values():
+        ran = min(3, len(late))
+        assert late == ["PENDING"] * ran + ["MISSED"] * (len(late) - ran), late_by_tick
+    # The outage's fires are handled by the restarted scheduler's first tick: exactly 3 run.
+    first_tick = min(t for t in late_by_tick if t.timestamp() >= restart)
+    outage = late_by_tick[first_tick]
+    assert len(outage) >= 4 and outage.count("PENDING") == 3, late_by_tick
+    made_before = max(r["scheduled_for"] for r in fire_all if r["created_at"] < first_tick)
+    in_outage = [r for r in fire_all if made_before < r["scheduled_for"] < first_tick - timedelta(seconds=1)]
+    assert {r["created_at"] for r in in_outage} == {first_tick}, in_outage
     # skip: none of the late fires runs.
     assert skip[("SKIPPED", "misfire")] >= 4 and skip[("PENDING", "misfire")] == 0
     for counts in by_policy.values():  # on-time fires before and after the outage ran
