@@ -8,6 +8,7 @@ here starts a server of the test's own, in a temporary directory, as a child pro
 
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import signal
@@ -158,7 +159,7 @@ class PrivateMariaDB(_Server):
                 f"--datadir={self.datadir}",
                 "--auth-root-authentication-method=normal",
                 "--skip-test-db",
-                "--user=root" if os.getuid() == 0 else f"--user={os.getlogin()}",
+                "--user=root" if os.getuid() == 0 else f"--user={getpass.getuser()}",
             ],
             check=True,
             stdout=subprocess.DEVNULL,
