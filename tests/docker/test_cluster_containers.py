@@ -24,6 +24,7 @@ from tests.conftest import (
     AMQP_URL,
     MYSQL_SERVER_URL,
     REDIS_URL,
+    ROOT,
     RUN_ID,
     SEED,
     TEST_AUTH_SECRET,
@@ -51,17 +52,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def scrape(port: int) -> str:
-    """The exposition text; empty while the process is not serving yet (or is gone)."""
+def scrape(port: int) -> str | None:
+    """The exposition text, or None while the process is not serving (yet, or any more)."""
     try:
-        return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        response = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
     except httpx.HTTPError:
-        return ""
+        return None
+    return response.text if response.status_code == 200 else None
 
 
-def sample(exposition: str, name: str, **labels: str) -> float:
+def sample(exposition: str | None, name: str, **labels: str) -> float:
     """The value of one sample, or 0 when it is absent."""
-    for line in exposition.splitlines():
+    for line in (exposition or "").splitlines():
         match = re.match(rf"^{name}\{{(.*)\}} (\S+)$", line)
         if match and all(f'{k}="{v}"' in match.group(1) for k, v in labels.items()):
             return float(match.group(2))
@@ -142,6 +144,9 @@ def cluster(docker_engine: DockerEngine, tickwork_image: str) -> Iterator[Cluste
         yield cluster
     finally:
         try:
+            # The containers' logs outlive them, for a failure's post-mortem.
+            logs = ROOT / "results" / "docker" / "compose.log"
+            logs.write_text(cluster.compose("logs", "--no-color", "--timestamps", timeout=120))
             cluster.compose("down", "--remove-orphans", "--timeout", "20", timeout=300)
         finally:
             db.dispose()
@@ -185,7 +190,7 @@ def _exercise(cluster: Cluster, target: Target) -> None:
         "the API container's /healthz",
     )
     for service, port in cluster.metrics_ports.items():
-        wait_for(lambda port=port: "tickwork_" in scrape(port), 180, 0.5, f"{service}'s /metrics")
+        wait_for(lambda port=port: scrape(port) is not None, 180, 0.5, f"{service}'s /metrics")
     first_leader = wait_for(cluster.leader, 60, 0.5, "one scheduler container to lead")
 
     # The spec's job through the API, with a token from the image's own CLI; fired every second.
@@ -210,7 +215,9 @@ def _exercise(cluster: Cluster, target: Target) -> None:
         # Every container answers its /metrics before anything is killed.
         assert "tickwork_" in httpx.get(f"http://127.0.0.1:{cluster.api_port}/metrics", timeout=10).text
         for service, port in cluster.metrics_ports.items():
-            assert "tickwork_" in scrape(port), service
+            assert scrape(port) is not None, service
+        for service in SCHEDULERS:
+            assert "tickwork_scheduler_is_leader" in (scrape(cluster.metrics_ports[service]) or ""), service
         for service in ("api", *SCHEDULERS, *WORKERS):
             wait_for(
                 lambda service=service: (
