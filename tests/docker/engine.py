@@ -160,6 +160,8 @@ class DockerEngine:
         for mount in reversed(_mounts_under(self.root)):
             subprocess.run(["umount", "-l", mount], capture_output=True, check=False)
         shutil.rmtree(self.root, ignore_errors=True)
+        if self.root.exists():
+            raise AssertionError(f"the private engine's directory {self.root} could not be removed")
 
 
 def _mounts_under(root: Path) -> list[str]:
