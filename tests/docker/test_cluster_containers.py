@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import re
 import socket
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -45,6 +46,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 COMPOSE_FILE = "docker/compose.host.yml"
 SCHEDULERS = ("scheduler-1", "scheduler-2")
 WORKERS = ("worker-1", "worker-2")
+HANDLER_SECONDS = 2.0
 
 
 def free_port() -> int:
@@ -79,13 +81,23 @@ class Cluster:
     api_port: int
     metrics_ports: dict[str, int]
     db: Engine
+    started: float = field(default_factory=time.monotonic)
+    containers: dict[str, str] = field(default_factory=dict)
+    phases: dict[str, float] = field(default_factory=dict)
 
     def compose(self, *args: str, timeout: float = 300) -> str:
         argv = ["docker-compose", "-p", self.project, "-f", COMPOSE_FILE, *args]
         return self.engine.run(argv, timeout=timeout, extra_env=self.env).stdout
 
     def container(self, service: str) -> str:
-        return self.compose("ps", "-q", service).strip()
+        """The container id of a service (looked up once: each docker-compose call costs ~1 s)."""
+        if service not in self.containers:
+            self.containers[service] = self.compose("ps", "-q", service).strip()
+        return self.containers[service]
+
+    def mark(self, phase: str) -> None:
+        """Note when a phase ended, in seconds since the cluster was started."""
+        self.phases[phase] = round(time.monotonic() - self.started, 1)
 
     def api(self, token: str) -> httpx.Client:
         return httpx.Client(
@@ -142,6 +154,7 @@ def cluster(docker_engine: DockerEngine, tickwork_image: str) -> Iterator[Cluste
     cluster = Cluster(docker_engine, f"twdocker{RUN_ID}", env, api_port, ports, db)
     try:
         cluster.compose("up", "-d", "--no-build", timeout=600)
+        cluster.mark("compose_up")
         yield cluster
     finally:
         try:
@@ -174,25 +187,25 @@ def _utc(value: datetime) -> datetime:
 
 
 def test_cluster_in_containers_survives_killed_leader_and_worker(cluster: Cluster) -> None:
-    with http_target() as target:
+    # Each request takes 2 s, so a worker always has attempts in flight when it is killed.
+    with http_target(delay=HANDLER_SECONDS) as target:
         _exercise(cluster, target)
+
+
+def api_healthy(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=3).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def _exercise(cluster: Cluster, target: Target) -> None:
     # Up: the API answers, every scheduler and worker serves /metrics, one scheduler leads.
-    wait_for(
-        lambda: (
-            httpx.get(f"http://127.0.0.1:{cluster.api_port}/healthz", timeout=3).status_code == 200
-            if _port_open(cluster.api_port)
-            else False
-        ),
-        180,
-        0.5,
-        "the API container's /healthz",
-    )
+    wait_for(lambda: api_healthy(cluster.api_port), 180, 0.5, "the API container's /healthz")
     for service, port in cluster.metrics_ports.items():
         wait_for(lambda port=port: scrape(port) is not None, 180, 0.5, f"{service}'s /metrics")
-    first_leader = wait_for(cluster.leader, 60, 0.5, "one scheduler container to lead")
+    wait_for(cluster.leader, 60, 0.5, "one scheduler container to lead")
+    cluster.mark("serving")
 
     # The spec's job through the API, with a token from the image's own CLI; fired every second.
     token = cluster.compose("exec", "-T", "api", "tickwork", "token", "--role", "admin").strip()
@@ -210,6 +223,7 @@ def _exercise(cluster: Cluster, target: Target) -> None:
             0.5,
             "three successful runs",
         )
+        cluster.mark("first_successes")
         runs_page = api.get(f"/jobs/{job_id}/runs").json()
         assert any(r["status"] == "SUCCESS" and r["output"] for r in runs_page["items"]), runs_page
 
@@ -228,13 +242,23 @@ def _exercise(cluster: Cluster, target: Target) -> None:
                 1.0,
                 f"{service}'s HEALTHCHECK to pass",
             )
+        cluster.mark("healthy")
 
-        # SIGKILL the leading scheduler's container and one worker's container.
+        # SIGKILL the leading scheduler's container and worker-1's while it runs an attempt.
+        first_leader = wait_for(cluster.leader, 60, 0.5, "one scheduler container to lead")
         survivor = next(s for s in SCHEDULERS if s != first_leader)
+        wait_for(
+            lambda: sample(scrape(cluster.metrics_ports["worker-1"]), "tickwork_attempts_in_progress") >= 1,
+            60,
+            0.1,
+            "worker-1 to run an attempt",
+        )
+        cluster.mark("worker_1_busy")
         killed = datetime.now(UTC)
         cluster.engine.docker("kill", cluster.container(first_leader), cluster.container("worker-1"))
         wait_for(lambda: cluster.leader() == survivor, 60, 0.2, f"{survivor} to take the lease over")
         takeover_seconds = (datetime.now(UTC) - killed).total_seconds()
+        cluster.mark("lease_taken_over")
         after = wait_for(
             lambda: successes_after(cluster, job_id, killed + timedelta(seconds=2)) >= 10,
             120,
@@ -261,6 +285,7 @@ def _exercise(cluster: Cluster, target: Target) -> None:
             1.0,
             "every attempt to finish",
         )
+        cluster.mark("settled")
 
     rows = cluster.runs(job_id)
     first_attempts = [r for r in rows if r.attempt == 1]
@@ -279,6 +304,7 @@ def _exercise(cluster: Cluster, target: Target) -> None:
     assert all(r.status == "FAILED" and r.error == WORKER_LOST for r in failures), [
         (r.status, r.error) for r in failures
     ]
+    assert failures, "worker-1 was killed with an attempt in flight: it must be failed as worker lost"
     # The target saw each success once, plus at most the requests of attempts whose worker died.
     assert len(succeeded) <= target.count() <= len(succeeded) + len(failures)
     summary = {
@@ -289,13 +315,6 @@ def _exercise(cluster: Cluster, target: Target) -> None:
         "worker_lost_attempts": len(failures),
         "target_requests": target.count(),
         "takeover_seconds": round(takeover_seconds, 1),
+        "phases_seconds": cluster.phases,
     }
     (ROOT / "results" / "docker" / "cluster.json").write_text(json.dumps(summary, indent=2) + "\n")
-
-
-def _port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
