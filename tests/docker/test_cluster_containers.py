@@ -265,6 +265,7 @@ def _exercise(cluster: Cluster, target: Target) -> None:
             0.5,
             "ten successful fires after the kill",
         )
+        cluster.mark("fires_after_kill")
         assert after
         assert sample(scrape(cluster.metrics_ports[survivor]), "tickwork_fires_total", outcome="fired") >= 10
         assert (
