@@ -12,6 +12,7 @@
 # downloads and unpacks packages; later runs import the tarball (a few seconds).
 set -euo pipefail
 
+PATH="$PATH:/usr/sbin:/sbin"  # debootstrap and chroot, for a root shell without sbin on PATH
 IMAGE=${1:-tickwork-base:bookworm}
 SUITE=bookworm
 CACHE_DIR=${TICKWORK_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tickwork}

@@ -35,7 +35,7 @@ fi
 # Container tests (tests/docker) run a private dockerd and build the image on a debootstrap base.
 docker_missing=()
 for tool in dockerd:docker.io docker-compose:docker-compose debootstrap:debootstrap; do
-  command -v "${tool%%:*}" >/dev/null 2>&1 || docker_missing+=("${tool#*:}")
+  PATH="$PATH:/usr/sbin:/sbin" command -v "${tool%%:*}" >/dev/null 2>&1 || docker_missing+=("${tool#*:}")
 done
 if [ "${#docker_missing[@]}" -gt 0 ]; then
   echo "test.sh: installing ${docker_missing[*]} with apt for the container tests"

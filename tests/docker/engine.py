@@ -28,6 +28,14 @@ BASE_IMAGE = "tickwork-base:bookworm"
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 
 
+#: dockerd and debootstrap live in sbin, which a non-login root shell may lack on its PATH.
+SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+
+
+def which(tool: str) -> str | None:
+    return shutil.which(tool, path=SEARCH_PATH)
+
+
 class EngineUnavailable(Exception):
     """The container tests cannot run here; the message says what is missing."""
 
@@ -43,7 +51,7 @@ def missing_tools() -> list[str]:
         ("docker-compose", "docker-compose"),
         ("debootstrap", "debootstrap"),
     ):
-        if shutil.which(tool) is None:
+        if which(tool) is None:
             missing.append(f"{tool} (Debian package {package})")
     return missing
 
@@ -55,7 +63,7 @@ def buildkit_client() -> tuple[str, dict[str, str]]:
     secret, both BuildKit features. A newer client without its buildx plugin falls back to the
     legacy builder, which has neither; Debian's 20.10 client has BuildKit built in.
     """
-    on_path = shutil.which("docker") or "docker"
+    on_path = which("docker") or "docker"
     probe = subprocess.run([on_path, "buildx", "version"], capture_output=True, check=False)
     if probe.returncode == 0:
         return on_path, {}
@@ -187,7 +195,7 @@ def start_engine() -> DockerEngine:
     root = Path(tempfile.mkdtemp(prefix="tw-dockerd-"))
     socket = root / "docker.sock"
     argv = [
-        shutil.which("dockerd") or "dockerd",
+        which("dockerd") or "dockerd",
         "--iptables=false",
         "--ip6tables=false",
         "--bridge=none",
@@ -205,6 +213,7 @@ def start_engine() -> DockerEngine:
     log.close()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKER_", "COMPOSE_"))}
     env["DOCKER_HOST"] = f"unix://{socket}"
+    env["PATH"] = SEARCH_PATH
     engine = DockerEngine(root=root, process=process, env=env)
     deadline = time.monotonic() + START_DEADLINE_SECONDS
     while True:
