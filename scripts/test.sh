@@ -32,6 +32,18 @@ if [ ! -x /usr/bin/chromium ]; then
     || echo "test.sh: MISSING: could not install chromium; browser tests fail under CI (skip elsewhere)" >&2
 fi
 
+# Container tests (tests/docker) run a private dockerd and build the image on a debootstrap base.
+docker_missing=()
+for tool in dockerd:docker.io docker-compose:docker-compose debootstrap:debootstrap; do
+  PATH="$PATH:/usr/sbin:/sbin" command -v "${tool%%:*}" >/dev/null 2>&1 || docker_missing+=("${tool#*:}")
+done
+if [ "${#docker_missing[@]}" -gt 0 ]; then
+  echo "test.sh: installing ${docker_missing[*]} with apt for the container tests"
+  if [ "$(id -u)" -eq 0 ]; then apt_get="apt-get"; else apt_get="sudo apt-get"; fi
+  $apt_get update -qq && DEBIAN_FRONTEND=noninteractive $apt_get install -y -qq "${docker_missing[@]}" >/dev/null \
+    || echo "test.sh: MISSING: could not install ${docker_missing[*]}; container tests fail under CI (skip elsewhere)" >&2
+fi
+
 echo "test.sh: ruff"
 ruff check .
 ruff format --check .

@@ -28,8 +28,11 @@ class Target:
 
 
 @contextmanager
-def http_target() -> Iterator[Target]:
-    """Serve on a free loopback port until the block ends; 200 ``ok`` to GET and POST."""
+def http_target(*, delay: float = 0.0) -> Iterator[Target]:
+    """Serve on a free loopback port until the block ends; 200 ``ok`` to GET and POST.
+
+    ``delay`` seconds pass between recording a request and answering it (a slow endpoint).
+    """
     target = Target(url="")
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -39,6 +42,8 @@ def http_target() -> Iterator[Target]:
                 self.rfile.read(length)
             with target.lock:
                 target.hits.append((self.command, self.path, time.time()))
+            if delay:
+                time.sleep(delay)
             body = b"ok"
             self.send_response(200)
             self.send_header("content-length", str(len(body)))

@@ -19,7 +19,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import (
@@ -122,6 +122,16 @@ class TickworkMetrics:
             ["node_id", "result"],
             registry=registry,
         )
+
+    def record_fires(self, rows: Mapping[str, int]) -> None:
+        """Count the rows one fire transaction wrote, keyed by run status.
+
+        A PENDING row is a fire made (the outbox row of attempt 1): its outcome is ``fired``;
+        MISSED and SKIPPED rows are fires not made, counted as ``missed`` and ``skipped``.
+        """
+        for status, count in rows.items():
+            outcome = "fired" if status == "PENDING" else status.lower()
+            self.fires.labels(outcome).inc(count)
 
     def record_lease(self, node_id: str, result: str, *, leader: bool) -> None:
         """One lease attempt of a scheduler node and whether it leads afterwards."""

@@ -1,21 +1,29 @@
 """docker/: the compose topology, Prometheus' targets and the Grafana dashboard agree with the code.
 
-No Docker engine runs here, so these read the files: every service the issue names is there,
-every tickwork process is scraped on the port it serves, and every metric the dashboard queries
-is one tickwork exports (a renamed metric would leave a panel silently empty).
+These read the files (tests/docker runs the image and compose.host.yml for real): every service
+the issue names is there, every tickwork process is scraped on the port it serves, every metric
+the dashboard queries is one tickwork exports (a renamed metric would leave a panel silently
+empty), Compose itself accepts both compose files, and the image runs as a non-root user with a
+health check and no secret.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from tests.conftest import IN_CI
 from tickwork.metrics import ClusterCollector, TickworkMetrics
 
 pytestmark = pytest.mark.unit
@@ -84,3 +92,100 @@ def test_grafana_uses_the_provisioned_datasource_and_real_metric_names() -> None
             used |= set(re.findall(r"\btickwork_[a-z_]+", target["expr"]))
     assert used, "the dashboard queries no tickwork metric"
     assert used <= exported, sorted(used - exported)
+
+
+TICKWORK_SERVICES = {"migrate", "api", "scheduler-1", "scheduler-2", "worker-1", "worker-2"}
+
+
+def test_host_compose_runs_only_tickwork_on_the_host_network() -> None:
+    full = load("compose.yml")["services"]
+    services = load("compose.host.yml")["services"]
+    assert set(services) == TICKWORK_SERVICES
+    for name, svc in services.items():
+        assert svc["network_mode"] == "host", name
+        assert "ports" not in svc, name
+        assert svc["command"][:1] == full[name]["command"][:1], name
+        env = svc["environment"]
+        assert env["TICKWORK_DATABASE_URL"].startswith("${TICKWORK_DATABASE_URL:-mysql+pymysql://")
+        assert env["TICKWORK_AUTH_SECRET"].startswith("${TICKWORK_AUTH_SECRET:?"), "the secret is required"
+        if name != "migrate":
+            assert svc["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    # On one network namespace every process needs a port of its own.
+    ports = [
+        services[n]["environment"]["TICKWORK_METRICS_PORT"] for n in TICKWORK_SERVICES - {"migrate", "api"}
+    ]
+    assert len(set(ports)) == 4
+
+
+@pytest.mark.parametrize("name", ["compose.yml", "compose.host.yml"])
+def test_docker_compose_accepts_the_file(name: str) -> None:
+    compose = shutil.which("docker-compose")
+    if compose is None:
+        message = "docker-compose is not installed (scripts/test.sh installs Debian's docker-compose)"
+        if IN_CI:
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKWORK_")}
+    env["TICKWORK_AUTH_SECRET"] = "compose-config-check-secret-0123456789"
+    result = subprocess.run(
+        [compose, "-f", str(DOCKER / name), "config", "--quiet"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_compose_refuses_to_start_without_an_auth_secret() -> None:
+    for name in ("compose.yml", "compose.host.yml"):
+        text = (DOCKER / name).read_text()
+        assert "${TICKWORK_AUTH_SECRET:?" in text, name
+
+
+def test_image_is_standard_non_root_with_a_health_check_and_no_secret() -> None:
+    dockerfile = (DOCKER / "Dockerfile").read_text()
+    instructions = [line for line in dockerfile.splitlines() if line and not line.startswith("#")]
+    assert "ARG BASE_IMAGE=python:3.11-slim" in instructions
+    assert [line for line in instructions if line.startswith("FROM")] == [
+        "FROM ${BASE_IMAGE} AS build",
+        "FROM ${BASE_IMAGE}",
+    ]
+    user = next(line for line in instructions if line.startswith("USER "))
+    assert user.split()[1].split(":")[0] not in ("0", "root")
+    assert any(line.startswith("HEALTHCHECK ") and "tickwork-healthcheck" in line for line in instructions)
+    env_lines = " ".join(line for line in instructions if line.startswith(("ENV", "ARG")))
+    assert not re.search(r"SECRET|PASSWORD|TOKEN", env_lines, re.IGNORECASE)
+    ignored = (DOCKER / "Dockerfile.dockerignore").read_text().splitlines()
+    # Every file the image copies from the context is let through the ignore file.
+    copies = [
+        line.split()[1:-1] for line in instructions if line.startswith("COPY ") and "--from" not in line
+    ]
+    for source in (s for sources in copies for s in sources):
+        assert f"!{source}" in ignored or f"!{source}/" in ignored, source
+
+
+def _healthcheck() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("tickwork_healthcheck", DOCKER / "healthcheck.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_healthcheck_finds_the_role_pid_1_runs() -> None:
+    health = _healthcheck()
+    argv = [
+        "/opt/venv/bin/python",
+        "/opt/venv/bin/tickwork",
+        "api",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "8000",
+        "",
+    ]
+    assert health.role_and_options(argv) == ("api", ["--host", "0.0.0.0", "--port", "8000", ""])
+    assert health.role_and_options(["python", "tickwork", "worker", "-p", "1"])[0] == "worker"
+    assert health.role_and_options(["python", "tickwork", "db", "upgrade"]) == (None, [])

@@ -183,3 +183,14 @@ def test_read_cluster_state() -> None:
     assert state["leader"] == {"node_id": "node-a", "ttl_ms": 2500}
     assert [s["node_id"] for s in state["schedulers"]] == ["node-a", "node-b"]
     assert [(w["worker_id"], w["ttl_seconds"]) for w in state["workers"]] == [("w1", 9.0)]
+
+
+def test_fires_count_a_pending_row_as_fired() -> None:
+    """The scheduler's rows are keyed by run status; a PENDING row is a fire made."""
+    registry = CollectorRegistry()
+    metrics = TickworkMetrics(registry)
+    metrics.record_fires({"PENDING": 3, "MISSED": 1, "SKIPPED": 2})
+    assert value(registry, "tickwork_fires_total", outcome="fired") == 3.0
+    assert value(registry, "tickwork_fires_total", outcome="missed") == 1.0
+    assert value(registry, "tickwork_fires_total", outcome="skipped") == 2.0
+    assert value(registry, "tickwork_fires_total", outcome="pending") == 0.0

@@ -337,8 +337,7 @@ class SchedulerService:
             )
             self.stats["ticks"] += 1
             self.stats["rows"] += sum(result.rows.values())
-            for status, count in result.rows.items():
-                get_metrics().fires.labels(status.lower()).inc(count)
+            get_metrics().record_fires(result.rows)
             done = self.publish_attempts(result.to_publish, hold_until_due=True)
             published += done
             if until is not None:
