@@ -230,9 +230,9 @@ def test_recorder_merged_group_with_losers_names_the_winners(mysql_engine) -> No
         _Pending(CLAIM, free, "w1", message_id="m-free"),
         _Pending(CLAIM, dup, "w1", message_id="m-dup-1"),
         _Pending(CLAIM, dup, "w1", message_id="m-dup-2"),
-        _Pending(FINISH, mine_ok, "w1", outcome=("SUCCESS", "out", None, None)),
-        _Pending(FINISH, mine_failed, "w1", outcome=("FAILED", None, "boom", "tb")),
-        _Pending(FINISH, theirs, "w1", outcome=("SUCCESS", "out", None, None)),
+        _Pending(FINISH, mine_ok, "w1", outcome=("SUCCESS", "out", None, None, 200)),
+        _Pending(FINISH, mine_failed, "w1", outcome=("FAILED", None, "boom", "tb", None)),
+        _Pending(FINISH, theirs, "w1", outcome=("SUCCESS", "out", None, None, 201)),
     ]
     recorder = AttemptRecorder(mysql_engine)
     try:
@@ -245,7 +245,8 @@ def test_recorder_merged_group_with_losers_names_the_winners(mysql_engine) -> No
     assert (rows[taken].worker_id, rows[taken].status) == ("w-other", "RUNNING")
     assert (rows[free].worker_id, rows[free].message_id, rows[free].status) == ("w1", "m-free", "RUNNING")
     assert (rows[dup].message_id, rows[dup].status) == ("m-dup-1", "RUNNING")
-    assert (rows[mine_ok].status, rows[mine_ok].output) == ("SUCCESS", "out")
+    assert (rows[mine_ok].status, rows[mine_ok].output, rows[mine_ok].http_status) == ("SUCCESS", "out", 200)
+    assert rows[mine_failed].http_status is None
     assert (rows[mine_failed].status, rows[mine_failed].error, rows[mine_failed].traceback) == (
         "FAILED",
         "boom",

@@ -63,6 +63,8 @@ class RunOut(ApiModel):
     status: str
     attempt: int
     output: str | None
+    #: The status code of an http job's response (null: no response, or a Python job).
+    http_status: int | None
     created_at: datetime
     updated_at: datetime
     scheduled_for: datetime

@@ -20,7 +20,8 @@ from tickwork.middleware.attempt import (
     Attempt,
     current_attempt,
     describe_failure,
-    format_traceback,
+    failure_http_status,
+    failure_traceback,
     write_with_retries,
 )
 from tickwork.store.attempts import finish_and_retry
@@ -131,8 +132,9 @@ class Backoff(Middleware):
                     available_at=utcnow() + timedelta(seconds=delay),
                     arguments=arguments,
                     output=getattr(exception, "output", None),
+                    http_status=failure_http_status(exception, attempt),
                     error=describe_failure(exception, attempt.timeout_seconds),
-                    traceback=format_traceback(exception),
+                    traceback=failure_traceback(exception, attempt),
                 ),
                 what=f"the retry of run {options['run_id']}",
                 logger=self.logger,

@@ -20,7 +20,8 @@ from tickwork.messaging import build_message, dlq_name, publish
 from tickwork.middleware.attempt import (
     current_attempt,
     describe_failure,
-    format_traceback,
+    failure_http_status,
+    failure_traceback,
     write_with_retries,
 )
 from tickwork.middleware.backoff import has_retries_left
@@ -72,8 +73,9 @@ class DeadLetter(Middleware):
                     attempt.worker_id,
                     status=RunStatus.DEAD,
                     output=getattr(exception, "output", None),
+                    http_status=failure_http_status(exception, attempt),
                     error=error,
-                    traceback=format_traceback(exception),
+                    traceback=failure_traceback(exception, attempt),
                 ),
                 what=f"the dead letter of run {options['run_id']}",
                 logger=self.logger,

@@ -30,6 +30,7 @@ def finish_and_retry(
     output: str | None,
     error: str | None,
     traceback: str | None,
+    http_status: int | None = None,
     finished_status: RunStatus = RunStatus.FAILED,
     reaping: bool = False,
 ) -> int | None:
@@ -48,6 +49,7 @@ def finish_and_retry(
             output=output,
             error=error,
             traceback=traceback,
+            http_status=http_status,
             now=now,
         ):
             return None

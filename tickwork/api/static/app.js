@@ -229,6 +229,7 @@ function runsTable(runs, dlq) {
     dlq ? h("td", {}, h("a", { href: "#/jobs/" + r.jobId }, "job " + r.jobId)) : null,
     h("td", { class: "num" }, r.attempt),
     h("td", {}, badge(r.status)),
+    h("td", { class: "num http-status" }, r.httpStatus == null ? "–" : String(r.httpStatus)),
     h("td", {}, r.trigger),
     h("td", {}, when(r.scheduledFor)),
     h("td", {}, when(r.startedAt), r.finishedAt ? h("div", { class: "muted" }, "took " + ((Date.parse(r.finishedAt) - Date.parse(r.startedAt || r.finishedAt)) / 1000).toFixed(3) + " s") : null),
@@ -239,7 +240,7 @@ function runsTable(runs, dlq) {
       const run = await api("POST", "/dlq/" + r.id + "/replay");
       return "Replayed run " + r.id + " as run " + run.id;
     }) }, "Replay")) : null));
-  const headers = ["Run", dlq ? "Job" : null, "Attempt", "Status", "Trigger", "Scheduled for", "Started", "Worker", "Output", "Error", dlq ? "" : null].filter((x) => x !== null);
+  const headers = ["Run", dlq ? "Job" : null, "Attempt", "Status", "HTTP", "Trigger", "Scheduled for", "Started", "Worker", "Output", "Error", dlq ? "" : null].filter((x) => x !== null);
   return h("table", { id: dlq ? "dlq-table" : "runs-table" },
     h("thead", {}, h("tr", {}, headers.map((t) => h("th", {}, t)))),
     h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: headers.length, class: "muted" }, dlq ? "The dead-letter queue is empty." : "No runs yet."))));
