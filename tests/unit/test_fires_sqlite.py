@@ -29,6 +29,16 @@ def test_fires_on_sqlite(sqlite_engine: Engine) -> None:
     assert fire_due_jobs(sqlite_engine, now=BASE + timedelta(seconds=3)).to_publish == []
 
 
+def test_fires_carry_their_trigger_for_the_lag_metric(sqlite_engine: Engine) -> None:
+    """A fire late past the grace is a catch-up (``misfire``), an on-time one ``schedule``."""
+    spec = JobSpec(name="late", cron_expression="0 * * * * *", handler_type="python", handler_data="x")
+    create_job(sqlite_engine, spec, now=BASE)
+    late = fire_due_jobs(sqlite_engine, now=BASE + timedelta(minutes=10, seconds=30), default_grace_seconds=1)
+    assert [a.trigger for a in late.to_publish] == ["misfire"]
+    on_time = fire_due_jobs(sqlite_engine, now=BASE + timedelta(minutes=11), default_grace_seconds=1)
+    assert [a.trigger for a in on_time.to_publish] == ["schedule"]
+
+
 def test_embedded_service_fires(sqlite_engine: Engine, namespace: str) -> None:
     settings = load_settings(database_url=str(sqlite_engine.url), namespace=namespace)
     service = SchedulerService(settings, engine=sqlite_engine)

@@ -58,3 +58,21 @@ def test_timeline_slots_counts_and_lag(sqlite_engine: Engine) -> None:
     assert t["lag_avg"][6] == pytest.approx(1.0, abs=0.01)
     assert t["lag_max"][6] == pytest.approx(1.5, abs=0.01)
     assert t["lag_avg"][9] is None  # a retry's lag is not scheduling lag
+
+
+def test_timeline_lag_of_runs_in_different_seconds_of_one_minute_shares_one_bucket(
+    sqlite_engine: Engine,
+) -> None:
+    """Runs created at 12:27:05 (98 s late) and 12:27:40 (2 s late): one minute, avg 50, max 98."""
+    jid = job(sqlite_engine, "spread")
+    minute = datetime(2026, 11, 23, 12, 27, tzinfo=UTC)
+    for second, late in ((5, 98.0), (40, 2.0)):
+        created = minute + timedelta(seconds=second)
+        run = insert_run(sqlite_engine, job_id=jid, scheduled_for=created, now=created)
+        claim_attempt(sqlite_engine, run, "w", now=created + timedelta(seconds=late))
+    t = stats.run_timeline(sqlite_engine, minutes=10, now=NOW)
+    slot = t["minutes"].index(int(minute.timestamp() // 60))
+    assert t["counts"]["RUNNING"][slot] == 2
+    assert t["lag_max"][slot] == pytest.approx(98.0, abs=0.01)
+    assert t["lag_avg"][slot] == pytest.approx(50.0, abs=0.01)
+    assert [i for i, v in enumerate(t["lag_max"]) if v is not None] == [slot]

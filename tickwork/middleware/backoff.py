@@ -25,7 +25,7 @@ from tickwork.middleware.attempt import (
     write_with_retries,
 )
 from tickwork.store.attempts import finish_and_retry
-from tickwork.store.models import utcnow
+from tickwork.store.models import RunTrigger, utcnow
 from tickwork.store.runs import mark_enqueued
 
 #: Up to this fraction of the delay is added at random, so retries of many runs spread out.
@@ -151,7 +151,14 @@ class Backoff(Middleware):
                 options["run_id"],
             )
             return None
-        next_options = RunOptions(**{**options, "run_id": new_id, "attempt": options["attempt"] + 1})  # type: ignore[typeddict-item]
+        next_options = RunOptions(
+            **{
+                **options,
+                "run_id": new_id,
+                "attempt": options["attempt"] + 1,
+                "trigger": RunTrigger.RETRY.value,
+            }
+        )  # type: ignore[typeddict-item]
         carried = {k: v for k, v in message.options.items() if k in ("time_limit", "max_retries")}
         next_message: dramatiq.Message[Any] = dramatiq.Message(
             queue_name=message.queue_name,

@@ -27,7 +27,7 @@ from tickwork.middleware.attempt import (
 from tickwork.middleware.backoff import has_retries_left
 from tickwork.store.attempts import discard_dead_runs, list_dead_runs, replay_dead_run
 from tickwork.store.jobs import get_job
-from tickwork.store.models import JobRun, RunStatus, utcnow
+from tickwork.store.models import JobRun, RunStatus, RunTrigger, utcnow
 from tickwork.store.runs import finish_attempt, mark_enqueued
 
 logger = logging.getLogger(__name__)
@@ -162,6 +162,7 @@ def replay(settings: Settings, engine: Engine, broker: dramatiq.Broker, run_id: 
         attempt=attempt,
         scheduled_for=dead.scheduled_for,
         arguments=dead.arguments,
+        trigger=RunTrigger.REPLAY.value,
     )
     _remove_from_dlq(settings, {run_id})
     try:

@@ -116,7 +116,9 @@ def _minute_bucket(engine: Engine, column: Any) -> ColumnElement[Any]:
     if engine.dialect.name == "mysql":
         # Naive UTC in the column: TIMESTAMPDIFF from the epoch avoids the session time zone.
         return func.floor(func.timestampdiff(_literal("SECOND"), "1970-01-01 00:00:00", column) / 60)
-    return cast(func.strftime("%s", column), Integer) / 60
+    # ``//``: integer division (SQLAlchemy 2 compiles ``/`` on integers as a true division, and a
+    # minute would split into one fractional bucket per second).
+    return cast(func.strftime("%s", column), Integer) // 60
 
 
 def _lag_seconds(engine: Engine) -> ColumnElement[Any]:
