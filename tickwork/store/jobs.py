@@ -93,9 +93,11 @@ def update_job(engine: Engine, job_id: int, spec: JobSpec, *, now: datetime | No
             row["timezone"],
             row["run_at"],
         )
+        resumed = row["enabled"] and not job.enabled
         for key, value in row.items():
             setattr(job, key, value)
-        if schedule_changed:
+        if schedule_changed or (resumed and row["cron_expression"]):
+            # A resumed cron job's misfire window starts now (see :func:`set_enabled`).
             job.next_fire_at = row["run_at"] if row["run_at"] is not None else _compute_next_fire(row, now)
         job.updated_at = now
         try:
@@ -117,16 +119,26 @@ def delete_job(engine: Engine, job_id: int) -> None:
 
 
 def set_enabled(engine: Engine, job_id: int, enabled: bool, *, now: datetime | None = None) -> Job:
-    """Pause or resume. A resumed job keeps its past ``next_fire_at``: the misfire policy decides."""
+    """Pause or resume.
+
+    The misfire window of a job starts when it was last enabled: resuming a paused cron job
+    moves its next fire to the first one after the resume, so the times it was paused (or
+    created paused) are never fired, missed or caught up. A one-time job that has not fired
+    keeps its instant (it fires once on resume, as a past ``runAt`` does at creation). Resuming
+    a job that is already enabled changes nothing (a scheduler outage's misfires stay due).
+    """
     now = now or utcnow()
+    c = jobs_table.c
     with engine.begin() as conn:
-        result = conn.execute(
-            update(jobs_table)
-            .where(jobs_table.c.id == job_id)
-            .values(enabled=enabled, updated_at=now, version=jobs_table.c.version + 1)
-        )
-        if result.rowcount == 0:
+        row = conn.execute(
+            select(c.enabled, c.cron_expression, c.timezone, c.run_at).where(c.id == job_id)
+        ).first()
+        if row is None:
             raise NotFound(f"job {job_id} not found")
+        values: dict[str, Any] = {"enabled": enabled, "updated_at": now, "version": c.version + 1}
+        if enabled and not row.enabled and row.cron_expression:
+            values["next_fire_at"] = _compute_next_fire(dict(row._mapping), now)
+        conn.execute(update(jobs_table).where(c.id == job_id).values(**values))
     return get_job(engine, job_id)
 
 
