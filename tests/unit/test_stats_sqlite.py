@@ -31,9 +31,10 @@ def test_job_summaries_page_by_id_with_newest_run(sqlite_engine: Engine) -> None
     assert page[0].last_status is None and page[1].last_status == "DEAD"
     rest, cursor = stats.job_summaries(sqlite_engine, after_id=ids[1], limit=10)
     assert [j.name for j in rest] == ["j2", "j3", "j4"] and cursor is None
-    assert [j.name for j in stats.job_summaries(sqlite_engine, name_prefix="j3")[0]] == ["j3"]
-    # LIKE wildcards in the prefix are literal.
-    assert stats.job_summaries(sqlite_engine, name_prefix="j%")[0] == []
+    assert [j.name for j in stats.job_summaries(sqlite_engine, name_contains="j3")[0]] == ["j3"]
+    assert [j.name for j in stats.job_summaries(sqlite_engine, name_contains="3")[0]] == ["j3"]
+    # LIKE wildcards in the filter are literal.
+    assert stats.job_summaries(sqlite_engine, name_contains="j%")[0] == []
     assert stats.dead_count(sqlite_engine) == 1 and stats.pending_count(sqlite_engine) == 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from pydantic.alias_generators import to_camel
 from sqlalchemy import ColumnElement, Engine, func, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -13,6 +14,40 @@ from tickwork.scheduler.cron import next_fire_time
 from tickwork.spec import JobSpec
 from tickwork.store.engine import session_factory
 from tickwork.store.models import Job, jobs_table, utcnow
+
+#: The fields a ``@job`` decorator defines: the code owns them, and an API edit of one is
+#: refused (it would be reverted when the next worker or scheduler registers the code). The
+#: other fields (``enabled``, ``parameters``, the misfire and overlap policies) are the
+#: operator's: API edits of them survive restarts.
+CODE_OWNED_FIELDS = (
+    "name",
+    "cron_expression",
+    "timezone",
+    "handler_type",
+    "handler_data",
+    "retry_count",
+    "retry_backoff_seconds",
+    "max_backoff_seconds",
+    "timeout_seconds",
+    "queue",
+)
+DECORATOR_SOURCE = "decorator"
+
+
+def check_code_owned_unchanged(job: Job, spec: JobSpec) -> None:
+    """Refuse (:class:`Conflict`) an API edit that changes a code-owned field of a ``@job`` job."""
+    if job.source != DECORATOR_SOURCE:
+        return
+    row = spec.to_row()
+    for name in CODE_OWNED_FIELDS:
+        if getattr(job, name) != row[name]:
+            field = to_camel(name)
+            raise Conflict(
+                f"{field} of job {job.name!r} is defined in code by @job: change it in the code "
+                "(the API may change enabled, parameters, misfirePolicy, misfireGraceSeconds "
+                "and overlapPolicy)",
+                field=field,
+            )
 
 
 def _compute_next_fire(row: dict[str, Any], now: datetime) -> datetime | None:
@@ -145,19 +180,22 @@ def set_enabled(engine: Engine, job_id: int, enabled: bool, *, now: datetime | N
 def upsert_decorated_job(engine: Engine, spec: JobSpec, *, now: datetime | None = None) -> Job:
     """Register a ``@job`` function's definition by name (workers and schedulers do this at start).
 
-    The decorator is the source of truth for its own jobs, so a changed definition replaces the
-    stored one; an unchanged one is left alone (its ``next_fire_at`` keeps its place).
+    The decorator is the source of truth for its code-owned fields (:data:`CODE_OWNED_FIELDS`),
+    so a changed definition replaces them; an unchanged one is left alone (its ``next_fire_at``
+    keeps its place).
     """
     now = now or utcnow()
     try:
         existing = get_job_by_name(engine, spec.name)
     except NotFound:
         try:
-            return create_job(engine, spec, source="decorator", now=now)
+            return create_job(engine, spec, source=DECORATOR_SOURCE, now=now)
         except Conflict:  # another process registered it at the same moment
             existing = get_job_by_name(engine, spec.name)
-    # Pausing is an operator's decision: re-registering the code must not resume the job.
-    spec = spec.model_copy(update={"enabled": existing.enabled})
+    # The operator's fields (pausing, parameters, policies) are not the code's: re-registering
+    # the code keeps them as the API left them.
+    operator_owned = set(JobSpec.model_fields) - set(CODE_OWNED_FIELDS)
+    spec = spec.model_copy(update={name: getattr(existing, name) for name in operator_owned})
     current = JobSpec.model_validate({key: getattr(existing, key) for key in JobSpec.model_fields})
     if current == spec:
         return existing

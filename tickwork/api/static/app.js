@@ -130,7 +130,7 @@ const views = {
     view.replaceChildren(
       h("h1", {}, "Jobs"),
       h("div", { class: "toolbar" },
-        h("input", { id: "job-filter", placeholder: "name starts with…", value: jobsFilter, onchange: (e) => { jobsFilter = e.target.value.trim(); jobsCursor = [0]; render(); } }),
+        h("input", { id: "job-filter", placeholder: "name contains…", value: jobsFilter, onchange: (e) => { jobsFilter = e.target.value.trim(); jobsCursor = [0]; render(); } }),
         h("button", { type: "button", disabled: jobsCursor.length < 2, onclick: () => { jobsCursor.pop(); render(); } }, "← Previous"),
         h("button", { type: "button", disabled: page.nextAfterId === null, onclick: () => { jobsCursor.push(page.nextAfterId); render(); } }, "Next →"),
         h("span", { class: "muted" }, "page " + jobsCursor.length + ", " + page.items.length + " jobs")),
@@ -178,22 +178,22 @@ const views = {
 
   async cluster(view) {
     const c = await api("GET", "/cluster");
-    const leaderId = c.leader ? c.leader.nodeId || c.leader.node_id : null;
+    const leaderId = c.leader ? c.leader.nodeId : null;
     const nodeRows = c.schedulers.map((n) => h("tr", {},
-      h("td", {}, n.node_id || n.key, n.node_id && n.node_id === leaderId ? [" ", h("span", { class: "badge s-SUCCESS" }, "leader")] : null),
+      h("td", {}, n.nodeId || n.key, n.nodeId && n.nodeId === leaderId ? [" ", h("span", { class: "badge s-SUCCESS" }, "leader")] : null),
       h("td", {}, n.host || "–"), h("td", { class: "num" }, n.pid || "–"),
-      h("td", {}, when(n.started_at)), h("td", { class: "num" }, n.ttl_seconds === null ? "–" : n.ttl_seconds + " s")));
+      h("td", {}, when(n.startedAt)), h("td", { class: "num" }, n.ttlSeconds == null ? "–" : n.ttlSeconds + " s")));
     const workerRows = c.workers.map((w) => h("tr", {},
-      h("td", {}, w.worker_id || w.key), h("td", {}, w.host || "–"), h("td", { class: "num" }, w.pid || "–"),
-      h("td", {}, when(w.started_at)),
-      h("td", {}, w.beat_at ? [when(w.beat_at), h("div", { class: "muted" }, ago(w.beat_at))] : "–"),
-      h("td", { class: "num" }, w.ttl_seconds === null ? "–" : w.ttl_seconds + " s"),
+      h("td", {}, w.workerId || w.key), h("td", {}, w.host || "–"), h("td", { class: "num" }, w.pid || "–"),
+      h("td", {}, when(w.startedAt)),
+      h("td", {}, w.beatAt ? [when(w.beatAt), h("div", { class: "muted" }, ago(w.beatAt))] : "–"),
+      h("td", { class: "num" }, w.ttlSeconds == null ? "–" : w.ttlSeconds + " s"),
       h("td", {}, details(w))));
     view.replaceChildren(
       h("h1", {}, "Cluster"),
       h("div", { class: "cards" },
         h("div", { class: "card" }, h("div", { class: "muted" }, "Leader"), h("div", { class: "big", id: "leader" }, leaderId || "none"),
-          c.leader ? h("div", { class: "muted" }, "lease " + c.leader.ttl_ms + " ms left") : null),
+          c.leader ? h("div", { class: "muted" }, "lease " + c.leader.ttlMs + " ms left") : null),
         h("div", { class: "card" }, h("div", { class: "muted" }, "Schedulers"), h("div", { class: "big" }, c.schedulers.length)),
         h("div", { class: "card" }, h("div", { class: "muted" }, "Live workers"), h("div", { class: "big", id: "live-workers" }, c.workers.length)),
         h("div", { class: "card" }, h("div", { class: "muted" }, "Dead letters"), h("div", { class: "big" }, c.dlqSize)),
@@ -219,7 +219,7 @@ const views = {
 };
 
 function details(item) {
-  const rest = Object.entries(item).filter(([k]) => !["key", "worker_id", "host", "pid", "ttl_seconds", "beat_at", "started_at"].includes(k));
+  const rest = Object.entries(item).filter(([k]) => !["key", "workerId", "host", "pid", "ttlSeconds", "beatAt", "startedAt"].includes(k));
   return rest.length ? h("pre", {}, JSON.stringify(Object.fromEntries(rest))) : h("span", { class: "muted" }, "–");
 }
 
