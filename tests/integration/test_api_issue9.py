@@ -58,7 +58,8 @@ def test_patch_of_a_code_owned_field_of_a_job_job_is_refused_naming_the_field(
     assert get_job(api.engine, job_id).version == before.version  # nothing changed
     # PUT is refused the same way; sending the code's own values is fine.
     body = {**api.client.get(f"/jobs/{job_id}", headers=api.viewer).json(), **change}
-    put = {k: body[k] for k in ("name", "cronExpression", "handlerType", "handlerData", "retryCount")}
+    keys = ("name", "cronExpression", "handlerType", "handlerData", "retryCount", *change)
+    put = {k: body[k] for k in keys}
     assert api.client.put(f"/jobs/{job_id}", json=put, headers=api.admin).status_code == 409
     same = api.client.patch(f"/jobs/{job_id}", json={"retryCount": 2}, headers=api.admin)
     assert same.status_code == 200, same.text

@@ -195,7 +195,8 @@ def upsert_decorated_job(engine: Engine, spec: JobSpec, *, now: datetime | None 
     # The operator's fields (pausing, parameters, policies) are not the code's: re-registering
     # the code keeps them as the API left them.
     operator_owned = set(JobSpec.model_fields) - set(CODE_OWNED_FIELDS)
-    spec = spec.model_copy(update={name: getattr(existing, name) for name in operator_owned})
+    kept = {name: getattr(existing, name) for name in operator_owned}
+    spec = JobSpec.model_validate({**spec.model_dump(by_alias=False), **kept})
     current = JobSpec.model_validate({key: getattr(existing, key) for key in JobSpec.model_fields})
     if current == spec:
         return existing
