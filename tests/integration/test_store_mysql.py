@@ -253,3 +253,14 @@ def test_recorder_merged_group_with_losers_names_the_winners(mysql_engine) -> No
         "tb",
     )
     assert (rows[theirs].status, rows[theirs].worker_id) == ("RUNNING", "w-other")
+
+
+def test_ids_are_never_reused_after_a_delete(mysql_engine) -> None:
+    from tickwork.store.jobs import delete_job
+
+    first = create_job(mysql_engine, JobSpec.model_validate({**SEED, "name": "reuse"}))
+    run = insert_run(mysql_engine, job_id=first.id, scheduled_for=datetime(2026, 1, 1, tzinfo=UTC))
+    delete_job(mysql_engine, first.id)
+    second = create_job(mysql_engine, JobSpec.model_validate({**SEED, "name": "reuse"}))
+    assert second.id > first.id
+    assert insert_run(mysql_engine, job_id=second.id, scheduled_for=datetime(2026, 1, 1, tzinfo=UTC)) > run
