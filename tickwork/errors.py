@@ -46,5 +46,9 @@ class Conflict(TickworkError):
         super().__init__(message)
 
 
+class DatabaseMissing(TickworkError):
+    """There is no tickwork database at the configured URL (a read-only command creates none)."""
+
+
 class DatabaseNotMigrated(TickworkError):
     """The database schema is missing or out of date: run `tickwork db upgrade`."""
