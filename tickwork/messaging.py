@@ -169,7 +169,7 @@ def ready_messages(broker: dramatiq.Broker, queue: str) -> int | None:
 def fire_now(
     settings: Settings,
     engine: Engine,
-    broker: dramatiq.Broker,
+    broker: dramatiq.Broker | None,
     job: Job,
     *,
     trigger: RunTrigger = RunTrigger.MANUAL,
@@ -179,12 +179,17 @@ def fire_now(
 
     Returns the run id once the row is committed. A failed publish is logged, not raised: the
     row stays PENDING and the outbox sweep publishes it (raising would invite the caller to try
-    again, and the run would then happen twice).
+    again, and the run would then happen twice). Without a broker (``None``: the embedded mode
+    outside `tickwork dev`) the row is left unpublished for the sweep of the process that owns
+    the in-process broker, which publishes never-published rows within seconds.
     """
     now = utcnow()
     run_id = insert_run(
         engine, job_id=job.id, scheduled_for=now, trigger=trigger, arguments=arguments, now=now
     )
+    if broker is None:
+        logger.info("Run %s of job %s is PENDING for `tickwork dev` to publish.", run_id, job.name)
+        return run_id
     message = build_message(
         settings, job, run_id=run_id, attempt=1, scheduled_for=now, arguments=arguments, trigger=trigger
     )
