@@ -55,6 +55,7 @@ def test_send_from_another_process_runs_within_the_sweep_time(tmp_path: Path) ->
         while get_run(dev.engine, run_id).status != "SUCCESS":
             assert time.monotonic() - started < DEADLINE_SECONDS, get_run(dev.engine, run_id).status
             time.sleep(0.1)
+        print(f"send -> SUCCESS in {time.monotonic() - started:.2f} s")
         run = get_run(dev.engine, run_id)
         assert (run.output, run.trigger) == ("5", "manual")
     finally:
