@@ -28,7 +28,7 @@ MYSQL_SERVER_URL = os.environ.get("TICKWORK_TEST_MYSQL_URL", "mysql+pymysql://ro
 REDIS_URL = os.environ.get("TICKWORK_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 AMQP_URL = os.environ.get("TICKWORK_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 IN_CI = bool(os.environ.get("CI"))
-#: The seed API's job, exactly as DESIGN.md shows it.
+#: The seed API's job, exactly as docs/design.md shows it (the host is the quick start's target).
 SEED: dict[str, Any] = {
     "name": "test-http",
     "cronExpression": "0 */1 * * * *",
