@@ -4,9 +4,11 @@ The method is ``parameters.method``, else POST (with an empty body unless ``body
 gives one), as the seed job against httpbin's ``/post`` expects. Redirects are not followed.
 Success is a 2xx. The output is the response body as text, cut to ``output_max_bytes``; the
 status code is recorded apart (``job_runs.http_status``). A non-2xx, a network error or a
-timeout fails the attempt with the reason (an expected failure: no traceback is stored). Only http and https;
-the deny list is checked again at execution time against every address the host resolves to,
-and the request is then sent to the checked address (so a DNS answer cannot change in between).
+timeout fails the attempt with the reason (an expected failure: no traceback is stored).
+
+Only http and https; the deny list is checked again at execution time against every address the
+host resolves to, and the request is then sent to the checked address (so a DNS answer cannot
+change in between).
 """
 
 from __future__ import annotations

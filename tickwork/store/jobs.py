@@ -22,6 +22,7 @@ from tickwork.store.models import Job, jobs_table, utcnow
 CODE_OWNED_FIELDS = (
     "name",
     "cron_expression",
+    "run_at",
     "timezone",
     "handler_type",
     "handler_data",
