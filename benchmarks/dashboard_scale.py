@@ -111,7 +111,7 @@ def report(engine: Any, jobs: int) -> None:
     middle = jobs // 2
     timed("jobs page 1 (+ newest run of each)", lambda: stats.job_summaries(engine, limit=50))
     timed(f"jobs page after id {middle}", lambda: stats.job_summaries(engine, after_id=middle, limit=50))
-    timed("jobs by name prefix 'job-0099'", lambda: stats.job_summaries(engine, name_prefix="job-0099"))
+    timed("jobs by name substring 'job-0099'", lambda: stats.job_summaries(engine, name_contains="job-0099"))
     timed("DLQ size (COUNT status=DEAD)", lambda: stats.dead_count(engine))
     timed("PENDING count", lambda: stats.pending_count(engine))
     timed("API /dlq page 1 (DEAD, newest first)", lambda: list_runs(engine, status="DEAD", limit=50))
@@ -124,7 +124,7 @@ def report(engine: Any, jobs: int) -> None:
     explain(engine, "jobs page", select(j.id, j.name).where(j.id > middle).order_by(j.id).limit(51))
     explain(
         engine,
-        "jobs by name prefix",
+        "jobs by name substring",
         select(j.id).where(j.name.startswith("job-0099")).where(j.id > 0).order_by(j.id).limit(51),
     )
     newest = (

@@ -10,8 +10,10 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import threading
 import uuid
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,7 @@ MYSQL_SERVER_URL = os.environ.get("TICKWORK_TEST_MYSQL_URL", "mysql+pymysql://ro
 REDIS_URL = os.environ.get("TICKWORK_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 AMQP_URL = os.environ.get("TICKWORK_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 IN_CI = bool(os.environ.get("CI"))
-#: The seed API's job, exactly as DESIGN.md shows it.
+#: The seed API's job, exactly as docs/design.md shows it (the host is the quick start's target).
 SEED: dict[str, Any] = {
     "name": "test-http",
     "cronExpression": "0 */1 * * * *",
@@ -38,6 +40,30 @@ SEED: dict[str, Any] = {
 RUN_ID = uuid.uuid4().hex[:8]
 #: Distributed mode refuses the built-in development secret (the API and `tickwork token`).
 TEST_AUTH_SECRET = "tickwork-test-secret-0123456789abcdef"  # 32+ bytes: PyJWT warns below
+
+
+@pytest.fixture(scope="session")
+def httpbin_url() -> Iterator[str]:
+    """httpbin (PyPI ``httpbin``, the spec's target) served on a free loopback port by Werkzeug.
+
+    The seed job's ``http://httpbin.org/post`` becomes ``f"{httpbin_url}/post"``.
+    """
+    from werkzeug.serving import make_server
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # httpbin 0.10.0 imports deprecated Werkzeug helpers
+        import httpbin
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        # httpbin 0.10.0's /bytes/N answers a bytearray, which WSGI servers refuse.
+        return [bytes(chunk) for chunk in httpbin.app(environ, start_response)]
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="httpbin", daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
 
 
 def _port_open(host: str, port: int) -> bool:

@@ -36,7 +36,18 @@ class NotFound(TickworkError, LookupError):
 
 
 class Conflict(TickworkError):
-    """The request conflicts with the current state (a duplicate name, a run not in the DLQ)."""
+    """The request conflicts with the current state (a duplicate name, a run not in the DLQ).
+
+    ``field`` names the input that conflicts, when one does (the API answers it beside ``detail``).
+    """
+
+    def __init__(self, message: str | None = None, *, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(message)
+
+
+class DatabaseMissing(TickworkError):
+    """There is no tickwork database at the configured URL (a read-only command creates none)."""
 
 
 class DatabaseNotMigrated(TickworkError):

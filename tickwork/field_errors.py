@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from pydantic.alias_generators import to_camel
+
 from tickwork.errors import ValidationError
 
 #: Where an input came from: the first element of a FastAPI ``loc``, not part of the field's name.
@@ -16,6 +18,8 @@ def field_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for err in errors:
         loc = [part if isinstance(part, int) else str(part) for part in err.get("loc", ())]
+        if loc and loc[0] == "path":  # path parameters are named in snake_case in the routes
+            loc = [loc[0], *(to_camel(p) if isinstance(p, str) else p for p in loc[1:])]
         names = [str(p) for i, p in enumerate(loc) if not (i == 0 and p in LOCATIONS)]
         field = ".".join(names) or (str(loc[0]) if loc else "body")
         reason = str(err.get("msg", "invalid"))

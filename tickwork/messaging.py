@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
@@ -40,6 +40,8 @@ class RunOptions(TypedDict):
     retry_backoff_seconds: int
     max_backoff_seconds: int
     timeout_seconds: float | None
+    #: Why the attempt exists (a ``RunTrigger`` value); absent in messages of older versions.
+    trigger: NotRequired[str]
 
 
 def queue_name(settings: Settings, queue: str) -> str:
@@ -82,10 +84,13 @@ def build_message(
     attempt: int,
     scheduled_for: datetime,
     arguments: dict[str, Any] | None = None,
+    trigger: str = RunTrigger.SCHEDULE.value,
 ) -> dramatiq.Message[Any]:
     """The Dramatiq message for one attempt of ``job`` (no actor import needed to build it)."""
+    tickwork_options = run_options(job, run_id=run_id, attempt=attempt, scheduled_for=scheduled_for)
+    tickwork_options["trigger"] = str(trigger)
     options: dict[str, Any] = {
-        OPTION: run_options(job, run_id=run_id, attempt=attempt, scheduled_for=scheduled_for),
+        OPTION: tickwork_options,
         "max_retries": 0,  # tickwork's Backoff owns retries
     }
     if job.timeout_seconds:
@@ -174,7 +179,7 @@ def ready_messages(broker: dramatiq.Broker, queue: str) -> int | None:
 def fire_now(
     settings: Settings,
     engine: Engine,
-    broker: dramatiq.Broker,
+    broker: dramatiq.Broker | None,
     job: Job,
     *,
     trigger: RunTrigger = RunTrigger.MANUAL,
@@ -184,13 +189,20 @@ def fire_now(
 
     Returns the run id once the row is committed. A failed publish is logged, not raised: the
     row stays PENDING and the outbox sweep publishes it (raising would invite the caller to try
-    again, and the run would then happen twice).
+    again, and the run would then happen twice). Without a broker (``None``: the embedded mode
+    outside `tickwork dev`) the row is left unpublished for the sweep of the process that owns
+    the in-process broker, which publishes never-published rows within seconds.
     """
     now = utcnow()
     run_id = insert_run(
         engine, job_id=job.id, scheduled_for=now, trigger=trigger, arguments=arguments, now=now
     )
-    message = build_message(settings, job, run_id=run_id, attempt=1, scheduled_for=now, arguments=arguments)
+    if broker is None:
+        logger.info("Run %s of job %s is PENDING for `tickwork dev` to publish.", run_id, job.name)
+        return run_id
+    message = build_message(
+        settings, job, run_id=run_id, attempt=1, scheduled_for=now, arguments=arguments, trigger=trigger
+    )
     try:
         publish(broker, [message])
     except Exception:

@@ -73,8 +73,10 @@ class TickworkMetrics:
         )
         self.scheduling_lag = Histogram(
             "tickwork_scheduling_lag_seconds",
-            "From a fire's scheduled time to the start of its first attempt.",
-            ["queue"],
+            "From a fire's scheduled time to the start of its first attempt, by why the attempt "
+            "exists: trigger=schedule is the on-time fires' lag; misfire (catch-up), manual and "
+            "replay fires start late by design and have their own series.",
+            ["queue", "trigger"],
             buckets=LAG_BUCKETS,
             registry=registry,
         )

@@ -73,6 +73,7 @@ def publish_run(settings: Settings, engine: Engine, broker: dramatiq.Broker, run
         attempt=run.attempt,
         scheduled_for=run.scheduled_for,
         arguments=run.arguments,
+        trigger=run.trigger,
     )
     # A retry waiting out its backoff keeps its place: publish it delayed, not early.
     delay_ms = int((run.available_at - utcnow()).total_seconds() * 1000) if run.available_at else 0

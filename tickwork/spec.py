@@ -11,13 +11,17 @@ import json
 import math
 import re
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
     field_validator,
     model_validator,
 )
@@ -42,6 +46,18 @@ SURROGATE_RE = re.compile(r"[\ud800-\udfff]")
 HTTP_METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}
 
 
+def _instant_text(value: Any) -> Any:
+    """An instant is written as ISO 8601 text: a number (epoch seconds?) is refused, not guessed."""
+    if isinstance(value, int | float):
+        raise ValueError("give an ISO 8601 date-time string (e.g. 2030-01-01T00:00:00Z), not a number")
+    return value
+
+
+#: The JSON is strict: no coercion of ``"3"`` to 3, ``"yes"`` to true, 10.0 to 10 or a number to
+#: an instant. A float field takes a JSON integer (a JSON number is a number).
+Instant = Annotated[datetime, BeforeValidator(_instant_text)]
+
+
 class JobSpec(BaseModel):
     """A job definition. Exactly one of ``cronExpression`` / ``runAt`` or neither (on demand)."""
 
@@ -55,20 +71,20 @@ class JobSpec(BaseModel):
 
     name: str = Field(min_length=1, max_length=200)
     cron_expression: str | None = Field(default=None, max_length=200)
-    run_at: datetime | None = None
+    run_at: Instant | None = None
     timezone: str = "UTC"
     handler_type: HandlerType
     handler_data: str = Field(min_length=1, max_length=2048)
     parameters: dict[str, Any] | None = None
-    retry_count: int = Field(default=0, ge=0, le=100)
-    retry_backoff_seconds: int = Field(default=10, ge=0, le=86400)
-    max_backoff_seconds: int = Field(default=3600, ge=0, le=7 * 86400)
-    timeout_seconds: float | None = Field(default=None, gt=0, le=86400)
+    retry_count: StrictInt = Field(default=0, ge=0, le=100)
+    retry_backoff_seconds: StrictInt = Field(default=10, ge=0, le=86400)
+    max_backoff_seconds: StrictInt = Field(default=3600, ge=0, le=7 * 86400)
+    timeout_seconds: StrictFloat | None = Field(default=None, gt=0, le=86400)
     queue: str = "default"
     misfire_policy: MisfirePolicy = MisfirePolicy.FIRE_ONCE
-    misfire_grace_seconds: float | None = Field(default=None, ge=0, le=7 * 86400)
+    misfire_grace_seconds: StrictFloat | None = Field(default=None, ge=0, le=7 * 86400)
     overlap_policy: OverlapPolicy = OverlapPolicy.ALLOW
-    enabled: bool = True
+    enabled: StrictBool = True
 
     # Defined first so it runs before the fields' own checks (after whitespace is stripped).
     @field_validator("name", "cron_expression", "timezone", "handler_data", "queue")
@@ -128,9 +144,12 @@ class JobSpec(BaseModel):
     def _consistent(self) -> JobSpec:
         if self.cron_expression and self.run_at is not None:
             raise ValidationError("runAt", "give either cronExpression or runAt, not both")
-        if self.max_backoff_seconds < self.retry_backoff_seconds and self.retry_count > 0:
-            # Not an error in every scheduler, but here it would silently cap every retry.
-            self.max_backoff_seconds = max(self.max_backoff_seconds, self.retry_backoff_seconds)
+        if self.max_backoff_seconds < self.retry_backoff_seconds:
+            # Refused, not adjusted: it would cap every retry below the backoff asked for.
+            raise ValidationError(
+                "maxBackoffSeconds",
+                f"must be at least retryBackoffSeconds ({self.retry_backoff_seconds})",
+            )
         if self.handler_type == HandlerType.HTTP:
             validate_http_url(self.handler_data)
             validate_http_parameters(self.parameters or {})

@@ -346,10 +346,17 @@ def test_every_write_logs_one_line_with_its_ids(api: Api, caplog: pytest.LogCapt
     [replay] = lines()
     assert f"dead run {dead} replayed" in replay.getMessage()
     assert (replay.job_id, replay.run_id) == (job["id"], replayed["id"])  # type: ignore[attr-defined]
-    api.client.post("/dlq/purge", json={"runIds": [replayed["id"]]}, headers=api.admin)
+    # Purging a run that is not DEAD is refused (409) and writes nothing, so it is not audited.
+    assert (
+        api.client.post("/dlq/purge", json={"runIds": [replayed["id"]]}, headers=api.admin).status_code == 409
+    )
+    dead_too = insert_run(
+        api.engine, job_id=job["id"], scheduled_for=datetime(2026, 1, 2, tzinfo=UTC), status=RunStatus.DEAD
+    )
+    api.client.post("/dlq/purge", json={"runIds": [dead_too]}, headers=api.admin)
     api.client.delete(f"/jobs/{job['id']}", headers=api.admin)
     purge, deleted = lines()
-    assert purge.getMessage().startswith("dlq purged: 0 of 1 dead run id(s)")
+    assert purge.getMessage().startswith("dlq purged: 1 of 1 dead run id(s)")
     assert deleted.getMessage().startswith("job deleted") and deleted.job_id == job["id"]  # type: ignore[attr-defined]
 
     api.client.get("/jobs", headers=api.viewer)

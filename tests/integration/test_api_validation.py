@@ -94,7 +94,7 @@ RAW_INVALID: list[tuple[str, str, str, str]] = [
     ("NaN timeout", '"timeoutSeconds": NaN', "timeoutSeconds", "finite number"),
     ("infinite timeout", '"timeoutSeconds": Infinity', "timeoutSeconds", "finite number"),
     ("NaN misfire grace", '"misfireGraceSeconds": NaN', "misfireGraceSeconds", "finite number"),
-    ("overflowing retries", '"retryCount": 1e400', "retryCount", "finite number"),
+    ("overflowing retries", '"retryCount": 1e400', "retryCount", "integer"),
     ("lone surrogate in the name", '"name": "a\\ud800"', "name", "unicode"),
     ("lone surrogate in parameters", '"parameters": {"json": "\\udfff"}', "parameters.json", "surrogate"),
 ]

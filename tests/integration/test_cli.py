@@ -306,6 +306,7 @@ def test_token_prints_a_signed_token(cluster_settings: Settings) -> None:
 
 
 def test_commands_refuse_an_unmigrated_database(tmp_path: Path, cluster_settings: Settings) -> None:
+    (tmp_path / "empty.db").touch()  # a database without tickwork's schema (a missing file: test_cli_issue9)
     empty = cluster_settings.model_copy(update={"database_url": f"sqlite:///{tmp_path / 'empty.db'}"})
     commands = (["jobs", "list"], ["runs", "list"], ["dlq", "list"], ["api"], ["dev", "--no-migrate"])
     for args in commands:

@@ -91,9 +91,9 @@ def test_cluster_reads_the_redis_keys(
     insert_run(mysql_engine, job_id=job, scheduled_for=utcnow(), status=RunStatus.DEAD)
     body = client.get("/cluster", headers=auth(cluster_settings)).json()
     assert body["mode"] == "redis" and body["redis"] == "ok"
-    assert body["leader"]["node_id"] == "sched-a" and 0 < body["leader"]["ttl_ms"] <= 3000
-    assert sorted(s["node_id"] for s in body["schedulers"]) == ["sched-a", "sched-b"]
-    assert [w["worker_id"] for w in body["workers"]] == ["w-1"]
+    assert body["leader"]["nodeId"] == "sched-a" and 0 < body["leader"]["ttlMs"] <= 3000
+    assert sorted(s["nodeId"] for s in body["schedulers"]) == ["sched-a", "sched-b"]
+    assert [w["workerId"] for w in body["workers"]] == ["w-1"]
     assert body["dlqSize"] == 1
 
 

@@ -190,15 +190,19 @@ def test_one_time_job_fires_once(mysql_engine: Engine) -> None:
     assert statuses(mysql_engine, job_id) == {"PENDING": 1}
 
 
-def test_paused_job_makes_no_fires_and_resume_applies_misfire_policy(mysql_engine: Engine) -> None:
+def test_paused_job_makes_no_fires_and_resume_fires_from_the_resume_on(mysql_engine: Engine) -> None:
+    """The misfire window starts when the job was last enabled (issue 9): the paused time is
+    neither caught up nor recorded MISSED."""
     job_id = make_job(mysql_engine, "paused", "*/10 * * * * *", misfire_grace_seconds=30)
-    set_enabled(mysql_engine, job_id, False)
+    set_enabled(mysql_engine, job_id, False, now=BASE)
     assert fire_due_jobs(mysql_engine, now=BASE + timedelta(seconds=100)).claimed_jobs == 0
     assert statuses(mysql_engine, job_id) == {}
-    set_enabled(mysql_engine, job_id, True)
-    fire_due_jobs(mysql_engine, now=BASE + timedelta(seconds=200))
-    # 00:03:20.5: fires at 3:00, 3:10, 3:20 are within the 30 s grace; 0:10 … 2:50 are late.
-    assert statuses(mysql_engine, job_id) == {"PENDING": 3, "MISSED": 17}
+    set_enabled(mysql_engine, job_id, True, now=BASE + timedelta(seconds=165))
+    fire_due_jobs(mysql_engine, now=BASE + timedelta(seconds=190))
+    # Resumed at 00:02:45.5: its first fire is 2:50; at 00:03:10.5 the fires at 2:50, 3:00 and
+    # 3:10 are within the 30 s grace and made; 0:00 ... 2:40, while it was paused, are not
+    # recorded at all (before issue 9 each was a MISSED row).
+    assert statuses(mysql_engine, job_id) == {"PENDING": 3}
 
 
 def test_pending_unclaimed_and_prune(mysql_engine: Engine) -> None:

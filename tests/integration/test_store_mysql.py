@@ -230,9 +230,9 @@ def test_recorder_merged_group_with_losers_names_the_winners(mysql_engine) -> No
         _Pending(CLAIM, free, "w1", message_id="m-free"),
         _Pending(CLAIM, dup, "w1", message_id="m-dup-1"),
         _Pending(CLAIM, dup, "w1", message_id="m-dup-2"),
-        _Pending(FINISH, mine_ok, "w1", outcome=("SUCCESS", "out", None, None)),
-        _Pending(FINISH, mine_failed, "w1", outcome=("FAILED", None, "boom", "tb")),
-        _Pending(FINISH, theirs, "w1", outcome=("SUCCESS", "out", None, None)),
+        _Pending(FINISH, mine_ok, "w1", outcome=("SUCCESS", "out", None, None, 200)),
+        _Pending(FINISH, mine_failed, "w1", outcome=("FAILED", None, "boom", "tb", None)),
+        _Pending(FINISH, theirs, "w1", outcome=("SUCCESS", "out", None, None, 201)),
     ]
     recorder = AttemptRecorder(mysql_engine)
     try:
@@ -245,10 +245,22 @@ def test_recorder_merged_group_with_losers_names_the_winners(mysql_engine) -> No
     assert (rows[taken].worker_id, rows[taken].status) == ("w-other", "RUNNING")
     assert (rows[free].worker_id, rows[free].message_id, rows[free].status) == ("w1", "m-free", "RUNNING")
     assert (rows[dup].message_id, rows[dup].status) == ("m-dup-1", "RUNNING")
-    assert (rows[mine_ok].status, rows[mine_ok].output) == ("SUCCESS", "out")
+    assert (rows[mine_ok].status, rows[mine_ok].output, rows[mine_ok].http_status) == ("SUCCESS", "out", 200)
+    assert rows[mine_failed].http_status is None
     assert (rows[mine_failed].status, rows[mine_failed].error, rows[mine_failed].traceback) == (
         "FAILED",
         "boom",
         "tb",
     )
     assert (rows[theirs].status, rows[theirs].worker_id) == ("RUNNING", "w-other")
+
+
+def test_ids_are_never_reused_after_a_delete(mysql_engine) -> None:
+    from tickwork.store.jobs import delete_job
+
+    first = create_job(mysql_engine, JobSpec.model_validate({**SEED, "name": "reuse"}))
+    run = insert_run(mysql_engine, job_id=first.id, scheduled_for=datetime(2026, 1, 1, tzinfo=UTC))
+    delete_job(mysql_engine, first.id)
+    second = create_job(mysql_engine, JobSpec.model_validate({**SEED, "name": "reuse"}))
+    assert second.id > first.id
+    assert insert_run(mysql_engine, job_id=second.id, scheduled_for=datetime(2026, 1, 1, tzinfo=UTC)) > run

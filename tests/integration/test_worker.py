@@ -237,13 +237,13 @@ def test_http_actor(
     from tickwork.messaging import fire_now
 
     cases: dict[str, dict[str, Any]] = {
-        "ok": {"handlerData": f"{http_server}/ok?x=1"},
+        "ok": {"handlerData": f"{http_server}/ok?x=1", "parameters": {"method": "GET"}},
         "post": {
             "handlerData": f"{http_server}/post",
             "parameters": {"body": "payload", "headers": {"X-Token": "t0k"}},
         },
-        "fail": {"handlerData": f"{http_server}/fail"},
-        "slow": {"handlerData": f"{http_server}/slow", "timeoutSeconds": 1},
+        "fail": {"handlerData": f"{http_server}/fail", "parameters": {"method": "GET"}},
+        "slow": {"handlerData": f"{http_server}/slow", "timeoutSeconds": 1, "parameters": {"method": "GET"}},
         "refused": {"handlerData": f"http://127.0.0.1:{_free_port()}/"},
         "denied": {"handlerData": "http://169.254.169.254/latest/meta-data/"},
     }
@@ -260,12 +260,14 @@ def test_http_actor(
     )
     runs = {name: get_run(mysql_engine, r) for name, r in run_ids.items()}
     assert runs["ok"].status == "SUCCESS"
-    assert runs["ok"].output == "HTTP/1.1 200 OK\n\nhello /ok?x=1"
+    assert (runs["ok"].output, runs["ok"].http_status) == ("hello /ok?x=1", 200)
     assert runs["post"].status == "SUCCESS"
-    assert runs["post"].output == "HTTP/1.1 201 Created\n\ngot payload t0k"
+    assert (runs["post"].output, runs["post"].http_status) == ("got payload t0k", 201)
     assert runs["fail"].status == "DEAD"
     assert runs["fail"].error == "HTTP 503 Service Unavailable"
-    assert runs["fail"].output == "HTTP/1.1 503 Service Unavailable\n\nboom"
+    assert (runs["fail"].output, runs["fail"].http_status) == ("boom", 503)
+    # Expected failures are described by ``error``; a traceback is for Python handlers' surprises.
+    assert all(r.traceback is None for r in runs.values())
     assert runs["slow"].status == "DEAD" and runs["slow"].error == "timeout after 1 s"
     assert runs["refused"].status == "DEAD"
     assert (runs["refused"].error or "").startswith("connection failed"), runs["refused"].error

@@ -149,14 +149,14 @@ def test_cluster_view_reports_the_in_process_leader_scheduler_and_worker(setting
                 time.sleep(0.1)
         assert view["mode"] == "embedded" and view["redis"] == "not configured"
         node = parts.scheduler.node_id
-        assert view["leader"]["node_id"] == node
-        assert 0 < view["leader"]["ttl_ms"] <= settings.leader_ttl_ms
+        assert view["leader"]["nodeId"] == node
+        assert 0 < view["leader"]["ttlMs"] <= settings.leader_ttl_ms
         [scheduler] = view["schedulers"]
-        assert scheduler["node_id"] == node and scheduler["leader"] is True
+        assert scheduler["nodeId"] == node and scheduler["leader"] is True
         assert scheduler["pid"] == os.getpid()
         [worker] = view["workers"]
-        assert worker["worker_id"] == current_worker_id() and worker["pid"] == os.getpid()
-        assert 0 < worker["ttl_seconds"] <= settings.heartbeat_ttl_seconds
+        assert worker["workerId"] == current_worker_id() and worker["pid"] == os.getpid()
+        assert 0 < worker["ttlSeconds"] <= settings.heartbeat_ttl_seconds
     finally:
         parts.stop()
         parts.engine.dispose()

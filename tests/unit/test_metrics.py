@@ -55,7 +55,14 @@ def setup() -> Iterator[tuple[StubBroker, CollectorRegistry, SkipRun]]:
 
 
 def send(
-    broker: StubBroker, *, run_id: int, attempt: int = 1, retry_count: int = 0, fail: bool = False
+    broker: StubBroker,
+    *,
+    run_id: int,
+    attempt: int = 1,
+    retry_count: int = 0,
+    fail: bool = False,
+    trigger: str = "schedule",
+    scheduled_for: datetime = SCHEDULED,
 ) -> None:
     options = {
         "tickwork": {
@@ -63,8 +70,9 @@ def send(
             "job_id": 7,
             "job_name": "nightly",
             "attempt": attempt,
-            "scheduled_for": SCHEDULED.isoformat(),
+            "scheduled_for": scheduled_for.isoformat(),
             "retry_count": retry_count,
+            "trigger": trigger,
         }
     }
     broker.enqueue(
@@ -82,8 +90,9 @@ def test_success_counts_run_duration_and_lag(setup: Any) -> None:
     send(broker, run_id=1)
     assert value(registry, "tickwork_runs_total", job_name="nightly", status="SUCCESS") == 1
     assert value(registry, "tickwork_attempt_duration_seconds_count", queue="default", status="SUCCESS") == 1
-    assert value(registry, "tickwork_scheduling_lag_seconds_count", queue="default") == 1
-    assert value(registry, "tickwork_scheduling_lag_seconds_sum", queue="default") == pytest.approx(2.5)
+    lag = {"queue": "default", "trigger": "schedule"}
+    assert value(registry, "tickwork_scheduling_lag_seconds_count", **lag) == 1
+    assert value(registry, "tickwork_scheduling_lag_seconds_sum", **lag) == pytest.approx(2.5)
     assert value(registry, "tickwork_attempts_in_progress", queue="default") == 0
 
 
@@ -96,7 +105,7 @@ def test_failure_with_retries_left_counts_a_retry_then_dead(setup: Any) -> None:
     assert value(registry, "tickwork_runs_total", job_name="nightly", status="DEAD") == 1
     assert value(registry, "tickwork_dead_letters_total", job_name="nightly") == 1
     # A retry starts late on purpose: only the first attempt's lag is observed.
-    assert value(registry, "tickwork_scheduling_lag_seconds_count", queue="default") == 1
+    assert value(registry, "tickwork_scheduling_lag_seconds_count", queue="default", trigger="schedule") == 1
 
 
 def test_skipped_message_is_not_a_run(setup: Any) -> None:
@@ -194,3 +203,48 @@ def test_fires_count_a_pending_row_as_fired() -> None:
     assert value(registry, "tickwork_fires_total", outcome="missed") == 1.0
     assert value(registry, "tickwork_fires_total", outcome="skipped") == 2.0
     assert value(registry, "tickwork_fires_total", outcome="pending") == 0.0
+
+
+def test_catch_up_fires_do_not_pollute_the_on_time_lag(setup: Any) -> None:
+    """A one-time job's runAt in 2020 (a misfire catch-up) is 2e8 s late; the on-time series must
+    not see it, and it is still visible in its own series."""
+    broker, registry, _ = setup
+    send(broker, run_id=10)
+    send(broker, run_id=11, trigger="misfire", scheduled_for=datetime(2020, 1, 1, tzinfo=UTC))
+    send(broker, run_id=12, trigger="manual")
+    on_time = {"queue": "default", "trigger": "schedule"}
+    assert value(registry, "tickwork_scheduling_lag_seconds_count", **on_time) == 1
+    assert value(registry, "tickwork_scheduling_lag_seconds_sum", **on_time) == pytest.approx(2.5)
+    catch_up = {"queue": "default", "trigger": "misfire"}
+    assert value(registry, "tickwork_scheduling_lag_seconds_count", **catch_up) == 1
+    assert value(registry, "tickwork_scheduling_lag_seconds_sum", **catch_up) > 1e8
+    assert value(registry, "tickwork_scheduling_lag_seconds_count", queue="default", trigger="manual") == 1
+
+
+def test_messages_carry_their_runs_trigger() -> None:
+    from types import SimpleNamespace
+    from typing import cast
+
+    from tickwork.config import load_settings
+    from tickwork.messaging import build_message
+    from tickwork.store.models import Job
+
+    job = cast(
+        Job,
+        SimpleNamespace(
+            id=1,
+            name="j",
+            handler_type="http",
+            handler_data="http://x.test/",
+            parameters=None,
+            queue="default",
+            retry_count=0,
+            retry_backoff_seconds=1,
+            max_backoff_seconds=1,
+            timeout_seconds=None,
+        ),
+    )
+    settings = load_settings(database_url="sqlite://", broker_url="memory://")
+    for trigger in ("schedule", "misfire", "manual", "replay"):
+        message = build_message(settings, job, run_id=1, attempt=1, scheduled_for=SCHEDULED, trigger=trigger)
+        assert message.options["tickwork"]["trigger"] == trigger

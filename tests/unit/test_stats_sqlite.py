@@ -31,9 +31,10 @@ def test_job_summaries_page_by_id_with_newest_run(sqlite_engine: Engine) -> None
     assert page[0].last_status is None and page[1].last_status == "DEAD"
     rest, cursor = stats.job_summaries(sqlite_engine, after_id=ids[1], limit=10)
     assert [j.name for j in rest] == ["j2", "j3", "j4"] and cursor is None
-    assert [j.name for j in stats.job_summaries(sqlite_engine, name_prefix="j3")[0]] == ["j3"]
-    # LIKE wildcards in the prefix are literal.
-    assert stats.job_summaries(sqlite_engine, name_prefix="j%")[0] == []
+    assert [j.name for j in stats.job_summaries(sqlite_engine, name_contains="j3")[0]] == ["j3"]
+    assert [j.name for j in stats.job_summaries(sqlite_engine, name_contains="3")[0]] == ["j3"]
+    # LIKE wildcards in the filter are literal.
+    assert stats.job_summaries(sqlite_engine, name_contains="j%")[0] == []
     assert stats.dead_count(sqlite_engine) == 1 and stats.pending_count(sqlite_engine) == 0
 
 
@@ -58,3 +59,21 @@ def test_timeline_slots_counts_and_lag(sqlite_engine: Engine) -> None:
     assert t["lag_avg"][6] == pytest.approx(1.0, abs=0.01)
     assert t["lag_max"][6] == pytest.approx(1.5, abs=0.01)
     assert t["lag_avg"][9] is None  # a retry's lag is not scheduling lag
+
+
+def test_timeline_lag_of_runs_in_different_seconds_of_one_minute_shares_one_bucket(
+    sqlite_engine: Engine,
+) -> None:
+    """Runs created at 12:27:05 (98 s late) and 12:27:40 (2 s late): one minute, avg 50, max 98."""
+    jid = job(sqlite_engine, "spread")
+    minute = datetime(2026, 11, 23, 12, 27, tzinfo=UTC)
+    for second, late in ((5, 98.0), (40, 2.0)):
+        created = minute + timedelta(seconds=second)
+        run = insert_run(sqlite_engine, job_id=jid, scheduled_for=created, now=created)
+        claim_attempt(sqlite_engine, run, "w", now=created + timedelta(seconds=late))
+    t = stats.run_timeline(sqlite_engine, minutes=10, now=NOW)
+    slot = t["minutes"].index(int(minute.timestamp() // 60))
+    assert t["counts"]["RUNNING"][slot] == 2
+    assert t["lag_max"][slot] == pytest.approx(98.0, abs=0.01)
+    assert t["lag_avg"][slot] == pytest.approx(50.0, abs=0.01)
+    assert [i for i, v in enumerate(t["lag_max"]) if v is not None] == [slot]

@@ -87,10 +87,11 @@ def bind_job(broker: dramatiq.Broker, settings: Settings, job_fn: JobFunction) -
 def bind_http_actor(broker: dramatiq.Broker, settings: Settings) -> dramatiq.Actor[Any, Any]:
     def tickwork_http(url: str, **params: Any) -> None:
         # The attempt's asyncio timeout governs; httpx's own limit applies only without one.
-        result = run_async(lambda: http_request(settings, url, **params))
+        outcome = run_async(lambda: http_request(settings, url, **params))
         attempt = current_attempt()
         if attempt is not None:
-            attempt.result = result
+            attempt.result = outcome.output
+            attempt.http_status = outcome.status
 
     broker.actors.pop(HTTP_ACTOR, None)
     return dramatiq.Actor(

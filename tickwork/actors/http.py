@@ -1,9 +1,14 @@
 """The built-in ``tickwork_http`` actor: one HTTP request per attempt, async, on a shared pool.
 
-Success is a 2xx. The output is the status line and the body, cut to ``output_max_bytes``. A
-non-2xx, a network error or a timeout fails the attempt with the reason. Only http and https;
-the deny list is checked again at execution time against every address the host resolves to,
-and the request is then sent to the checked address (so a DNS answer cannot change in between).
+The method is ``parameters.method``, else POST (with an empty body unless ``body`` or ``json``
+gives one), as the seed job against httpbin's ``/post`` expects. Redirects are not followed.
+Success is a 2xx. The output is the response body as text, cut to ``output_max_bytes``; the
+status code is recorded apart (``job_runs.http_status``). A non-2xx, a network error or a
+timeout fails the attempt with the reason (an expected failure: no traceback is stored).
+
+Only http and https; the deny list is checked again at execution time against every address the
+host resolves to, and the request is then sent to the checked address (so a DNS answer cannot
+change in between).
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import httpx
@@ -24,6 +29,16 @@ from tickwork.spec import check_denied_host, validate_http_url
 #: Per-request limit when the job has no timeout of its own (seconds).
 DEFAULT_HTTP_TIMEOUT_SECONDS = 300.0
 USER_AGENT = "tickwork-http/0.1"
+#: The method when ``parameters`` names none.
+DEFAULT_METHOD = "POST"
+
+
+class HttpOutcome(NamedTuple):
+    """A 2xx response: its status code and its body as text (cut to the output limit)."""
+
+    status: int
+    output: str
+
 
 _clients: dict[int, httpx.AsyncClient] = {}
 
@@ -78,8 +93,8 @@ async def http_request(
     body: str | None = None,
     json: Any = None,
     timeout: float | None = None,
-) -> str:
-    """Send one request; return ``"HTTP/1.1 200 OK\\n\\n<body>"`` or raise :class:`JobFailed`."""
+) -> HttpOutcome:
+    """Send one request; return the status and body of a 2xx, or raise :class:`JobFailed`."""
     try:
         validate_http_url(url, settings.http_deny_networks, field="url")
     except ValidationError as exc:
@@ -88,8 +103,7 @@ async def http_request(
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
     address = await _resolve_checked(host, port, settings.http_deny_networks)
-    has_body = body is not None or json is not None
-    verb = (method or ("POST" if has_body else "GET")).upper()
+    verb = (method or DEFAULT_METHOD).upper()
     request_headers = {"User-Agent": USER_AGENT, **(headers or {})}
     pinned = httpx.URL(url).copy_with(host=address)
     request_headers.setdefault("Host", parts.netloc.rsplit("@", 1)[-1])
@@ -112,8 +126,11 @@ async def http_request(
         raise JobFailed(f"connection failed: {exc or type(exc).__name__}") from None
     except httpx.HTTPError as exc:
         raise JobFailed(f"network error: {type(exc).__name__}: {exc}") from None
-    status_line = f"{response.http_version} {response.status_code} {response.reason_phrase}".strip()
-    output = truncate_utf8(f"{status_line}\n\n{response.text}", settings.output_max_bytes)
+    output = truncate_utf8(response.text, settings.output_max_bytes)
     if not 200 <= response.status_code < 300:
-        raise JobFailed(f"HTTP {response.status_code} {response.reason_phrase}".strip(), output)
-    return output
+        raise JobFailed(
+            f"HTTP {response.status_code} {response.reason_phrase}".strip(),
+            output,
+            http_status=response.status_code,
+        )
+    return HttpOutcome(response.status_code, output)

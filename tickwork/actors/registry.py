@@ -28,7 +28,9 @@ class Runtime:
 
     settings: Settings
     engine: Engine
-    broker: dramatiq.Broker
+    #: None: this process has no broker a worker reads (the embedded mode outside `tickwork
+    #: dev`); a run is left PENDING for the outbox sweep of the process that owns the broker.
+    broker: dramatiq.Broker | None
     jobs: dict[str, Job] = field(default_factory=dict)
 
 
@@ -64,7 +66,12 @@ def set_runtime(runtime: Runtime | None) -> None:
 
 
 def get_runtime() -> Runtime:
-    """The runtime set by ``setup_broker``, or one for publishing only, built from the settings."""
+    """The runtime set by ``setup_broker``, or one for publishing only, built from the settings.
+
+    In the embedded mode a process of its own (a script calling ``fn.send()`` beside a running
+    ``tickwork dev``) gets no broker: an in-memory broker of its own has no worker, so the run
+    row is left unpublished and the dev process's outbox sweep publishes it (about 2 s).
+    """
     global _runtime
     if _runtime is None:
         from tickwork.config import get_settings
@@ -72,9 +79,8 @@ def get_runtime() -> Runtime:
         from tickwork.store.engine import make_engine
 
         settings = get_settings()
-        _runtime = Runtime(
-            settings=settings, engine=make_engine(settings), broker=make_broker(settings, middleware=[])
-        )
+        broker = None if settings.embedded_broker else make_broker(settings, middleware=[])
+        _runtime = Runtime(settings=settings, engine=make_engine(settings), broker=broker)
     return _runtime
 
 

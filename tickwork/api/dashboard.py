@@ -21,6 +21,7 @@ from typing import Annotated, Any
 import redis
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import FileResponse, RedirectResponse
+from pydantic.alias_generators import to_camel
 from starlette.concurrency import run_in_threadpool
 
 from tickwork.api.auth import Reader
@@ -119,9 +120,9 @@ def dashboard_jobs(
     _: Reader,
     after_id: Annotated[int, Query(alias="afterId", ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    name: Annotated[str | None, Query(max_length=200, description="prefix of the name")] = None,
+    name: Annotated[str | None, Query(max_length=200, description="substring of the name")] = None,
 ) -> JobRows:
-    items, next_after = stats.job_summaries(state.engine, after_id=after_id, limit=limit, name_prefix=name)
+    items, next_after = stats.job_summaries(state.engine, after_id=after_id, limit=limit, name_contains=name)
     return JobRows(items=[JobRow.model_validate(i) for i in items], next_after_id=next_after)
 
 
@@ -143,6 +144,7 @@ async def cluster(state: State, _: Reader) -> Cluster:
         except (redis.RedisError, OSError) as exc:  # the dashboard shows the outage instead of failing
             view = {"leader": None, "schedulers": [], "workers": []}
             redis_state = f"unreachable: {type(exc).__name__}: {exc}"
+    view = camel_keys(view)  # the stored heartbeats are snake_case; the API's JSON is camelCase
     return Cluster(
         mode=mode,
         redis=redis_state,
@@ -167,6 +169,15 @@ def timeline(
     minutes: Annotated[int, Query(ge=1, le=stats.MAX_TIMELINE_MINUTES)] = 60,
 ) -> Timeline:
     return Timeline.model_validate(stats.run_timeline(state.engine, minutes=minutes))
+
+
+def camel_keys(value: Any) -> Any:
+    """``value`` with every dict key in camelCase (``node_id`` → ``nodeId``), recursively."""
+    if isinstance(value, dict):
+        return {to_camel(str(k)): camel_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [camel_keys(v) for v in value]
+    return value
 
 
 def _counts(engine: Any) -> tuple[int, int]:

@@ -50,8 +50,15 @@ async def replay(run_id: Annotated[int, Path(ge=1, le=MAX_ID)], state: State, wh
 @router.post(
     "/purge",
     response_model=PurgeResult,
-    responses=READ_ERRORS,
+    responses={
+        **RUN_ERRORS,
+        409: {"model": ErrorBody, "description": "a named run is not DEAD (nothing is discarded)"},
+    },
     summary="Discard dead runs",
+    description=(
+        "Discards the named dead runs, all or nothing: an unknown run id answers 404 and a run "
+        "that is not DEAD 409, each named, and nothing changes. Without ``runIds``: every dead run."
+    ),
 )
 async def purge(
     state: State,

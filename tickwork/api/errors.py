@@ -59,4 +59,5 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Conflict)
     async def _conflict(_request: Request, exc: Conflict) -> JSONResponse:
-        return JSONResponse(status_code=409, content={"detail": str(exc)})
+        content = {"detail": str(exc)} if exc.field is None else {"detail": str(exc), "field": exc.field}
+        return JSONResponse(status_code=409, content=content)

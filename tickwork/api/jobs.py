@@ -54,7 +54,10 @@ ONE_JOB_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
     **ONE_JOB_ERRORS,
-    409: {"model": ErrorBody, "description": "another job has this name"},
+    409: {
+        "model": ErrorBody,
+        "description": "another job has this name, or the edit changes a field defined in code by @job",
+    },
 }
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -118,7 +121,8 @@ def get_job(job_id: JobId, state: State, _: Reader) -> JobOut:
 
 @router.put("/{job_id}", response_model=JobOut, responses=WRITE_ERRORS, summary="Replace a job")
 def replace_job(job_id: JobId, spec: JobSpec, state: State, who: Writer) -> JobOut:
-    job_store.get_job(state.engine, job_id)  # 404 before 422 on the database checks
+    current = job_store.get_job(state.engine, job_id)  # 404 before 422 on the database checks
+    job_store.check_code_owned_unchanged(current, spec)
     check_spec(state, spec)
     job = job_store.update_job(state.engine, job_id, spec)
     audit("job replaced", who, job_id=job.id)
@@ -138,6 +142,7 @@ def patch_job(job_id: JobId, patch: JobPatch, state: State, who: Writer) -> JobO
         merged["cron_expression"] = None
     # A pydantic.ValidationError here is answered 422 by the app's handler.
     spec = JobSpec.model_validate({to_camel(key): value for key, value in merged.items()})
+    job_store.check_code_owned_unchanged(current, spec)
     check_spec(state, spec)
     job = job_store.update_job(state.engine, job_id, spec)
     audit(f"job changed ({', '.join(to_camel(k) for k in sorted(changes))})", who, job_id=job.id)

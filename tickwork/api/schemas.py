@@ -5,10 +5,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic.alias_generators import to_camel
 
-from tickwork.spec import check_json_value
+from tickwork.spec import Instant, check_json_value
 from tickwork.store.models import HandlerType, Job, JobRun, MisfirePolicy, OverlapPolicy
 
 
@@ -63,6 +72,8 @@ class RunOut(ApiModel):
     status: str
     attempt: int
     output: str | None
+    #: The status code of an http job's response (null: no response, or a Python job).
+    http_status: int | None
     created_at: datetime
     updated_at: datetime
     scheduled_for: datetime
@@ -153,20 +164,20 @@ class JobPatch(ApiModel):
 
     name: str | None = None
     cron_expression: str | None = None
-    run_at: datetime | None = None
+    run_at: Instant | None = None
     timezone: str | None = None
     handler_type: HandlerType | None = None
     handler_data: str | None = None
     parameters: dict[str, Any] | None = None
-    retry_count: int | None = None
-    retry_backoff_seconds: int | None = None
-    max_backoff_seconds: int | None = None
-    timeout_seconds: float | None = None
+    retry_count: StrictInt | None = None
+    retry_backoff_seconds: StrictInt | None = None
+    max_backoff_seconds: StrictInt | None = None
+    timeout_seconds: StrictFloat | None = None
     queue: str | None = None
     misfire_policy: MisfirePolicy | None = None
-    misfire_grace_seconds: float | None = None
+    misfire_grace_seconds: StrictFloat | None = None
     overlap_policy: OverlapPolicy | None = None
-    enabled: bool | None = None
+    enabled: StrictBool | None = None
 
     def changes(self) -> dict[str, Any]:
         """The fields the client sent, by snake_case name."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import select
 import sys
 import traceback
 from collections.abc import Sequence
@@ -40,7 +41,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or EXIT_OK)
+        code = int(args.func(args) or EXIT_OK)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
+    except BrokenPipeError as exc:
+        if not _stdout_closed():  # a broken connection to a service, not our reader
+            print(f"tickwork: {type(exc).__name__}: {_first_line(exc)}", file=sys.stderr)
+            return EXIT_FAILURE
+        # The reader went away (`tickwork runs list --json | head -1`): it has what it wanted.
+        # Point stdout at /dev/null so the interpreter's final flush cannot complain either.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
     except ValidationError as exc:
         print(f"tickwork: invalid {exc.field}: {exc.reason}", file=sys.stderr)
         return EXIT_USAGE
@@ -60,6 +72,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("TICKWORK_LOG_LEVEL", "").upper() == "DEBUG":
             traceback.print_exc()
         return EXIT_FAILURE
+
+
+def _stdout_closed() -> bool:
+    """True when stdout is a pipe whose reader has closed it."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _unavailable(exc: Exception) -> str | None:

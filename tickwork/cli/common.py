@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from tickwork.config import Settings, configure_logging, load_settings
-from tickwork.store.engine import ensure_migrated, make_engine
+from tickwork.store.engine import ensure_database_exists, ensure_migrated, make_engine
 
 #: The largest id a run or job can have (a signed 64-bit column, as in the API).
 MAX_ID = 2**63 - 1
@@ -102,7 +102,11 @@ def _one_line(record: logging.LogRecord) -> bool:
 
 
 def migrated_engine(settings: Settings) -> Engine:
-    """The database engine, refusing an unmigrated database (exit 1 with the fix)."""
+    """The database engine, refusing a missing or unmigrated database (exit 1 with the fix).
+
+    A missing SQLite file is not created: these commands read or change an existing database.
+    """
+    ensure_database_exists(settings)
     engine = make_engine(settings)
     ensure_migrated(engine)
     return engine

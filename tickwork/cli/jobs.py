@@ -275,7 +275,11 @@ def cmd_trigger(args: argparse.Namespace) -> int:
         # outbox sweep (and its start-up republish) to pick up.
         now = utcnow()
         run_id = insert_run(engine, job_id=job.id, scheduled_for=now, trigger=RunTrigger.MANUAL, now=now)
-        note = "PENDING; the running `tickwork dev` publishes it within its outbox grace period"
+        # This process cannot see whether a `tickwork dev` is running on the database: say both.
+        note = (
+            f"PENDING; a `tickwork dev` running on {settings.database_url} publishes it within"
+            " seconds (none running: it runs when `tickwork dev` next starts)"
+        )
     else:
         run_id = operations.trigger(settings, engine, make_broker(settings), job)
         note = "published"

@@ -31,6 +31,7 @@ def cmd_token(args: argparse.Namespace) -> int:
     from tickwork.api.auth import create_token  # FastAPI is imported only by commands that need it
 
     # The built-in secret is refused for a shared deployment; `tickwork dev`'s own on SQLite.
-    settings = resolve_auth_secret(settings_and_logging())
+    # Read-only: the secret `tickwork dev` keeps next to its database, never a new one.
+    settings = resolve_auth_secret(settings_and_logging(), create=False)
     print(create_token(settings, args.role, ttl_seconds=args.ttl, subject=args.subject))
     return 0

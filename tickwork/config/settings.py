@@ -15,7 +15,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
-from tickwork.errors import ConfigError
+from tickwork.errors import ConfigError, DatabaseMissing
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,20 @@ def check_auth_secret(settings: Settings) -> None:
         )
 
 
-def resolve_auth_secret(settings: Settings) -> Settings:
+def sqlite_file(database_url: str) -> Path | None:
+    """The file of a SQLite database URL (None: not SQLite, in memory, or a ``file:`` URI)."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    if not url.drivername.startswith("sqlite"):
+        return None
+    database = url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def resolve_auth_secret(settings: Settings, *, create: bool = True) -> Settings:
     """The settings with the secret API tokens are signed with.
 
     A secret of your own is kept. The built-in one is refused for a shared deployment
@@ -176,16 +189,28 @@ def resolve_auth_secret(settings: Settings) -> Settings:
     secret kept next to the database in ``<file>.secret`` (mode 0600, made on first use), so
     ``tickwork dev`` and ``tickwork token`` agree and tokens survive a restart. If that file
     cannot be written the built-in secret stays (with a warning).
+
+    ``create=False`` (``tickwork token``) only reads: without the database or its secret file it
+    raises :class:`ConfigError` naming the database URL, and writes nothing.
     """
     check_auth_secret(settings)
     if settings.auth_secret != DEFAULT_AUTH_SECRET:
         return settings
-    from sqlalchemy.engine import make_url
-
-    database = make_url(settings.database_url).database
-    if not database or database == ":memory:" or database.startswith("file:"):
+    database = sqlite_file(settings.database_url)
+    if database is None:
         return settings
-    path = Path(database + ".secret")
+    path = Path(f"{database}.secret")
+    if not create and not path.exists():
+        where = f"{settings.database_url} ({database.resolve()})"
+        if not database.exists():
+            raise DatabaseMissing(
+                f"no tickwork database at {where}: run this where `tickwork dev` runs, or point "
+                "TICKWORK_DATABASE_URL at its database"
+            )
+        raise ConfigError(
+            "TICKWORK_AUTH_SECRET",
+            f"no token secret next to the database at {where} yet: `tickwork dev` makes it on start",
+        )
     try:
         secret = _read_or_create_secret(path)
     except OSError as exc:

@@ -55,11 +55,13 @@ class AttemptTimeout(TickworkError):
 class JobFailed(TickworkError):
     """The job failed; the message is the reason recorded in the run log.
 
-    ``output`` (an HTTP response's status line and body, say) is recorded with the failure.
+    ``output`` (an HTTP response's body, say) and ``http_status`` (its status code) are
+    recorded with the failure. A JobFailed is an expected failure: no traceback is stored.
     """
 
-    def __init__(self, reason: str, output: str | None = None) -> None:
+    def __init__(self, reason: str, output: str | None = None, *, http_status: int | None = None) -> None:
         self.output = output
+        self.http_status = http_status
         super().__init__(reason)
 
 
@@ -71,6 +73,8 @@ class Attempt:
     worker_id: str
     is_http: bool
     result: Any = None
+    #: The HTTP status code of an http attempt's response (None: no response, or not http).
+    http_status: int | None = None
     settled: bool = False
     started: float = field(default_factory=time.monotonic)
 
@@ -110,6 +114,27 @@ def describe_failure(exception: BaseException, timeout_seconds: float | None = N
 
 def format_traceback(exception: BaseException) -> str:
     return "".join(tb.format_exception(exception, limit=TRACEBACK_LIMIT))
+
+
+def is_expected_failure(exception: BaseException) -> bool:
+    """A failure a job reports on purpose (a non-2xx, a timeout, a network error): no traceback."""
+    return isinstance(exception, JobFailed | AttemptTimeout | TimeLimitExceeded) or isinstance(
+        exception.__cause__, TimeLimitExceeded
+    )
+
+
+def failure_traceback(exception: BaseException, attempt: Attempt) -> str | None:
+    """The traceback stored with a failed attempt: only for an unexpected exception in a Python
+    handler. The http actor's failures (and any expected failure) are described by ``error``."""
+    if attempt.is_http or is_expected_failure(exception):
+        return None
+    return format_traceback(exception)
+
+
+def failure_http_status(exception: BaseException, attempt: Attempt) -> int | None:
+    """The HTTP status code recorded with a failed attempt (None without a response)."""
+    status: int | None = getattr(exception, "http_status", None)
+    return status if status is not None else attempt.http_status
 
 
 def format_output(result: Any, max_bytes: int) -> str | None:

@@ -20,11 +20,12 @@ from tickwork.middleware.attempt import (
     Attempt,
     current_attempt,
     describe_failure,
-    format_traceback,
+    failure_http_status,
+    failure_traceback,
     write_with_retries,
 )
 from tickwork.store.attempts import finish_and_retry
-from tickwork.store.models import utcnow
+from tickwork.store.models import RunTrigger, utcnow
 from tickwork.store.runs import mark_enqueued
 
 #: Up to this fraction of the delay is added at random, so retries of many runs spread out.
@@ -131,8 +132,9 @@ class Backoff(Middleware):
                     available_at=utcnow() + timedelta(seconds=delay),
                     arguments=arguments,
                     output=getattr(exception, "output", None),
+                    http_status=failure_http_status(exception, attempt),
                     error=describe_failure(exception, attempt.timeout_seconds),
-                    traceback=format_traceback(exception),
+                    traceback=failure_traceback(exception, attempt),
                 ),
                 what=f"the retry of run {options['run_id']}",
                 logger=self.logger,
@@ -149,7 +151,14 @@ class Backoff(Middleware):
                 options["run_id"],
             )
             return None
-        next_options = RunOptions(**{**options, "run_id": new_id, "attempt": options["attempt"] + 1})  # type: ignore[typeddict-item]
+        next_options = RunOptions(
+            **{
+                **options,
+                "run_id": new_id,
+                "attempt": options["attempt"] + 1,
+                "trigger": RunTrigger.RETRY.value,
+            }
+        )  # type: ignore[typeddict-item]
         carried = {k: v for k, v in message.options.items() if k in ("time_limit", "max_retries")}
         next_message: dramatiq.Message[Any] = dramatiq.Message(
             queue_name=message.queue_name,

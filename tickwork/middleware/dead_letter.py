@@ -20,13 +20,14 @@ from tickwork.messaging import build_message, dlq_name, publish
 from tickwork.middleware.attempt import (
     current_attempt,
     describe_failure,
-    format_traceback,
+    failure_http_status,
+    failure_traceback,
     write_with_retries,
 )
 from tickwork.middleware.backoff import has_retries_left
 from tickwork.store.attempts import discard_dead_runs, list_dead_runs, replay_dead_run
 from tickwork.store.jobs import get_job
-from tickwork.store.models import JobRun, RunStatus, utcnow
+from tickwork.store.models import JobRun, RunStatus, RunTrigger, utcnow
 from tickwork.store.runs import finish_attempt, mark_enqueued
 
 logger = logging.getLogger(__name__)
@@ -72,8 +73,9 @@ class DeadLetter(Middleware):
                     attempt.worker_id,
                     status=RunStatus.DEAD,
                     output=getattr(exception, "output", None),
+                    http_status=failure_http_status(exception, attempt),
                     error=error,
-                    traceback=format_traceback(exception),
+                    traceback=failure_traceback(exception, attempt),
                 ),
                 what=f"the dead letter of run {options['run_id']}",
                 logger=self.logger,
@@ -160,6 +162,7 @@ def replay(settings: Settings, engine: Engine, broker: dramatiq.Broker, run_id: 
         attempt=attempt,
         scheduled_for=dead.scheduled_for,
         arguments=dead.arguments,
+        trigger=RunTrigger.REPLAY.value,
     )
     _remove_from_dlq(settings, {run_id})
     try:

@@ -30,7 +30,7 @@ from tickwork.middleware.backoff import DEFAULT_JITTER, backoff_delay
 from tickwork.middleware.dead_letter import dead_letter_payload, publish_dead_letter
 from tickwork.store.attempts import RunningAttempt, finish_and_retry, running_attempts, running_workers
 from tickwork.store.jobs import get_job
-from tickwork.store.models import HandlerType, RunStatus, utcnow
+from tickwork.store.models import HandlerType, RunStatus, RunTrigger, utcnow
 from tickwork.store.runs import finish_attempt, mark_enqueued
 
 logger = logging.getLogger(__name__)
@@ -305,6 +305,7 @@ def _fail_lost_attempt(
             attempt=row.attempt + 1,
             scheduled_for=row.scheduled_for,
             arguments=arguments,
+            trigger=RunTrigger.RETRY.value,
         )
         try:
             broker.enqueue(message, delay=int(delay * 1000))

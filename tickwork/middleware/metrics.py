@@ -16,6 +16,7 @@ from dramatiq.middleware import Middleware
 
 from tickwork.messaging import OPTION
 from tickwork.metrics import TickworkMetrics, get_metrics
+from tickwork.store.models import RunTrigger
 
 #: Label for messages that name no queue (never the case for a tickwork message).
 DEFAULT_QUEUE_LABEL = "default"
@@ -86,7 +87,8 @@ class Metrics(Middleware):
         if attempt == 1:
             lag = _lag_seconds(options.get("scheduled_for"), started[1])
             if lag is not None:
-                self.metrics.scheduling_lag.labels(queue).observe(lag)
+                trigger = str(options.get("trigger") or RunTrigger.SCHEDULE.value)
+                self.metrics.scheduling_lag.labels(queue, trigger).observe(lag)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         if _run_options(message) is None:

@@ -23,8 +23,9 @@ from tickwork.middleware.attempt import (
     Attempt,
     current_attempt,
     describe_failure,
+    failure_http_status,
+    failure_traceback,
     format_output,
-    format_traceback,
     run_options,
     set_current_attempt,
     track_in_flight,
@@ -127,6 +128,7 @@ class RunLog(Middleware):
                     attempt,
                     status=RunStatus.SUCCESS,
                     output=format_output(attempt.result, self.output_max_bytes),
+                    http_status=attempt.http_status,
                 )
                 self.logger.info(
                     "Run %s attempt %s of job %s succeeded in %.1f ms.",
@@ -141,8 +143,9 @@ class RunLog(Middleware):
                     attempt,
                     status=RunStatus.FAILED,
                     output=getattr(exception, "output", None),
+                    http_status=failure_http_status(exception, attempt),
                     error=describe_failure(exception, attempt.timeout_seconds),
-                    traceback=format_traceback(exception),
+                    traceback=failure_traceback(exception, attempt),
                 )
         finally:
             # Whatever could not be written stays RUNNING, no longer in flight: the reaper's.

@@ -423,6 +423,7 @@ class SchedulerService:
             attempt=attempt.attempt,
             scheduled_for=attempt.scheduled_for,
             arguments=attempt.arguments,
+            trigger=attempt.trigger,
         )
 
     def sweep_outbox(self) -> int:

@@ -30,6 +30,7 @@ def finish_and_retry(
     output: str | None,
     error: str | None,
     traceback: str | None,
+    http_status: int | None = None,
     finished_status: RunStatus = RunStatus.FAILED,
     reaping: bool = False,
 ) -> int | None:
@@ -48,6 +49,7 @@ def finish_and_retry(
             output=output,
             error=error,
             traceback=traceback,
+            http_status=http_status,
             now=now,
         ):
             return None
@@ -164,14 +166,29 @@ def replay_dead_run(engine: Engine, run_id: int) -> tuple[JobRun, int, int]:
 
 
 def discard_dead_runs(engine: Engine, run_ids: list[int] | None = None) -> list[int]:
-    """DEAD → DISCARDED for ``run_ids`` (all dead runs when None); returns the ids changed."""
+    """DEAD → DISCARDED for ``run_ids`` (all dead runs when None); returns the ids changed.
+
+    Named runs are all or nothing, as a replay is: one that does not exist raises
+    :class:`NotFound`, one that is not DEAD :class:`Conflict` (naming each), and nothing changes.
+    """
     now = utcnow()
     c = runs_table.c
     with engine.begin() as conn:
-        query = select(c.id).where(c.status == RunStatus.DEAD.value)
-        if run_ids is not None:
-            query = query.where(c.id.in_(run_ids))
-        ids = [int(i) for i in conn.scalars(query.with_for_update())]
+        if run_ids is None:
+            query = select(c.id).where(c.status == RunStatus.DEAD.value)
+            ids = [int(i) for i in conn.scalars(query.with_for_update())]
+        else:
+            ids = list(dict.fromkeys(run_ids))
+            found = {
+                int(row.id): str(row.status)
+                for row in conn.execute(select(c.id, c.status).where(c.id.in_(ids)).with_for_update())
+            }
+            missing = [str(i) for i in ids if i not in found]
+            alive = [f"run {i} is {found[i]}, not DEAD" for i in ids if i in found and found[i] != "DEAD"]
+            if missing or alive:
+                problems = ([f"run(s) {', '.join(missing)} not found"] if missing else []) + alive
+                error = NotFound if not alive else Conflict
+                raise error(f"{'; '.join(problems)} (nothing discarded)")
         if ids:
             conn.execute(
                 update(runs_table)

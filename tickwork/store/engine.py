@@ -16,7 +16,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tickwork.config import Settings
-from tickwork.errors import DatabaseNotMigrated
+from tickwork.config.settings import sqlite_file
+from tickwork.errors import DatabaseMissing, DatabaseNotMigrated
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -87,6 +88,19 @@ def head_revision() -> str:
 def current_revision(engine: Engine) -> str | None:
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
+
+
+def ensure_database_exists(url: str | Settings) -> None:
+    """Refuse (:class:`DatabaseMissing`) a SQLite URL whose file does not exist, before connecting
+    would create it: a command run in the wrong directory names the database it looked for."""
+    if isinstance(url, Settings):
+        url = url.database_url
+    path = sqlite_file(url)
+    if path is not None and not path.exists():
+        raise DatabaseMissing(
+            f"no tickwork database at {url} ({path.resolve()}): run this where `tickwork dev` runs "
+            "(it creates the database there), or point TICKWORK_DATABASE_URL at its database"
+        )
 
 
 def ensure_migrated(engine: Engine) -> None:

@@ -37,6 +37,7 @@ from tickwork.store.models import (
     Job,
     OverlapPolicy,
     RunStatus,
+    RunTrigger,
     jobs_table,
     runs_table,
     utcnow,
@@ -81,6 +82,8 @@ class Attempt:
     arguments: dict[str, Any] | None = None
     #: When it was last published (None: never, e.g. its leader died between commit and publish).
     enqueued_at: datetime | None = None
+    #: Why the attempt exists (``schedule``, ``misfire``, ``manual``, ...): a metrics label.
+    trigger: str = RunTrigger.SCHEDULE.value
 
 
 @dataclass
@@ -262,13 +265,19 @@ def fire_due_jobs(
         if params:
             inserted = conn.execute(
                 insert(runs_table).returning(
-                    runs_table.c.id, runs_table.c.job_id, runs_table.c.scheduled_for, runs_table.c.status
+                    runs_table.c.id,
+                    runs_table.c.job_id,
+                    runs_table.c.scheduled_for,
+                    runs_table.c.status,
+                    runs_table.c.trigger,
                 ),
                 params,
             )
-            for run_id, job_id, scheduled_for, status in inserted:
+            for run_id, job_id, scheduled_for, status, trigger in inserted:
                 if status == RunStatus.PENDING.value:
-                    result.to_publish.append(Attempt(int(run_id), snapshots[int(job_id)], scheduled_for))
+                    result.to_publish.append(
+                        Attempt(int(run_id), snapshots[int(job_id)], scheduled_for, trigger=trigger)
+                    )
     result.to_publish.sort(key=lambda a: a.scheduled_for)
     return result
 
@@ -401,6 +410,7 @@ def pending_unclaimed(
             runs_table.c.attempt,
             runs_table.c.arguments,
             runs_table.c.enqueued_at,
+            runs_table.c.trigger,
             *(jobs_table.c[name] for name in _JOB_COLUMNS if name != "id"),
             jobs_table.c.id.label("id_of_job"),
         )
@@ -430,6 +440,7 @@ def pending_unclaimed(
                     attempt=int(row["attempt"]),
                     arguments=row["arguments"],
                     enqueued_at=row["enqueued_at"],
+                    trigger=row["trigger"],
                 )
             )
     return attempts

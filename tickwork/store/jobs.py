@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from pydantic.alias_generators import to_camel
 from sqlalchemy import ColumnElement, Engine, func, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -13,6 +14,41 @@ from tickwork.scheduler.cron import next_fire_time
 from tickwork.spec import JobSpec
 from tickwork.store.engine import session_factory
 from tickwork.store.models import Job, jobs_table, utcnow
+
+#: The fields a ``@job`` decorator defines: the code owns them, and an API edit of one is
+#: refused (it would be reverted when the next worker or scheduler registers the code). The
+#: other fields (``enabled``, ``parameters``, the misfire and overlap policies) are the
+#: operator's: API edits of them survive restarts.
+CODE_OWNED_FIELDS = (
+    "name",
+    "cron_expression",
+    "run_at",
+    "timezone",
+    "handler_type",
+    "handler_data",
+    "retry_count",
+    "retry_backoff_seconds",
+    "max_backoff_seconds",
+    "timeout_seconds",
+    "queue",
+)
+DECORATOR_SOURCE = "decorator"
+
+
+def check_code_owned_unchanged(job: Job, spec: JobSpec) -> None:
+    """Refuse (:class:`Conflict`) an API edit that changes a code-owned field of a ``@job`` job."""
+    if job.source != DECORATOR_SOURCE:
+        return
+    row = spec.to_row()
+    for name in CODE_OWNED_FIELDS:
+        if getattr(job, name) != row[name]:
+            field = to_camel(name)
+            raise Conflict(
+                f"{field} of job {job.name!r} is defined in code by @job: change it in the code "
+                "(the API may change enabled, parameters, misfirePolicy, misfireGraceSeconds "
+                "and overlapPolicy)",
+                field=field,
+            )
 
 
 def _compute_next_fire(row: dict[str, Any], now: datetime) -> datetime | None:
@@ -93,9 +129,11 @@ def update_job(engine: Engine, job_id: int, spec: JobSpec, *, now: datetime | No
             row["timezone"],
             row["run_at"],
         )
+        resumed = row["enabled"] and not job.enabled
         for key, value in row.items():
             setattr(job, key, value)
-        if schedule_changed:
+        if schedule_changed or (resumed and row["cron_expression"]):
+            # A resumed cron job's misfire window starts now (see :func:`set_enabled`).
             job.next_fire_at = row["run_at"] if row["run_at"] is not None else _compute_next_fire(row, now)
         job.updated_at = now
         try:
@@ -117,35 +155,49 @@ def delete_job(engine: Engine, job_id: int) -> None:
 
 
 def set_enabled(engine: Engine, job_id: int, enabled: bool, *, now: datetime | None = None) -> Job:
-    """Pause or resume. A resumed job keeps its past ``next_fire_at``: the misfire policy decides."""
+    """Pause or resume.
+
+    The misfire window of a job starts when it was last enabled: resuming a paused cron job
+    moves its next fire to the first one after the resume, so the times it was paused (or
+    created paused) are never fired, missed or caught up. A one-time job that has not fired
+    keeps its instant (it fires once on resume, as a past ``runAt`` does at creation). Resuming
+    a job that is already enabled changes nothing (a scheduler outage's misfires stay due).
+    """
     now = now or utcnow()
+    c = jobs_table.c
     with engine.begin() as conn:
-        result = conn.execute(
-            update(jobs_table)
-            .where(jobs_table.c.id == job_id)
-            .values(enabled=enabled, updated_at=now, version=jobs_table.c.version + 1)
-        )
-        if result.rowcount == 0:
+        row = conn.execute(
+            select(c.enabled, c.cron_expression, c.timezone, c.run_at).where(c.id == job_id)
+        ).first()
+        if row is None:
             raise NotFound(f"job {job_id} not found")
+        values: dict[str, Any] = {"enabled": enabled, "updated_at": now, "version": c.version + 1}
+        if enabled and not row.enabled and row.cron_expression:
+            values["next_fire_at"] = _compute_next_fire(dict(row._mapping), now)
+        conn.execute(update(jobs_table).where(c.id == job_id).values(**values))
     return get_job(engine, job_id)
 
 
 def upsert_decorated_job(engine: Engine, spec: JobSpec, *, now: datetime | None = None) -> Job:
     """Register a ``@job`` function's definition by name (workers and schedulers do this at start).
 
-    The decorator is the source of truth for its own jobs, so a changed definition replaces the
-    stored one; an unchanged one is left alone (its ``next_fire_at`` keeps its place).
+    The decorator is the source of truth for its code-owned fields (:data:`CODE_OWNED_FIELDS`),
+    so a changed definition replaces them; an unchanged one is left alone (its ``next_fire_at``
+    keeps its place).
     """
     now = now or utcnow()
     try:
         existing = get_job_by_name(engine, spec.name)
     except NotFound:
         try:
-            return create_job(engine, spec, source="decorator", now=now)
+            return create_job(engine, spec, source=DECORATOR_SOURCE, now=now)
         except Conflict:  # another process registered it at the same moment
             existing = get_job_by_name(engine, spec.name)
-    # Pausing is an operator's decision: re-registering the code must not resume the job.
-    spec = spec.model_copy(update={"enabled": existing.enabled})
+    # The operator's fields (pausing, parameters, policies) are not the code's: re-registering
+    # the code keeps them as the API left them.
+    operator_owned = set(JobSpec.model_fields) - set(CODE_OWNED_FIELDS)
+    kept = {name: getattr(existing, name) for name in operator_owned}
+    spec = JobSpec.model_validate({**spec.model_dump(by_alias=False), **kept})
     current = JobSpec.model_validate({key: getattr(existing, key) for key in JobSpec.model_fields})
     if current == spec:
         return existing

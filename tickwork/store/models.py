@@ -130,7 +130,11 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
-    __table_args__ = (UniqueConstraint("name", name="uq_jobs_name"),)
+    __table_args__ = (
+        UniqueConstraint("name", name="uq_jobs_name"),
+        # SQLite reuses the largest rowid after a delete unless the table says AUTOINCREMENT.
+        {"sqlite_autoincrement": True},
+    )
     __mapper_args__ = {"version_id_col": version}
 
 
@@ -153,6 +157,8 @@ class JobRun(Base):
     #: Arguments of an on-demand send (``fn.send(...)``); NULL means the job's parameters.
     arguments: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     output: Mapped[str | None] = mapped_column(LongText)
+    #: The status code of an http attempt's response (NULL: no response, or a Python job).
+    http_status: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     traceback: Mapped[str | None] = mapped_column(LongText)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -164,6 +170,7 @@ class JobRun(Base):
         Index("ix_job_runs_status_available", "status", "available_at"),
         Index("ix_job_runs_created_at", "created_at"),
         Index("ix_job_runs_worker_status", "worker_id", "status"),
+        {"sqlite_autoincrement": True},
     )
 
 

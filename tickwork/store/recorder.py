@@ -66,13 +66,13 @@ class _Pending:
         worker_id: str,
         *,
         message_id: str | None = None,
-        outcome: tuple[str, str | None, str | None, str | None] | None = None,
+        outcome: tuple[str, str | None, str | None, str | None, int | None] | None = None,
     ) -> None:
         self.kind = kind
         self.run_id = run_id
         self.worker_id = worker_id
         self.message_id = message_id
-        #: For a finish: (status, output, error, traceback).
+        #: For a finish: (status, output, error, traceback, http_status).
         self.outcome = outcome
         # A held lock the committer releases: cheaper to wait on than an Event (no Condition).
         self.done = threading.Lock()
@@ -118,11 +118,11 @@ class AttemptRecorder:
         output: str | None = None,
         error: str | None = None,
         traceback: str | None = None,
+        http_status: int | None = None,
     ) -> bool:
         """RUNNING → ``status``, only by the claiming worker; False if it no longer held it."""
-        return self._submit(
-            _Pending(FINISH, run_id, worker_id, outcome=(str(status), output, error, traceback))
-        )
+        outcome = (str(status), output, error, traceback, http_status)
+        return self._submit(_Pending(FINISH, run_id, worker_id, outcome=outcome))
 
     def close(self) -> None:
         if self._thread is not None and self._thread.is_alive() and self._pid == os.getpid():
@@ -234,9 +234,10 @@ class AttemptRecorder:
                     f" WHERE id IN ({ids}) AND status = 'PENDING'"
                 )
             else:
-                status, output, error, traceback = outcome
+                status, output, error, traceback, http_status = outcome
                 statements.append(
                     f"UPDATE job_runs SET status = {esc(status)}, output = {esc(output)},"
+                    f" http_status = {esc(http_status)},"
                     f" error = {esc(error)}, traceback = {esc(traceback)},"
                     f" finished_at = {at}, updated_at = {at}"
                     f" WHERE id IN ({ids}) AND status = 'RUNNING' AND worker_id = {esc(worker_id)}"
@@ -303,5 +304,11 @@ class AttemptRecorder:
 
 def _outcome_values(pending: _Pending) -> dict[str, Any]:
     assert pending.outcome is not None
-    status, output, error, traceback = pending.outcome
-    return {"status": status, "output": output, "error": error, "traceback": traceback}
+    status, output, error, traceback, http_status = pending.outcome
+    return {
+        "status": status,
+        "output": output,
+        "error": error,
+        "traceback": traceback,
+        "http_status": http_status,
+    }

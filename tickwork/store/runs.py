@@ -95,6 +95,7 @@ def finish_attempt(
     output: str | None = None,
     error: str | None = None,
     traceback: str | None = None,
+    http_status: int | None = None,
     now: datetime | None = None,
 ) -> bool:
     """RUNNING → a final status, only by the worker that claimed it (a reaped attempt stays reaped)."""
@@ -112,6 +113,7 @@ def finish_attempt(
         .values(
             status=str(status),
             output=output,
+            http_status=http_status,
             error=error,
             traceback=traceback,
             finished_at=now,

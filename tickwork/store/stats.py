@@ -44,11 +44,13 @@ class JobSummary:
 
 
 def job_summaries(
-    engine: Engine, *, after_id: int = 0, limit: int = 50, name_prefix: str | None = None
+    engine: Engine, *, after_id: int = 0, limit: int = 50, name_contains: str | None = None
 ) -> tuple[list[JobSummary], int | None]:
     """A page of jobs by id after ``after_id``, each with its newest run; and the next cursor.
 
-    ``name_prefix`` filters with ``LIKE 'prefix%'`` (a range on the unique name index).
+    ``name_contains`` keeps names containing it (``LIKE '%text%'``, wildcards literal): the
+    same rule as ``GET /jobs?name=``. The page walks the primary key, so it reads at most the
+    jobs table once.
     """
     j = jobs_table.c
     query = select(
@@ -65,8 +67,8 @@ def job_summaries(
         j.next_fire_at,
         j.last_fire_at,
     ).where(j.id > after_id)
-    if name_prefix:
-        query = query.where(j.name.startswith(name_prefix, autoescape=True))
+    if name_contains:
+        query = query.where(j.name.contains(name_contains, autoescape=True))
     query = query.order_by(j.id).limit(limit + 1)
     with engine.connect() as conn:
         rows = [dict(r._mapping) for r in conn.execute(query)]
@@ -116,7 +118,9 @@ def _minute_bucket(engine: Engine, column: Any) -> ColumnElement[Any]:
     if engine.dialect.name == "mysql":
         # Naive UTC in the column: TIMESTAMPDIFF from the epoch avoids the session time zone.
         return func.floor(func.timestampdiff(_literal("SECOND"), "1970-01-01 00:00:00", column) / 60)
-    return cast(func.strftime("%s", column), Integer) / 60
+    # ``//``: integer division (SQLAlchemy 2 compiles ``/`` on integers as a true division, and a
+    # minute would split into one fractional bucket per second).
+    return cast(func.strftime("%s", column), Integer) // 60
 
 
 def _lag_seconds(engine: Engine) -> ColumnElement[Any]:

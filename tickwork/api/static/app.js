@@ -130,7 +130,7 @@ const views = {
     view.replaceChildren(
       h("h1", {}, "Jobs"),
       h("div", { class: "toolbar" },
-        h("input", { id: "job-filter", placeholder: "name starts with…", value: jobsFilter, onchange: (e) => { jobsFilter = e.target.value.trim(); jobsCursor = [0]; render(); } }),
+        h("input", { id: "job-filter", placeholder: "name contains…", value: jobsFilter, onchange: (e) => { jobsFilter = e.target.value.trim(); jobsCursor = [0]; render(); } }),
         h("button", { type: "button", disabled: jobsCursor.length < 2, onclick: () => { jobsCursor.pop(); render(); } }, "← Previous"),
         h("button", { type: "button", disabled: page.nextAfterId === null, onclick: () => { jobsCursor.push(page.nextAfterId); render(); } }, "Next →"),
         h("span", { class: "muted" }, "page " + jobsCursor.length + ", " + page.items.length + " jobs")),
@@ -178,22 +178,22 @@ const views = {
 
   async cluster(view) {
     const c = await api("GET", "/cluster");
-    const leaderId = c.leader ? c.leader.nodeId || c.leader.node_id : null;
+    const leaderId = c.leader ? c.leader.nodeId : null;
     const nodeRows = c.schedulers.map((n) => h("tr", {},
-      h("td", {}, n.node_id || n.key, n.node_id && n.node_id === leaderId ? [" ", h("span", { class: "badge s-SUCCESS" }, "leader")] : null),
+      h("td", {}, n.nodeId || n.key, n.nodeId && n.nodeId === leaderId ? [" ", h("span", { class: "badge s-SUCCESS" }, "leader")] : null),
       h("td", {}, n.host || "–"), h("td", { class: "num" }, n.pid || "–"),
-      h("td", {}, when(n.started_at)), h("td", { class: "num" }, n.ttl_seconds === null ? "–" : n.ttl_seconds + " s")));
+      h("td", {}, when(n.startedAt)), h("td", { class: "num" }, n.ttlSeconds == null ? "–" : n.ttlSeconds + " s")));
     const workerRows = c.workers.map((w) => h("tr", {},
-      h("td", {}, w.worker_id || w.key), h("td", {}, w.host || "–"), h("td", { class: "num" }, w.pid || "–"),
-      h("td", {}, when(w.started_at)),
-      h("td", {}, w.beat_at ? [when(w.beat_at), h("div", { class: "muted" }, ago(w.beat_at))] : "–"),
-      h("td", { class: "num" }, w.ttl_seconds === null ? "–" : w.ttl_seconds + " s"),
+      h("td", {}, w.workerId || w.key), h("td", {}, w.host || "–"), h("td", { class: "num" }, w.pid || "–"),
+      h("td", {}, when(w.startedAt)),
+      h("td", {}, w.beatAt ? [when(w.beatAt), h("div", { class: "muted" }, ago(w.beatAt))] : "–"),
+      h("td", { class: "num" }, w.ttlSeconds == null ? "–" : w.ttlSeconds + " s"),
       h("td", {}, details(w))));
     view.replaceChildren(
       h("h1", {}, "Cluster"),
       h("div", { class: "cards" },
         h("div", { class: "card" }, h("div", { class: "muted" }, "Leader"), h("div", { class: "big", id: "leader" }, leaderId || "none"),
-          c.leader ? h("div", { class: "muted" }, "lease " + c.leader.ttl_ms + " ms left") : null),
+          c.leader ? h("div", { class: "muted" }, "lease " + c.leader.ttlMs + " ms left") : null),
         h("div", { class: "card" }, h("div", { class: "muted" }, "Schedulers"), h("div", { class: "big" }, c.schedulers.length)),
         h("div", { class: "card" }, h("div", { class: "muted" }, "Live workers"), h("div", { class: "big", id: "live-workers" }, c.workers.length)),
         h("div", { class: "card" }, h("div", { class: "muted" }, "Dead letters"), h("div", { class: "big" }, c.dlqSize)),
@@ -219,7 +219,7 @@ const views = {
 };
 
 function details(item) {
-  const rest = Object.entries(item).filter(([k]) => !["key", "worker_id", "host", "pid", "ttl_seconds", "beat_at", "started_at"].includes(k));
+  const rest = Object.entries(item).filter(([k]) => !["key", "workerId", "host", "pid", "ttlSeconds", "beatAt", "startedAt"].includes(k));
   return rest.length ? h("pre", {}, JSON.stringify(Object.fromEntries(rest))) : h("span", { class: "muted" }, "–");
 }
 
@@ -229,6 +229,7 @@ function runsTable(runs, dlq) {
     dlq ? h("td", {}, h("a", { href: "#/jobs/" + r.jobId }, "job " + r.jobId)) : null,
     h("td", { class: "num" }, r.attempt),
     h("td", {}, badge(r.status)),
+    h("td", { class: "num http-status" }, r.httpStatus == null ? "–" : String(r.httpStatus)),
     h("td", {}, r.trigger),
     h("td", {}, when(r.scheduledFor)),
     h("td", {}, when(r.startedAt), r.finishedAt ? h("div", { class: "muted" }, "took " + ((Date.parse(r.finishedAt) - Date.parse(r.startedAt || r.finishedAt)) / 1000).toFixed(3) + " s") : null),
@@ -239,7 +240,7 @@ function runsTable(runs, dlq) {
       const run = await api("POST", "/dlq/" + r.id + "/replay");
       return "Replayed run " + r.id + " as run " + run.id;
     }) }, "Replay")) : null));
-  const headers = ["Run", dlq ? "Job" : null, "Attempt", "Status", "Trigger", "Scheduled for", "Started", "Worker", "Output", "Error", dlq ? "" : null].filter((x) => x !== null);
+  const headers = ["Run", dlq ? "Job" : null, "Attempt", "Status", "HTTP", "Trigger", "Scheduled for", "Started", "Worker", "Output", "Error", dlq ? "" : null].filter((x) => x !== null);
   return h("table", { id: dlq ? "dlq-table" : "runs-table" },
     h("thead", {}, h("tr", {}, headers.map((t) => h("th", {}, t)))),
     h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: headers.length, class: "muted" }, dlq ? "The dead-letter queue is empty." : "No runs yet."))));

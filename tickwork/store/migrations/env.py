@@ -21,6 +21,11 @@ def run_migrations_online() -> None:
     assert url
     engine = make_engine(url, poolclass=pool.NullPool)
     with engine.connect() as connection:
+        if connection.dialect.name == "sqlite":
+            # A migration that rebuilds a table (batch mode) drops the old one: with foreign
+            # keys on, dropping ``jobs`` would delete every run by cascade.
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()  # end the autobegun transaction: alembic commits its own
         context.configure(
             connection=connection,
             target_metadata=target_metadata,
