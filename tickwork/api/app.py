@@ -19,7 +19,7 @@ from tickwork.api.auth import Reader
 from tickwork.api.errors import install_error_handlers
 from tickwork.api.state import ApiState, JobChangedHook, redis_wake_hook
 from tickwork.config import Settings
-from tickwork.config.settings import check_auth_secret
+from tickwork.config.settings import resolve_auth_secret
 from tickwork.store.engine import make_engine
 
 log = logging.getLogger(__name__)
@@ -109,10 +109,11 @@ def create_app(
     runs after a job is created, changed or resumed; by default it publishes on the scheduler
     wake channel when Redis is configured (the embedded mode passes the scheduler's ``wake``).
 
-    Raises ``ConfigError`` (``TICKWORK_AUTH_SECRET``) for a shared deployment (MySQL or
-    RabbitMQ) still on the built-in development secret.
+    Tokens are verified with ``settings.auth_secret``, resolved first (:func:`resolve_auth_secret`):
+    raises ``ConfigError`` (``TICKWORK_AUTH_SECRET``) for a shared deployment (MySQL or RabbitMQ)
+    without a secret of its own, or an embedded database whose secret file cannot be used.
     """
-    check_auth_secret(settings)
+    settings = resolve_auth_secret(settings)
     # The OpenAPI document needs a token like the data it describes (``/openapi.json`` below);
     # Swagger UI and ReDoc would fetch it without one, so they are not served.
     app = FastAPI(
