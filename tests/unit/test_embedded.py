@@ -65,7 +65,7 @@ def wait_for_runs(client: TestClient, job_id: int, headers: dict[str, str], *, s
 def test_a_job_created_over_http_runs_every_second(settings: Settings, target: Target) -> None:
     parts = started(settings)
     try:
-        headers = {"Authorization": f"Bearer {create_token(settings, 'admin')}"}
+        headers = {"Authorization": f"Bearer {create_token(resolve_auth_secret(settings), 'admin')}"}
         with TestClient(parts.app) as client:
             body = {
                 "name": "every-second",
@@ -126,7 +126,7 @@ def test_definitions_and_history_survive_a_restart_and_pending_runs_are_republis
         assert get_run(parts.engine, finished).status == RunStatus.SUCCESS.value
         assert get_run(parts.engine, later).status == RunStatus.PENDING.value
         assert target.count() == 1
-        headers = {"Authorization": f"Bearer {create_token(settings, 'viewer')}"}
+        headers = {"Authorization": f"Bearer {create_token(resolve_auth_secret(settings), 'viewer')}"}
         with TestClient(parts.app) as client:
             jobs = client.get("/jobs?limit=500", headers=headers).json()["items"]
             # @job functions other tests imported register themselves too (source "decorator").
@@ -139,7 +139,7 @@ def test_definitions_and_history_survive_a_restart_and_pending_runs_are_republis
 def test_cluster_view_reports_the_in_process_leader_scheduler_and_worker(settings: Settings) -> None:
     parts = started(settings)
     try:
-        headers = {"Authorization": f"Bearer {create_token(settings, 'viewer')}"}
+        headers = {"Authorization": f"Bearer {create_token(resolve_auth_secret(settings), 'viewer')}"}
         with TestClient(parts.app) as client:
             deadline = time.monotonic() + 20
             while True:
