@@ -102,12 +102,13 @@ class BodyLimit:
 
 
 def _is_utf8(body: bytes) -> bool:
-    """JSON bodies are UTF-8 (RFC 8259); Python's parser would also guess UTF-16 and UTF-32."""
+    """JSON bodies are UTF-8 (RFC 8259). Python's parser also guesses UTF-16 and UTF-32 from
+    the NUL bytes around ASCII characters (which are valid UTF-8 themselves), so ask it too."""
     try:
         body.decode("utf-8")
     except UnicodeDecodeError:
         return False
-    return True
+    return json.detect_encoding(body) in ("utf-8", "utf-8-sig")
 
 
 #: Sent with every answer. The dashboard loads only its own script and stylesheet and sets
