@@ -101,7 +101,8 @@ async def http_request(
     has_body = body is not None or json is not None
     verb = (method or ("POST" if has_body else "GET")).upper()
     request_headers = {"User-Agent": USER_AGENT, "Accept-Encoding": ACCEPT_ENCODING, **(headers or {})}
-    request_headers.setdefault("Host", parts.netloc.rsplit("@", 1)[-1])
+    authority = f"[{host}]" if ":" in host else host  # IDNA-encoded: header values are ASCII
+    request_headers.setdefault("Host", f"{authority}:{parts.port}" if parts.port else authority)
     extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
     client = _client(settings)
     try:
