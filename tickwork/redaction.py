@@ -41,7 +41,8 @@ _BARE_PAIR_RE = re.compile(
 _KEYWORD_RE = re.compile(
     r"""(?<![?&;\w\-])([A-Za-z_][\w\-]{0,100})=('(?:\\.|[^'\\])*'|"(?:\\.|[^"\\])*"|[^\s,)&;'"]+)"""
 )
-_SCHEME_CREDENTIAL_RE = re.compile(r"(?i)\b(bearer|basic|digest|token)(\s+)[A-Za-z0-9._~+/=\-:]{4,}")
+# 8+ characters: "Bearer eyJ..." and "Basic dXNlcjpw..." are masked, "bearer token" is not.
+_SCHEME_CREDENTIAL_RE = re.compile(r"(?i)\b(bearer|basic|digest)(\s+)[A-Za-z0-9._~+/\-]{8,}=*")
 
 
 def is_sensitive_name(name: str) -> bool:

@@ -151,7 +151,8 @@ def test_redaction_of_a_message_repr_urls_and_parameters() -> None:
     # Python jobs' keyword arguments in a message repr, and free-text forms.
     assert "hunter2" not in redact_text("job(password='hunter2', user='bob')")
     assert "hunter2" not in redact_text('{"client_secret": "hunter2"}')
-    assert "abc.def" not in redact_text("Authorization: Bearer abc.def")
+    assert "abc.def.ghi" not in redact_text("Authorization: Bearer abc.def.ghi")
+    assert redact_text("missing bearer token") == "missing bearer token"
     assert redact_text("nothing to hide, page=2") == "nothing to hide, page=2"
 
 
