@@ -312,9 +312,8 @@ def test_real_worker_runs_appear_and_a_dead_run_is_replayed(
 
     # No trigger: the scheduler fires it every second and the worker runs it.
     page.click("tr[data-job='live-ok'] a")
-    page.wait_for_function(
-        "document.querySelectorAll('#runs-table .badge.s-SUCCESS').length >= 2", timeout=60_000
-    )
+    # A locator, not wait_for_function: that evaluates a string, which the page's CSP forbids.
+    page.locator("#runs-table .badge.s-SUCCESS").nth(1).wait_for(timeout=60_000)
     assert "200 OK" in page.inner_text("#runs-table pre.output")
     job_ok = get_job_by_name(mysql_engine, "live-ok")
     scheduled = [r for r in list_runs(mysql_engine, job_id=job_ok.id) if r.status == RunStatus.SUCCESS]
