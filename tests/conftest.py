@@ -38,7 +38,7 @@ SEED: dict[str, Any] = {
     "retryBackoffSeconds": 10,
 }
 RUN_ID = uuid.uuid4().hex[:8]
-#: Distributed mode refuses the built-in development secret (the API and `tickwork token`).
+#: Distributed mode needs a secret of its own (the API and `tickwork token` refuse to start without).
 TEST_AUTH_SECRET = "tickwork-test-secret-0123456789abcdef"  # 32+ bytes: PyJWT warns below
 
 

@@ -10,10 +10,12 @@ import ipaddress
 import json
 import math
 import re
+import socket
 from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
+import idna
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -31,9 +33,10 @@ from tickwork.errors import ValidationError
 from tickwork.scheduler.cron import CronSchedule, parse_run_at, parse_timezone
 from tickwork.store.models import HandlerType, MisfirePolicy, OverlapPolicy
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,199}$")
-QUEUE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
-PYTHON_HANDLER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:\-]{0,199}$")
+# Used with fullmatch: ``$`` alone would also match before a trailing newline.
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,199}")
+QUEUE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]{0,63}")
+PYTHON_HANDLER_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.:\-]{0,199}")
 MAX_PARAMETERS_BYTES = 64 * 1024
 #: Nesting levels of a JSON field (its own object or array is level 1). MariaDB's JSON check
 #: refuses documents 32 deep, and deeper ones would fail to serialize back in the API.
@@ -44,6 +47,14 @@ CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 #: Halves of a UTF-16 pair on their own: JSON's \ud800 escapes decode to them; not encodable.
 SURROGATE_RE = re.compile(r"[\ud800-\udfff]")
 HTTP_METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}
+#: An HTTP header name (RFC 9110 ``token``).
+HEADER_NAME_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}")
+#: A header value: visible ASCII, spaces and tabs (no CR, LF or NUL: they would split the request).
+HEADER_VALUE_RE = re.compile(r"[\t\x20-\x7e]{0,8192}")
+#: A host name as the resolver reads it: letters, digits, ``-``, ``_`` and dots (IDNA-encoded).
+HOST_NAME_RE = re.compile(r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*\.?")
+#: What ``inet_aton`` may read as an IPv4 address (``0x7f.1``, ``2130706433``, ``0177.0.0.1``).
+INET_ATON_RE = re.compile(r"[0-9A-Fa-fXx]+(\.[0-9A-Fa-fXx]+){0,3}")
 
 
 def _instant_text(value: Any) -> Any:
@@ -97,14 +108,14 @@ class JobSpec(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not NAME_RE.match(value):
+        if not NAME_RE.fullmatch(value):
             raise ValueError("use letters, digits and _ . : - (starting with a letter or digit)")
         return value
 
     @field_validator("queue")
     @classmethod
     def _queue(cls, value: str) -> str:
-        if not QUEUE_RE.match(value):
+        if not QUEUE_RE.fullmatch(value):
             raise ValueError("use letters, digits, _ and - (starting with a letter or _), at most 64")
         return value
 
@@ -153,7 +164,7 @@ class JobSpec(BaseModel):
         if self.handler_type == HandlerType.HTTP:
             validate_http_url(self.handler_data)
             validate_http_parameters(self.parameters or {})
-        elif not PYTHON_HANDLER_RE.match(self.handler_data):
+        elif not PYTHON_HANDLER_RE.fullmatch(self.handler_data):
             raise ValueError("handlerData: must name a registered @job function")
         return self
 
@@ -193,10 +204,16 @@ def check_json_value(value: Any, field: str, *, max_depth: int = MAX_JSON_DEPTH)
                 raise ValidationError(path, f"nested deeper than {max_depth} levels")
             if isinstance(item, dict):
                 for key, child in item.items():
-                    _check_json_string(str(key), f"{path}.{key}")
-                    stack.append((child, f"{path}.{key}", depth + 1))
+                    child_path = f"{path}.{escape_surrogates(str(key))}"
+                    _check_json_string(str(key), child_path)
+                    stack.append((child, child_path, depth + 1))
             else:
                 stack.extend((child, f"{path}.{index}", depth + 1) for index, child in enumerate(item))
+
+
+def escape_surrogates(text: str) -> str:
+    """``text`` with lone surrogates written as ``\\udc00``: a field name that can be reported."""
+    return SURROGATE_RE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def _check_json_string(text: str, path: str) -> None:
@@ -205,7 +222,8 @@ def _check_json_string(text: str, path: str) -> None:
 
 
 def validate_http_url(url: str, deny_networks: list[str] | None = None, field: str = "handlerData") -> None:
-    """An absolute http(s) URL with a host; a literal IP must not be in ``deny_networks``."""
+    """An absolute http(s) URL with a valid host (:func:`request_host`); an address the host
+    names (however spelled) must not be in ``deny_networks``."""
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -217,8 +235,54 @@ def validate_http_url(url: str, deny_networks: list[str] | None = None, field: s
         raise ValidationError(field, "URL has no host")
     if port == 0:
         raise ValidationError(field, "URL port must be 1-65535")
+    host = request_host(parts.hostname, field)
     if deny_networks:
-        check_denied_host(parts.hostname, deny_networks, field)
+        check_denied_host(host, deny_networks, field)
+
+
+def request_host(hostname: str, field: str = "handlerData") -> str:
+    """The host of a URL as it is resolved and sent: an IP literal, or an ASCII name (non-ASCII
+    names IDNA-encoded, as httpx does). Refuses what a resolver would read differently from a
+    reader: spaces, percent-encoding, characters outside host names, invalid IDNA (fullwidth
+    digits, which Python's resolver would map to ASCII ones)."""
+    if hostname.startswith("[") or ":" in hostname:  # an IPv6 literal
+        try:
+            ipaddress.IPv6Address(hostname.strip("[]"))
+        except ValueError:
+            raise ValidationError(field, f"host {hostname!r} is not a valid IPv6 address") from None
+        return hostname.strip("[]")
+    host = hostname
+    if not host.isascii():
+        try:
+            host = idna.encode(host.lower(), uts46=False).decode("ascii")
+        except (idna.IDNAError, UnicodeError) as exc:
+            raise ValidationError(
+                field, f"host {escape_surrogates(hostname)!r} is not a valid IDNA name: {exc}"
+            ) from None
+    if not HOST_NAME_RE.fullmatch(host) or len(host) > 253:
+        raise ValidationError(
+            field,
+            f"host {escape_surrogates(hostname)!r} must be letters, digits, - _ and dots (no spaces or %)",
+        )
+    return host
+
+
+def resolver_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address ``host`` names without a DNS lookup, read the way the system resolver reads
+    it: dotted quads, but also ``inet_aton``'s other forms (``2130706433``, ``0x7f.1``,
+    ``0177.0.0.1``, ``127.1``) and a trailing dot. None for a name that needs DNS."""
+    name = host.strip("[]").split("%", 1)[0]
+    try:
+        return ipaddress.ip_address(name)
+    except ValueError:
+        pass
+    name = name.removesuffix(".")
+    if INET_ATON_RE.fullmatch(name):
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(name))
+        except OSError:
+            return None
+    return None
 
 
 def _address_forms(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[Any]:
@@ -240,10 +304,10 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
 def check_denied_host(host: str, deny_networks: list[str], field: str = "handlerData") -> None:
-    """Reject a literal IP address inside a denied network (metadata endpoints and such)."""
-    try:
-        address = ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
-    except ValueError:
+    """Reject a host that names an address inside a denied network (metadata endpoints and such),
+    in any spelling the resolver accepts (:func:`resolver_address`)."""
+    address = resolver_address(host)
+    if address is None:
         return
     for form in _address_forms(address):
         for net in deny_networks:
@@ -264,6 +328,23 @@ def validate_http_parameters(params: dict[str, Any], field: str = "parameters") 
         value = params.get(key)
         if value is not None and (not isinstance(value, dict) or not all(isinstance(k, str) for k in value)):
             raise ValidationError(f"{field}.{key}", "must be an object with string keys")
+    for name, header in (params.get("headers") or {}).items():
+        where = f"{field}.headers.{escape_surrogates(name)}"
+        if not HEADER_NAME_RE.fullmatch(name):
+            raise ValidationError(where, "a header name is letters, digits and !#$%&'*+-.^_`|~")
+        if not isinstance(header, str):
+            raise ValidationError(where, "a header value must be a string")
+        if not HEADER_VALUE_RE.fullmatch(header):
+            raise ValidationError(
+                where, "a header value is printable ASCII of at most 8192 characters (no CR or LF)"
+            )
+    for name, item in (params.get("query") or {}).items():
+        values = item if isinstance(item, list) else [item]
+        if not all(v is None or isinstance(v, str | int | float) for v in values):
+            raise ValidationError(
+                f"{field}.query.{escape_surrogates(name)}",
+                "a query value is a string, number, boolean or null, or a list of them",
+            )
     body = params.get("body")
     if body is not None and not isinstance(body, str):
         raise ValidationError(f"{field}.body", "must be a string (use 'json' for a JSON body)")

@@ -13,7 +13,7 @@ from tests.integration.api_support import SEED, Api, make_api
 from tickwork.api import create_app
 from tickwork.api.auth import create_token
 from tickwork.config import Settings, load_settings
-from tickwork.config.settings import DEFAULT_AUTH_SECRET, resolve_auth_secret
+from tickwork.config.settings import resolve_auth_secret
 from tickwork.errors import ConfigError
 
 pytestmark = pytest.mark.integration
@@ -132,10 +132,10 @@ def test_the_dashboard_shell_is_open_and_its_data_is_not(api: Api) -> None:
         assert api.client.get(path, headers=api.viewer).status_code == 200, path
 
 
-def test_a_shared_deployment_refuses_the_built_in_secret(
+def test_a_shared_deployment_needs_a_secret_of_its_own(
     cluster_settings: Settings, mysql_engine: Engine
 ) -> None:
-    default = cluster_settings.model_copy(update={"auth_secret": DEFAULT_AUTH_SECRET})
+    default = cluster_settings.model_copy(update={"auth_secret": ""})
     for settings in (
         default,
         default.model_copy(update={"broker_url": "memory://"}),  # MySQL alone is shared
@@ -144,14 +144,15 @@ def test_a_shared_deployment_refuses_the_built_in_secret(
         with pytest.raises(ConfigError) as refused:
             create_app(settings, engine=mysql_engine)
         assert refused.value.field == "TICKWORK_AUTH_SECRET"
-        assert "must not protect a shared deployment" in refused.value.reason
+        assert "must be set for a shared deployment" in refused.value.reason
         with pytest.raises(ConfigError):
             resolve_auth_secret(settings)
-    # The embedded default (SQLite file, in-process broker) keeps working without one.
+    # The embedded mode (in-memory SQLite, in-process broker) gets a random secret of its own.
     embedded = load_settings(database_url="sqlite:///:memory:", broker_url="memory://")
-    assert embedded.auth_secret == DEFAULT_AUTH_SECRET
+    assert embedded.auth_secret == ""
     create_app(embedded, engine=mysql_engine)
-    assert resolve_auth_secret(embedded) == embedded
+    first, second = resolve_auth_secret(embedded), resolve_auth_secret(embedded)
+    assert len(first.auth_secret) >= 32 and first.auth_secret != second.auth_secret
 
 
 def test_tokens_use_the_configured_secret(api: Api) -> None:

@@ -85,15 +85,15 @@ def test_tickwork_api_serves_the_seed_job(server: str, cluster_settings: Setting
 
 
 @pytest.mark.parametrize("command", [["api", "--port", "0"], ["token", "--role", "admin"]])
-def test_api_and_token_refuse_the_built_in_secret_in_distributed_mode(
+def test_api_and_token_need_a_secret_in_distributed_mode(
     cluster_settings: Settings, command: list[str]
 ) -> None:
     env = settings_env(cluster_settings)
-    del env["TICKWORK_AUTH_SECRET"]  # the built-in development secret
+    del env["TICKWORK_AUTH_SECRET"]  # there is no built-in one to fall back to
     result = subprocess.run(
         tickwork_cmd(*command), env=env, capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 2, (result.stdout, result.stderr)
-    assert "tickwork: invalid TICKWORK_AUTH_SECRET: the built-in development secret" in result.stderr
-    assert "set your own" in result.stderr and "Traceback" not in result.stderr
+    assert "tickwork: invalid TICKWORK_AUTH_SECRET: must be set for a shared deployment" in result.stderr
+    assert "secrets.token_urlsafe" in result.stderr and "Traceback" not in result.stderr
     assert result.stdout == ""  # no token printed

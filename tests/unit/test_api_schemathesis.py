@@ -27,6 +27,7 @@ from schemathesis.specs.openapi.checks import (
 from tickwork.api import create_app
 from tickwork.api.auth import create_token
 from tickwork.config import load_settings
+from tickwork.config.settings import resolve_auth_secret
 from tickwork.spec import JobSpec
 from tickwork.store.engine import make_engine, upgrade
 from tickwork.store.jobs import create_job
@@ -46,7 +47,7 @@ def _build_app() -> Any:
     url = f"sqlite:///{directory / 'tickwork.db'}"
     upgrade(url)
     engine = make_engine(url)
-    cfg = load_settings(database_url=url, broker_url="memory://")
+    cfg = resolve_auth_secret(load_settings(database_url=url, broker_url="memory://"))
     for name in ("alpha", "beta"):
         job = create_job(
             engine,

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
@@ -18,7 +19,7 @@ from sqlalchemy.engine import make_url
 from tests.http_target import Target, http_target
 from tickwork.api.auth import create_token
 from tickwork.config import Settings, load_settings
-from tickwork.config.settings import DEFAULT_AUTH_SECRET, resolve_auth_secret
+from tickwork.config.settings import PUBLISHED_AUTH_SECRET, resolve_auth_secret
 from tickwork.embedded import Embedded, build, listen_socket, run_embedded
 from tickwork.errors import ConfigError, TickworkError, ValidationError
 from tickwork.middleware.heartbeat import current_worker_id
@@ -64,7 +65,7 @@ def wait_for_runs(client: TestClient, job_id: int, headers: dict[str, str], *, s
 def test_a_job_created_over_http_runs_every_second(settings: Settings, target: Target) -> None:
     parts = started(settings)
     try:
-        headers = {"Authorization": f"Bearer {create_token(settings, 'admin')}"}
+        headers = {"Authorization": f"Bearer {create_token(resolve_auth_secret(settings), 'admin')}"}
         with TestClient(parts.app) as client:
             body = {
                 "name": "every-second",
@@ -125,7 +126,7 @@ def test_definitions_and_history_survive_a_restart_and_pending_runs_are_republis
         assert get_run(parts.engine, finished).status == RunStatus.SUCCESS.value
         assert get_run(parts.engine, later).status == RunStatus.PENDING.value
         assert target.count() == 1
-        headers = {"Authorization": f"Bearer {create_token(settings, 'viewer')}"}
+        headers = {"Authorization": f"Bearer {create_token(resolve_auth_secret(settings), 'viewer')}"}
         with TestClient(parts.app) as client:
             jobs = client.get("/jobs?limit=500", headers=headers).json()["items"]
             # @job functions other tests imported register themselves too (source "decorator").
@@ -138,7 +139,7 @@ def test_definitions_and_history_survive_a_restart_and_pending_runs_are_republis
 def test_cluster_view_reports_the_in_process_leader_scheduler_and_worker(settings: Settings) -> None:
     parts = started(settings)
     try:
-        headers = {"Authorization": f"Bearer {create_token(settings, 'viewer')}"}
+        headers = {"Authorization": f"Bearer {create_token(resolve_auth_secret(settings), 'viewer')}"}
         with TestClient(parts.app) as client:
             deadline = time.monotonic() + 20
             while True:
@@ -163,10 +164,10 @@ def test_cluster_view_reports_the_in_process_leader_scheduler_and_worker(setting
 
 
 def test_dev_signs_tokens_with_a_random_secret_kept_next_to_the_sqlite_file(settings: Settings) -> None:
-    assert settings.auth_secret == DEFAULT_AUTH_SECRET
+    assert settings.auth_secret == ""  # no built-in secret
     resolved = resolve_auth_secret(settings)
     path = Path(str(make_url(settings.database_url).database) + ".secret")
-    assert resolved.auth_secret != DEFAULT_AUTH_SECRET and len(resolved.auth_secret) >= 32
+    assert resolved.auth_secret != PUBLISHED_AUTH_SECRET and len(resolved.auth_secret) >= 32
     assert path.read_text().strip() == resolved.auth_secret
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     # The same secret after a restart and for `tickwork token`: earlier tokens stay valid.
@@ -176,7 +177,9 @@ def test_dev_signs_tokens_with_a_random_secret_kept_next_to_the_sqlite_file(sett
     try:
         with TestClient(parts.app) as client:
             assert client.get("/jobs", headers={"Authorization": f"Bearer {token}"}).status_code == 200
-            forged = create_token(settings, "admin")  # signed with the published default
+            forged = jwt.encode(  # signed with the development secret earlier versions published
+                {"sub": "x", "role": "admin", "exp": int(time.time()) + 60}, PUBLISHED_AUTH_SECRET
+            )
             assert client.get("/jobs", headers={"Authorization": f"Bearer {forged}"}).status_code == 401
     finally:
         parts.engine.dispose()

@@ -82,10 +82,10 @@ def test_one_time_job_without_cron() -> None:
     ],
 )
 def test_denied_networks(host: str) -> None:
-    from tickwork.config.settings import DEFAULT_HTTP_DENY_NETWORKS
+    from tickwork.config.settings import ALWAYS_DENIED_NETWORKS
 
     with pytest.raises(ValidationError) as info:
-        validate_http_url(f"http://{host}/latest", list(DEFAULT_HTTP_DENY_NETWORKS))
+        validate_http_url(f"http://{host}/latest", list(ALWAYS_DENIED_NETWORKS))
     assert info.value.field == "handlerData" and "denied network" in info.value.reason
-    check_denied_host("127.0.0.1", list(DEFAULT_HTTP_DENY_NETWORKS))  # loopback is allowed
-    check_denied_host("::ffff:127.0.0.1", list(DEFAULT_HTTP_DENY_NETWORKS))
+    check_denied_host("127.0.0.1", list(ALWAYS_DENIED_NETWORKS))  # loopback is allowed
+    check_denied_host("::ffff:127.0.0.1", list(ALWAYS_DENIED_NETWORKS))

@@ -86,9 +86,10 @@ def bind_job(broker: dramatiq.Broker, settings: Settings, job_fn: JobFunction) -
 
 def bind_http_actor(broker: dramatiq.Broker, settings: Settings) -> dramatiq.Actor[Any, Any]:
     def tickwork_http(url: str, **params: Any) -> None:
-        # The attempt's asyncio timeout governs; httpx's own limit applies only without one.
-        outcome = run_async(lambda: http_request(settings, url, **params))
+        # One deadline for the whole request: the job's timeoutSeconds, else the setting's.
         attempt = current_attempt()
+        timeout = attempt.timeout_seconds if attempt is not None else None
+        outcome = run_async(lambda: http_request(settings, url, timeout=timeout, **params))
         if attempt is not None:
             attempt.result = outcome.output
             attempt.http_status = outcome.status

@@ -19,7 +19,7 @@ from tickwork.api.auth import Reader
 from tickwork.api.errors import install_error_handlers
 from tickwork.api.state import ApiState, JobChangedHook, redis_wake_hook
 from tickwork.config import Settings
-from tickwork.config.settings import check_auth_secret
+from tickwork.config.settings import resolve_auth_secret
 from tickwork.store.engine import make_engine
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,9 @@ class BodyLimit:
             more = bool(message.get("more_body"))
         replayed = False
         body = b"".join(chunks)
+        if body and not _is_utf8(body):
+            await self._refuse(send, "must be JSON encoded as UTF-8")
+            return
 
         async def replay() -> Message:
             nonlocal replayed
@@ -78,7 +81,9 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _too_large(self, send: Send, size: str) -> None:
-        reason = f"{size}, more than TICKWORK_MAX_PAYLOAD_BYTES ({self.max_bytes})"
+        await self._refuse(send, f"{size}, more than TICKWORK_MAX_PAYLOAD_BYTES ({self.max_bytes})")
+
+    async def _refuse(self, send: Send, reason: str) -> None:
         error = {"field": "body", "reason": reason, "loc": ["body"], "msg": reason, "type": "value_error"}
         payload = json.dumps({"detail": [error]}).encode()
         await send(
@@ -96,6 +101,53 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": payload})
 
 
+def _is_utf8(body: bytes) -> bool:
+    """JSON bodies are UTF-8 (RFC 8259). Python's parser also guesses UTF-16 and UTF-32 from
+    the NUL bytes around ASCII characters (which are valid UTF-8 themselves), so ask it too."""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return json.detect_encoding(body) in ("utf-8", "utf-8-sig")
+
+
+#: Sent with every answer. The dashboard loads only its own script and stylesheet and sets
+#: styles through the DOM, so its page needs no 'unsafe-inline'; nothing may frame it.
+SECURITY_HEADERS = {
+    "content-security-policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+        "frame-ancestors 'none'"
+    ),
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+}
+
+
+class SecurityHeaders:
+    """Add :data:`SECURITY_HEADERS` to every HTTP answer (API, dashboard, errors) that has not
+    set them itself."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.headers = [(name.encode(), value.encode()) for name, value in SECURITY_HEADERS.items()]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                extra = [(name, value) for name, value in self.headers if name not in present]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 def create_app(
     settings: Settings,
     *,
@@ -109,10 +161,11 @@ def create_app(
     runs after a job is created, changed or resumed; by default it publishes on the scheduler
     wake channel when Redis is configured (the embedded mode passes the scheduler's ``wake``).
 
-    Raises ``ConfigError`` (``TICKWORK_AUTH_SECRET``) for a shared deployment (MySQL or
-    RabbitMQ) still on the built-in development secret.
+    Tokens are verified with ``settings.auth_secret``, resolved first (:func:`resolve_auth_secret`):
+    raises ``ConfigError`` (``TICKWORK_AUTH_SECRET``) for a shared deployment (MySQL or RabbitMQ)
+    without a secret of its own, or an embedded database whose secret file cannot be used.
     """
-    check_auth_secret(settings)
+    settings = resolve_auth_secret(settings)
     # The OpenAPI document needs a token like the data it describes (``/openapi.json`` below);
     # Swagger UI and ReDoc would fetch it without one, so they are not served.
     app = FastAPI(
@@ -145,6 +198,7 @@ def create_app(
         return JSONResponse(app.openapi())
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_payload_bytes)
+    app.add_middleware(SecurityHeaders)  # outermost: also on BodyLimit's own 422
     return app
 
 

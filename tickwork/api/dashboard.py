@@ -25,8 +25,9 @@ from pydantic.alias_generators import to_camel
 from starlette.concurrency import run_in_threadpool
 
 from tickwork.api.auth import Reader
+from tickwork.api.ids import MAX_ID, PLAIN_DECIMAL
 from tickwork.api.jobs import READ_ERRORS
-from tickwork.api.schemas import ApiModel
+from tickwork.api.schemas import ApiModel, masked_definition
 from tickwork.api.state import ApiState, State
 from tickwork.config import Settings
 from tickwork.keys import leader_key
@@ -117,13 +118,24 @@ def static_file(name: str) -> FileResponse:
 )
 def dashboard_jobs(
     state: State,
-    _: Reader,
-    after_id: Annotated[int, Query(alias="afterId", ge=0)] = 0,
+    who: Reader,
+    after_id: Annotated[int, PLAIN_DECIMAL, Query(alias="afterId", ge=0, le=MAX_ID)] = 0,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     name: Annotated[str | None, Query(max_length=200, description="substring of the name")] = None,
 ) -> JobRows:
     items, next_after = stats.job_summaries(state.engine, after_id=after_id, limit=limit, name_contains=name)
-    return JobRows(items=[JobRow.model_validate(i) for i in items], next_after_id=next_after)
+    rows = [JobRow.model_validate(i) for i in items]
+    if who.masked:
+        rows = [row.model_copy(update=_masked_handler(row)) for row in rows]
+    return JobRows(items=rows, next_after_id=next_after)
+
+
+def _masked_handler(row: JobRow) -> dict[str, Any]:
+    return {
+        "handler_data": masked_definition(row.handler_type, row.handler_data, None).get(
+            "handler_data", row.handler_data
+        )
+    }
 
 
 @router.get(

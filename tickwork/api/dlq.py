@@ -9,7 +9,8 @@ from starlette.concurrency import run_in_threadpool
 
 from tickwork import operations
 from tickwork.api.auth import Principal, Reader, Writer
-from tickwork.api.jobs import MAX_ID, READ_ERRORS, audit, run_page
+from tickwork.api.ids import MAX_ID, PLAIN_DECIMAL
+from tickwork.api.jobs import READ_ERRORS, audit, run_page
 from tickwork.api.schemas import ErrorBody, PurgeRequest, PurgeResult, RunOut, RunPage
 from tickwork.api.state import State
 from tickwork.store import runs as run_store
@@ -22,14 +23,14 @@ RUN_ERRORS = {**READ_ERRORS, 404: {"model": ErrorBody, "description": "no such r
 @router.get("", response_model=RunPage, responses=READ_ERRORS, summary="List dead runs")
 def list_dead(
     state: State,
-    _: Reader,
+    who: Reader,
     *,
-    job_id: Annotated[int | None, Query(alias="jobId", ge=1, le=MAX_ID)] = None,
+    job_id: Annotated[int | None, PLAIN_DECIMAL, Query(alias="jobId", ge=1, le=MAX_ID)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    before_id: Annotated[int | None, Query(alias="beforeId", ge=1, le=MAX_ID)] = None,
+    before_id: Annotated[int | None, PLAIN_DECIMAL, Query(alias="beforeId", ge=1, le=MAX_ID)] = None,
 ) -> RunPage:
     dead = operations.list_dead(state.engine, job_id=job_id, limit=limit, before_id=before_id)
-    return run_page(dead, limit)
+    return run_page(dead, limit, masked=who.masked)
 
 
 @router.post(
@@ -39,7 +40,9 @@ def list_dead(
     responses={**RUN_ERRORS, 409: {"model": ErrorBody, "description": "the run is not DEAD"}},
     summary="Replay a dead run as a new attempt",
 )
-async def replay(run_id: Annotated[int, Path(ge=1, le=MAX_ID)], state: State, who: Writer) -> RunOut:
+async def replay(
+    run_id: Annotated[int, PLAIN_DECIMAL, Path(ge=1, le=MAX_ID)], state: State, who: Writer
+) -> RunOut:
     broker = await run_in_threadpool(state.get_broker)
     new_id = await run_in_threadpool(operations.replay, state.settings, state.engine, broker, run_id)
     run = RunOut.of(await run_in_threadpool(run_store.get_run, state.engine, new_id))

@@ -14,12 +14,25 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tickwork.errors import Conflict, NotFound, ValidationError
 from tickwork.field_errors import field_errors
+from tickwork.spec import escape_surrogates
 
 log = logging.getLogger(__name__)
 
 
 def validation_response(errors: list[dict[str, Any]]) -> JSONResponse:
-    return JSONResponse(status_code=422, content={"detail": errors})
+    return JSONResponse(status_code=422, content={"detail": _encodable(errors)})
+
+
+def _encodable(value: Any) -> Any:
+    """The errors with lone surrogates escaped (``\\udc00``): a field name taken from an object
+    key of the input may hold one, and UTF-8 cannot encode it (the answer would be a 500)."""
+    if isinstance(value, str):
+        return escape_surrogates(value)
+    if isinstance(value, list | tuple):
+        return [_encodable(item) for item in value]
+    if isinstance(value, dict):
+        return {_encodable(key): _encodable(item) for key, item in value.items()}
+    return value
 
 
 def invalid(field: str, reason: str, location: str = "body") -> JSONResponse:

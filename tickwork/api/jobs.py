@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from tickwork import operations
 from tickwork.api.auth import Principal, Reader, Writer
+from tickwork.api.ids import MAX_ID, PLAIN_DECIMAL
 from tickwork.api.schemas import (
     ErrorBody,
     JobOut,
@@ -34,8 +35,7 @@ from tickwork.store.models import HandlerType, Job, RunStatus, utcnow
 
 log = logging.getLogger(__name__)
 
-MAX_ID = 2**63 - 1
-JobId = Annotated[int, Path(ge=1, le=MAX_ID, description="job id")]
+JobId = Annotated[int, PLAIN_DECIMAL, Path(ge=1, le=MAX_ID, description="job id")]
 
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "missing, invalid or expired token"},
@@ -96,7 +96,7 @@ def create_job(spec: JobSpec, state: State, who: Writer) -> JobOut:
 def list_jobs(
     *,
     state: State,
-    _: Reader,
+    who: Reader,
     enabled: bool | None = None,
     name: Annotated[str | None, Query(max_length=200, description="substring of the name")] = None,
     handler_type: Annotated[HandlerType | None, Query(alias="handlerType")] = None,
@@ -111,12 +111,14 @@ def list_jobs(
         limit=limit,
         offset=offset,
     )
-    return JobPage(items=[JobOut.of(j) for j in jobs], total=total, limit=limit, offset=offset)
+    return JobPage(
+        items=[JobOut.of(j, masked=who.masked) for j in jobs], total=total, limit=limit, offset=offset
+    )
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=ONE_JOB_ERRORS, summary="Get a job")
-def get_job(job_id: JobId, state: State, _: Reader) -> JobOut:
-    return JobOut.of(job_store.get_job(state.engine, job_id))
+def get_job(job_id: JobId, state: State, who: Reader) -> JobOut:
+    return JobOut.of(job_store.get_job(state.engine, job_id), masked=who.masked)
 
 
 @router.put("/{job_id}", response_model=JobOut, responses=WRITE_ERRORS, summary="Replace a job")
@@ -239,12 +241,13 @@ def next_fires(
 
 @router.get("/{job_id}/runs", response_model=RunPage, responses=ONE_JOB_ERRORS, summary="A job's runs")
 def job_runs(
+    *,
     job_id: JobId,
     state: State,
-    _: Reader,
+    who: Reader,
     status_filter: Annotated[list[RunStatus] | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    before_id: Annotated[int | None, Query(alias="beforeId", ge=1, le=MAX_ID)] = None,
+    before_id: Annotated[int | None, PLAIN_DECIMAL, Query(alias="beforeId", ge=1, le=MAX_ID)] = None,
 ) -> RunPage:
     job_store.get_job(state.engine, job_id)
     runs = run_store.list_runs(
@@ -254,11 +257,11 @@ def job_runs(
         limit=limit,
         before_id=before_id,
     )
-    return run_page(runs, limit)
+    return run_page(runs, limit, masked=who.masked)
 
 
-def run_page(runs: list[Any], limit: int) -> RunPage:
-    items = [RunOut.of(r) for r in runs]
+def run_page(runs: list[Any], limit: int, *, masked: bool = False) -> RunPage:
+    items = [RunOut.of(r, masked=masked) for r in runs]
     return RunPage(items=items, next_before_id=items[-1].id if len(items) == limit else None)
 
 

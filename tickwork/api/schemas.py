@@ -17,6 +17,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from tickwork.redaction import redact_http_parameters, redact_json, redact_url
 from tickwork.spec import Instant, check_json_value
 from tickwork.store.models import HandlerType, Job, JobRun, MisfirePolicy, OverlapPolicy
 
@@ -53,8 +54,24 @@ class JobOut(ApiModel):
     updated_at: datetime
 
     @classmethod
-    def of(cls, job: Job) -> JobOut:
-        return cls.model_validate(job)
+    def of(cls, job: Job, *, masked: bool = False) -> JobOut:
+        """``masked`` (a ``viewer``'s read): URL userinfo and credential-like header, query and
+        JSON values replaced with ``***`` (:mod:`tickwork.redaction`)."""
+        out = cls.model_validate(job)
+        return (
+            out.model_copy(update=masked_definition(out.handler_type, out.handler_data, out.parameters))
+            if masked
+            else out
+        )
+
+
+def masked_definition(
+    handler_type: str, handler_data: str, parameters: dict[str, Any] | None
+) -> dict[str, Any]:
+    """A job's ``handler_data`` and ``parameters`` as a ``viewer`` may read them."""
+    if handler_type == HandlerType.HTTP.value:
+        return {"handler_data": redact_url(handler_data), "parameters": redact_http_parameters(parameters)}
+    return {"parameters": redact_json(parameters)}
 
 
 class JobPage(ApiModel):
@@ -89,8 +106,10 @@ class RunOut(ApiModel):
     traceback: str | None
 
     @classmethod
-    def of(cls, run: JobRun) -> RunOut:
-        return cls.model_validate(run)
+    def of(cls, run: JobRun, *, masked: bool = False) -> RunOut:
+        """``masked``: credential-like keys of the call's ``arguments`` replaced with ``***``."""
+        out = cls.model_validate(run)
+        return out.model_copy(update={"arguments": redact_json(out.arguments)}) if masked else out
 
 
 class RunPage(ApiModel):

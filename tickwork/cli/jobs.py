@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 import pydantic
@@ -26,7 +27,7 @@ from tickwork.errors import ValidationError
 from tickwork.field_errors import first_error
 from tickwork.messaging import make_broker
 from tickwork.scheduler.cron import CronSchedule
-from tickwork.spec import JobSpec
+from tickwork.spec import MAX_JSON_DEPTH, JobSpec
 from tickwork.store import jobs as job_store
 from tickwork.store.models import Job, RunTrigger, utcnow
 from tickwork.store.runs import get_run, insert_run, list_runs
@@ -139,6 +140,13 @@ def _spec_from_args(args: argparse.Namespace) -> JobSpec:
             data["parameters"] = json.loads(args.parameters)
         except json.JSONDecodeError as exc:
             raise ValidationError("--parameters", f"not valid JSON: {exc}") from None
+        except RecursionError:  # json's parser recurses once per level
+            raise ValidationError("--parameters", f"nested deeper than {MAX_JSON_DEPTH} levels") from None
+        except ValueError:  # Python refuses to convert integers this long
+            raise ValidationError(
+                "--parameters",
+                f"not valid JSON: an integer has more than {sys.get_int_max_str_digits()} digits",
+            ) from None
     try:
         return JobSpec.model_validate(data)
     except pydantic.ValidationError as exc:

@@ -64,7 +64,7 @@ def dramatiq_argv(args: argparse.Namespace, namespace: str) -> list[str]:
     ]
     if args.queues:
         for queue in args.queues:
-            if not QUEUE_RE.match(queue):
+            if not QUEUE_RE.fullmatch(queue):
                 raise ValidationError("--queues", f"{queue!r} is not a queue name")
         argv += ["--queues", *(f"{namespace}.{q}" for q in args.queues)]
     if args.verbose:

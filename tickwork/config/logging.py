@@ -5,6 +5,10 @@ Ids reach a record two ways: ``logger.info("claimed", extra={"run_id": 5})`` for
 around the actor, so a handler's own log lines and library warnings carry them too). ``extra``
 wins over the bound context. The bound context is a :mod:`contextvars` value: each worker thread
 and each asyncio task sees its own.
+
+Both formatters pass every line through :func:`tickwork.redaction.redact_text` (URL userinfo,
+credential-like header and query values: Dramatiq logs a failed message's arguments), and the
+text format escapes control characters in the event, so input cannot forge a log line.
 """
 
 from __future__ import annotations
@@ -13,10 +17,13 @@ import contextlib
 import contextvars
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
+
+from tickwork.redaction import redact_text
 
 CONTEXT_FIELDS = ("job_id", "job_name", "run_id", "attempt", "worker_id", "message_id", "node_id")
 #: Library loggers that are chatty at INFO; kept at WARNING unless tickwork itself is at DEBUG.
@@ -79,12 +86,12 @@ class JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "event": record.getMessage(),
+            "event": redact_text(record.getMessage()),
         }
         data.update(record_fields(record))
         data["pid"] = record.process
         if record.exc_info:
-            data["exc"] = self.formatException(record.exc_info)
+            data["exc"] = redact_text(self.formatException(record.exc_info))
         if record.stack_info:
             data["stack"] = self.formatStack(record.stack_info)
         return json.dumps(data, default=str, ensure_ascii=False)
@@ -94,6 +101,8 @@ class TextFormatter(logging.Formatter):
     """``2026-11-23T03:30:00.123Z INFO    tickwork.worker: event job_id=3 run_id=17``.
 
     A value with spaces or quotes is JSON-quoted, so the line stays one line and splits cleanly.
+    Control characters in the event (a newline in a token's ``sub``, say) are escapes
+    (``\\n``, ``\\u001b``): only a traceback continues an event on further lines.
     """
 
     def __init__(self) -> None:
@@ -107,12 +116,27 @@ class TextFormatter(logging.Formatter):
         )
 
     def format(self, record: logging.LogRecord) -> str:
-        line = f"{self.formatTime(record)} {super().format(record)}"
+        event = escape_controls(record.getMessage())
+        line = f"{self.formatTime(record)} {record.levelname:<7} {record.name}: {event}"
         ctx = " ".join(f"{key}={_text_value(value)}" for key, value in record_fields(record).items())
         if ctx:
-            first, newline, rest = line.partition("\n")  # ids stay on the event's line, not the traceback's
-            line = f"{first} {ctx}{newline}{rest}"
-        return line
+            line = f"{line} {ctx}"  # ids stay on the event's line, not the traceback's
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line = f"{line}\n{record.exc_text}"
+        if record.stack_info:
+            line = f"{line}\n{self.formatStack(record.stack_info)}"
+        return redact_text(line)
+
+
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def escape_controls(text: str) -> str:
+    """``text`` on one line: control characters (and the Unicode line separators) as escapes."""
+    return _CONTROL_RE.sub(lambda m: _ESCAPES.get(m.group(), f"\\u{ord(m.group()):04x}"), text)
 
 
 def _text_value(value: Any) -> str:

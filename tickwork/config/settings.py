@@ -10,6 +10,7 @@ import os
 import secrets
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import parse_qsl, unquote
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -20,14 +21,19 @@ from tickwork.errors import ConfigError, DatabaseMissing
 log = logging.getLogger(__name__)
 
 DEFAULT_DATABASE_URL = "sqlite:///tickwork.db"
-#: Published in the repository: fit for one developer's embedded process, never for a shared one.
-DEFAULT_AUTH_SECRET = "change-me-tickwork-dev-secret-32b!"
-DEFAULT_HTTP_DENY_NETWORKS = (
+#: The development secret earlier versions shipped as the default. It is published in the
+#: repository, so it is refused as a setting and never signs or verifies a token.
+PUBLISHED_AUTH_SECRET = "change-me-tickwork-dev-secret-32b!"
+#: Always denied to http jobs (``TICKWORK_HTTP_DENY_NETWORKS`` adds to these, never replaces them):
+#: link-local ranges and the cloud metadata endpoints.
+ALWAYS_DENIED_NETWORKS = (
     "169.254.0.0/16",  # link-local, including cloud metadata at 169.254.169.254
     "fe80::/10",
-    "fd00:ec2::254/128",
+    "fd00:ec2::254/128",  # AWS metadata over IPv6
     "100.100.100.200/32",  # Alibaba metadata
 )
+#: The total time one http attempt may take when its job sets no ``timeoutSeconds``.
+DEFAULT_HTTP_TIMEOUT_SECONDS = 300.0
 
 
 class Settings(BaseSettings):
@@ -54,15 +60,20 @@ class Settings(BaseSettings):
     output_max_bytes: int = Field(default=65536, ge=256, le=16 * 1024 * 1024)
     max_payload_bytes: int = Field(default=256 * 1024, ge=1024, le=64 * 1024 * 1024)
 
-    #: The default is public: the API and ``tickwork token`` refuse it outside the embedded mode.
-    auth_secret: str = DEFAULT_AUTH_SECRET
+    #: Signs and verifies API tokens. Empty (the default): required for a shared deployment; the
+    #: embedded mode uses ``<database>.secret`` next to its SQLite file, or a random secret for
+    #: one process (:func:`resolve_auth_secret`). There is no built-in secret.
+    auth_secret: str = ""
     auth_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
     token_ttl_seconds: int = Field(default=12 * 3600, ge=60)
 
+    #: Networks http jobs may not reach, added to :data:`ALWAYS_DENIED_NETWORKS`.
     http_deny_networks: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: list(DEFAULT_HTTP_DENY_NETWORKS)
+        default_factory=lambda: list(ALWAYS_DENIED_NETWORKS)
     )
     http_max_connections: int = Field(default=100, ge=1)
+    #: Total deadline of an http attempt whose job has no ``timeoutSeconds`` (connect, send, read).
+    http_timeout_seconds: float = Field(default=DEFAULT_HTTP_TIMEOUT_SECONDS, gt=0, le=86400)
 
     leader_ttl_ms: int = Field(default=3000, ge=500, le=600_000)
     leader_renew_ms: int = Field(default=1000, ge=100, le=300_000)
@@ -121,12 +132,15 @@ class Settings(BaseSettings):
                 ipaddress.ip_network(net, strict=False)
             except ValueError as exc:
                 raise ValueError(f"{net!r} is not a network: {exc}") from None
-        return value
+        # The built-in ranges stay whatever the variable says: it adds, it never replaces.
+        return list(dict.fromkeys([*ALWAYS_DENIED_NETWORKS, *value]))
 
     @field_validator("auth_secret")
     @classmethod
     def _secret(cls, value: str) -> str:
-        if len(value) < 16:
+        if value == PUBLISHED_AUTH_SECRET:
+            raise ValueError("is the development secret published in tickwork's repository; set your own")
+        if value and len(value) < 16:
             raise ValueError("must be at least 16 characters")
         return value
 
@@ -156,49 +170,73 @@ def check_consistency(settings: Settings) -> None:
 
 
 def check_auth_secret(settings: Settings) -> None:
-    """Refuse the built-in development secret for a shared deployment (MySQL or RabbitMQ):
-    anyone who has read the repository could sign an admin token for it."""
+    """Refuse a shared deployment (MySQL or RabbitMQ) without a secret of its own: every process
+    that verifies a token must share it, and nothing else may be able to guess it."""
     shared = not settings.is_sqlite or not settings.embedded_broker
-    if shared and settings.auth_secret == DEFAULT_AUTH_SECRET:
+    if shared and not settings.auth_secret:
         raise ConfigError(
             "TICKWORK_AUTH_SECRET",
-            "the built-in development secret must not protect a shared deployment "
-            "(a MySQL database or an amqp:// broker); set your own, e.g. "
+            "must be set for a shared deployment (a MySQL database or an amqp:// broker), e.g. "
             "TICKWORK_AUTH_SECRET=$(python -c 'import secrets; print(secrets.token_urlsafe(32))')",
         )
 
 
 def sqlite_file(database_url: str) -> Path | None:
-    """The file of a SQLite database URL (None: not SQLite, in memory, or a ``file:`` URI)."""
+    """The file of a SQLite database URL.
+
+    Plain paths (``sqlite:///x.db``) and URI filenames (``sqlite:///file:/path/x.db?uri=true``,
+    ``file:x.db?mode=rwc``) both name a file; an in-memory database (``:memory:``,
+    ``file::memory:``, ``mode=memory``) or a non-SQLite URL has none (None).
+    """
     from sqlalchemy.engine import make_url
 
     url = make_url(database_url)
     if not url.drivername.startswith("sqlite"):
         return None
-    database = url.database
-    if not database or database == ":memory:" or database.startswith("file:"):
+    database = url.database or ""
+    query = dict(url.query)
+    if database.startswith("file:"):
+        database, _, inline_query = database.removeprefix("file:").partition("?")
+        query.update(parse_qsl(inline_query))
+        if database.startswith("//"):  # file://host/path: the host part is empty or localhost
+            database = "/" + database[2:].partition("/")[2]
+        database = unquote(database)
+    if not database or database == ":memory:" or query.get("mode") == "memory":
         return None
     return Path(database)
+
+
+def sqlite_secret_path(database_url: str) -> Path | None:
+    """Where the embedded mode keeps the secret of a SQLite database: ``<file>.secret``."""
+    database = sqlite_file(database_url)
+    return None if database is None else Path(f"{database}.secret")
 
 
 def resolve_auth_secret(settings: Settings, *, create: bool = True) -> Settings:
     """The settings with the secret API tokens are signed with.
 
-    A secret of your own is kept. The built-in one is refused for a shared deployment
-    (:func:`check_auth_secret`). In the embedded mode on a SQLite file it is replaced by a random
-    secret kept next to the database in ``<file>.secret`` (mode 0600, made on first use), so
-    ``tickwork dev`` and ``tickwork token`` agree and tokens survive a restart. If that file
-    cannot be written the built-in secret stays (with a warning).
+    A secret of your own is kept. A shared deployment without one is refused
+    (:func:`check_auth_secret`). In the embedded mode on a SQLite file the secret is a random one
+    kept next to the database in ``<file>.secret`` (mode 0600, made on first use), so
+    ``tickwork dev`` and ``tickwork token`` agree and tokens survive a restart; a secret file that
+    cannot be read or written is a :class:`ConfigError` (the CLI exits 2 naming the file). An
+    in-memory database gets a random secret for this process only.
 
     ``create=False`` (``tickwork token``) only reads: without the database or its secret file it
     raises :class:`ConfigError` naming the database URL, and writes nothing.
     """
-    check_auth_secret(settings)
-    if settings.auth_secret != DEFAULT_AUTH_SECRET:
+    if settings.auth_secret:
         return settings
+    check_auth_secret(settings)
     database = sqlite_file(settings.database_url)
     if database is None:
-        return settings
+        if not create:
+            raise ConfigError(
+                "TICKWORK_AUTH_SECRET",
+                f"{settings.database_url} keeps no token secret (an in-memory database): set TICKWORK_AUTH_SECRET",
+            )
+        log.info("In-memory database: API tokens are signed with a random secret for this process only.")
+        return settings.model_copy(update={"auth_secret": secrets.token_urlsafe(32)})
     path = Path(f"{database}.secret")
     if not create and not path.exists():
         where = f"{settings.database_url} ({database.resolve()})"
@@ -213,11 +251,17 @@ def resolve_auth_secret(settings: Settings, *, create: bool = True) -> Settings:
         )
     try:
         secret = _read_or_create_secret(path)
-    except OSError as exc:
-        log.warning("cannot use %s (%s): API tokens use the built-in development secret", path, exc)
-        return settings
-    if len(secret) < 16:
-        raise ConfigError("TICKWORK_AUTH_SECRET", f"{path} holds fewer than 16 characters; delete it")
+    except (OSError, UnicodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(
+            "TICKWORK_AUTH_SECRET",
+            f"cannot use the secret file {path} ({reason}); fix or delete it, or set TICKWORK_AUTH_SECRET",
+        ) from None
+    if len(secret) < 16 or secret == PUBLISHED_AUTH_SECRET:
+        raise ConfigError(
+            "TICKWORK_AUTH_SECRET",
+            f"the secret file {path} holds no usable secret (16+ characters); delete it",
+        )
     return settings.model_copy(update={"auth_secret": secret})
 
 

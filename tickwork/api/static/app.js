@@ -21,6 +21,8 @@ function h(tag, attrs, ...children) {
     if (value === null || value === undefined || value === false) continue;
     if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
     else if (key === "class") el.className = value;
+    // Styles through the CSSOM: the Content-Security-Policy (style-src 'self') blocks style attributes.
+    else if (key === "style") Object.assign(el.style, value);
     else el.setAttribute(key, value === true ? "" : value);
   }
   for (const child of children.flat(Infinity)) {
@@ -321,7 +323,7 @@ function runsChart(t) {
   });
   const total = totals.reduce((a, b) => a + b, 0);
   return [
-    h("div", { class: "legend" }, statuses.map((st) => h("span", {}, h("i", { style: "background:" + (STATUS_COLORS[st] || "#98a2b3") }), st + " " + t.counts[st].reduce((a, b) => a + b, 0))),
+    h("div", { class: "legend" }, statuses.map((st) => h("span", {}, h("i", { style: { background: STATUS_COLORS[st] || "#98a2b3" } }), st + " " + t.counts[st].reduce((a, b) => a + b, 0))),
       h("span", { class: "muted" }, total + " runs in " + n + " min")),
     s("svg", { viewBox: "0 0 " + width + " " + height, width: "100%", role: "img", "aria-label": "runs per minute" }, axes(width, height, pad, maxY, t.minutes, ""), bars),
   ];
@@ -340,7 +342,7 @@ function lagChart(t) {
     return [pts.length > 1 ? s("polyline", { points: pts.join(" "), fill: "none", stroke: color, "stroke-width": 1.5 }) : null, dots];
   };
   return [
-    h("div", { class: "legend" }, h("span", {}, h("i", { style: "background:#2e90fa" }), "average"), h("span", {}, h("i", { style: "background:#f04438" }), "max"),
+    h("div", { class: "legend" }, h("span", {}, h("i", { style: { background: "#2e90fa" } }), "average"), h("span", {}, h("i", { style: { background: "#f04438" } }), "max"),
       values.length ? null : h("span", { class: "muted" }, "no first attempts started in this hour")),
     s("svg", { viewBox: "0 0 " + width + " " + height, width: "100%", role: "img", "aria-label": "scheduling lag" },
       axes(width, height, pad, maxY, t.minutes, " s"), line(t.lagMax, "#f04438"), line(t.lagAvg, "#2e90fa")),
