@@ -45,6 +45,7 @@ class HttpOutcome(NamedTuple):
     status: int
     output: str
 
+
 _clients: dict[int, httpx.AsyncClient] = {}
 
 

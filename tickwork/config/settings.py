@@ -233,12 +233,13 @@ def resolve_auth_secret(settings: Settings, *, create: bool = True) -> Settings:
         if not create:
             raise ConfigError(
                 "TICKWORK_AUTH_SECRET",
-                f"{settings.database_url} keeps no token secret (an in-memory database): set TICKWORK_AUTH_SECRET",
+                f"{settings.database_url} is an in-memory database, it keeps no token secret: "
+                "set TICKWORK_AUTH_SECRET",
             )
         log.info("In-memory database: API tokens are signed with a random secret for this process only.")
         return settings.model_copy(update={"auth_secret": secrets.token_urlsafe(32)})
     path = Path(f"{database}.secret")
-    if not create and not path.exists():
+    if not create and not os.path.lexists(path):  # a dangling link is an unusable file, below
         where = f"{settings.database_url} ({database.resolve()})"
         if not database.exists():
             raise DatabaseMissing(
