@@ -1,6 +1,6 @@
 """A ``tickwork scheduler`` that dies by SIGKILL between committing a fire and publishing it.
 
-Guarantee 2 of DESIGN.md: the PENDING attempt row is an outbox, so a crash between the commit and
+Guarantee 2 of docs/design.md: the PENDING attempt row is an outbox, so a crash between the commit and
 the publish loses nothing. The crashing node is a real scheduler process whose
 ``publish_batch`` (the name ``tickwork.scheduler.service`` imported from ``tickwork.messaging``)
 SIGKILLs its own process: the first fire it makes is

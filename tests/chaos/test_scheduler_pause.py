@@ -1,7 +1,7 @@
 """Two leaders at once: the leading ``tickwork scheduler`` is paused (SIGSTOP) for longer than the
 lease TTL, a standby takes the lease, and the paused one resumes (SIGCONT) mid-act.
 
-Guarantee 1 of DESIGN.md: safety never depends on Redis alone. The pause is timed just before a
+Guarantee 1 of docs/design.md: safety never depends on Redis alone. The pause is timed just before a
 fire instant, so the paused leader is most likely between its commit and its publish (or inside
 its transaction): when it resumes it carries on with what it was doing while the other node
 leads. Afterwards every (job, second) of the window has exactly one attempt-1 row, SUCCESS, and
