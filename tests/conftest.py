@@ -104,8 +104,10 @@ def mysql_engine(mysql_database: str) -> Iterator[Engine]:
     """The session database, emptied before the test."""
     engine = make_engine(mysql_database)
     with engine.begin() as conn:
+        conn.execute(text("DELETE FROM trigger_keys"))
         conn.execute(text("DELETE FROM job_runs"))
         conn.execute(text("DELETE FROM jobs"))
+        conn.execute(text("DELETE FROM events"))
     yield engine
     engine.dispose()
 

@@ -46,6 +46,11 @@ NON_FINITE = "NaN and Infinity are not valid JSON"
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 #: Halves of a UTF-16 pair on their own: JSON's \ud800 escapes decode to them; not encodable.
 SURROGATE_RE = re.compile(r"[\ud800-\udfff]")
+#: A tag: short, and safe in a URL and in a ``LIKE`` pattern over the stored JSON list.
+TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}")
+MAX_TAGS = 20
+#: The most attempts of one job RUNNING at once that ``maxConcurrency`` may name.
+MAX_CONCURRENCY = 10_000
 HTTP_METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}
 #: An HTTP header name (RFC 9110 ``token``).
 HEADER_NAME_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}")
@@ -96,6 +101,8 @@ class JobSpec(BaseModel):
     misfire_grace_seconds: StrictFloat | None = Field(default=None, ge=0, le=7 * 86400)
     overlap_policy: OverlapPolicy = OverlapPolicy.ALLOW
     enabled: StrictBool = True
+    tags: list[str] = Field(default_factory=list, max_length=MAX_TAGS)
+    max_concurrency: StrictInt | None = Field(default=None, ge=1, le=MAX_CONCURRENCY)
 
     # Defined first so it runs before the fields' own checks (after whitespace is stripped).
     @field_validator("name", "cron_expression", "timezone", "handler_data", "queue")
@@ -118,6 +125,16 @@ class JobSpec(BaseModel):
         if not QUEUE_RE.fullmatch(value):
             raise ValueError("use letters, digits, _ and - (starting with a letter or _), at most 64")
         return value
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _null_tags(cls, value: Any) -> Any:
+        return [] if value is None else value
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: list[str]) -> list[str]:
+        return check_tags(value, "tags")
 
     @field_validator("cron_expression")
     @classmethod
@@ -175,6 +192,17 @@ class JobSpec(BaseModel):
         data["misfire_policy"] = self.misfire_policy.value
         data["overlap_policy"] = self.overlap_policy.value
         return data
+
+
+def check_tags(tags: list[str], field: str) -> list[str]:
+    """Each tag matches :data:`TAG_RE`; duplicates are dropped (the first one's place kept)."""
+    for index, tag in enumerate(tags):
+        if not TAG_RE.fullmatch(tag):
+            raise ValidationError(
+                f"{field}.{index}",
+                "a tag is 1-64 letters, digits and _ . : - (starting with a letter or digit)",
+            )
+    return list(dict.fromkeys(tags))
 
 
 def check_text(value: str) -> None:

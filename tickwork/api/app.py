@@ -8,7 +8,7 @@ import logging
 from typing import Any
 
 import dramatiq
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -18,6 +18,7 @@ from tickwork.api import dlq, health, jobs, runs
 from tickwork.api.auth import Reader
 from tickwork.api.errors import install_error_handlers
 from tickwork.api.state import ApiState, JobChangedHook, redis_wake_hook
+from tickwork.api.strict_query import reject_unknown_query
 from tickwork.config import Settings
 from tickwork.config.settings import resolve_auth_secret
 from tickwork.store.engine import make_engine
@@ -175,6 +176,7 @@ def create_app(
         openapi_url=None,
         docs_url=None,
         redoc_url=None,
+        dependencies=[Depends(reject_unknown_query)],
     )
     if on_job_changed is None:
         on_job_changed = redis_wake_hook(settings)

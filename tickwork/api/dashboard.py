@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 
 from tickwork.api.auth import Reader
 from tickwork.api.ids import MAX_ID, PLAIN_DECIMAL
-from tickwork.api.jobs import READ_ERRORS
+from tickwork.api.jobs import READ_ERRORS, check_tag_query
 from tickwork.api.schemas import ApiModel, masked_definition
 from tickwork.api.state import ApiState, State
 from tickwork.config import Settings
@@ -58,6 +58,8 @@ class JobRow(ApiModel):
     enabled: bool
     next_fire_at: datetime | None
     last_fire_at: datetime | None
+    tags: list[str] | None
+    max_concurrency: int | None
     last_run_id: int | None
     last_status: str | None
     last_run_at: datetime | None
@@ -117,13 +119,19 @@ def static_file(name: str) -> FileResponse:
     summary="Jobs with their newest run (dashboard)",
 )
 def dashboard_jobs(
+    *,
     state: State,
     who: Reader,
     after_id: Annotated[int, PLAIN_DECIMAL, Query(alias="afterId", ge=0, le=MAX_ID)] = 0,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     name: Annotated[str | None, Query(max_length=200, description="substring of the name")] = None,
+    tag: Annotated[str | None, Query(description="jobs with this tag")] = None,
 ) -> JobRows:
-    items, next_after = stats.job_summaries(state.engine, after_id=after_id, limit=limit, name_contains=name)
+    if tag is not None:
+        check_tag_query(tag)
+    items, next_after = stats.job_summaries(
+        state.engine, after_id=after_id, limit=limit, name_contains=name, tag=tag
+    )
     rows = [JobRow.model_validate(i) for i in items]
     if who.masked:
         rows = [row.model_copy(update=_masked_handler(row)) for row in rows]

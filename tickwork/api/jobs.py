@@ -28,7 +28,7 @@ from tickwork.api.schemas import (
 from tickwork.api.state import ApiState, State
 from tickwork.errors import ValidationError
 from tickwork.scheduler.cron import CronSchedule
-from tickwork.spec import JobSpec
+from tickwork.spec import TAG_RE, JobSpec
 from tickwork.store import jobs as job_store
 from tickwork.store import runs as run_store
 from tickwork.store.models import HandlerType, Job, RunStatus, utcnow
@@ -68,6 +68,20 @@ def audit(event: str, who: Principal, **ids: int) -> None:
     log.info("%s by %s (%s)", event, who.subject, who.role.value, extra=ids)
 
 
+def check_tag_query(tag: str) -> None:
+    """``?tag=``: a tag as jobs spell them (:data:`spec.TAG_RE`), else 422 naming ``tag``."""
+    if not TAG_RE.fullmatch(tag):
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("query", "tag"),
+                    "msg": "a tag is 1-64 letters, digits and _ . : - (starting with a letter or digit)",
+                    "type": "value_error",
+                }
+            ]
+        )
+
+
 def check_spec(state: ApiState, spec: JobSpec) -> None:
     operations.check_spec(state.settings, state.engine, spec)
 
@@ -100,14 +114,18 @@ def list_jobs(
     enabled: bool | None = None,
     name: Annotated[str | None, Query(max_length=200, description="substring of the name")] = None,
     handler_type: Annotated[HandlerType | None, Query(alias="handlerType")] = None,
+    tag: Annotated[str | None, Query(description="jobs with this tag")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> JobPage:
+    if tag is not None:
+        check_tag_query(tag)
     jobs, total = job_store.list_jobs(
         state.engine,
         enabled=enabled,
         name_contains=name,
         handler_type=handler_type.value if handler_type else None,
+        tag=tag,
         limit=limit,
         offset=offset,
     )

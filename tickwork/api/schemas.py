@@ -46,12 +46,19 @@ class JobOut(ApiModel):
     misfire_grace_seconds: float | None
     overlap_policy: str
     enabled: bool
+    tags: list[str]
+    max_concurrency: int | None
     source: str
     next_fire_at: datetime | None
     last_fire_at: datetime | None
     version: int
     created_at: datetime
     updated_at: datetime
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _no_tags(cls, value: Any) -> Any:
+        return [] if value is None else value  # rows written before tags existed
 
     @classmethod
     def of(cls, job: Job, *, masked: bool = False) -> JobOut:
@@ -197,6 +204,8 @@ class JobPatch(ApiModel):
     misfire_grace_seconds: StrictFloat | None = None
     overlap_policy: OverlapPolicy | None = None
     enabled: StrictBool | None = None
+    tags: list[str] | None = None
+    max_concurrency: StrictInt | None = None
 
     def changes(self) -> dict[str, Any]:
         """The fields the client sent, by snake_case name."""

@@ -27,7 +27,7 @@ from tickwork.errors import ValidationError
 from tickwork.field_errors import first_error
 from tickwork.messaging import make_broker
 from tickwork.scheduler.cron import CronSchedule
-from tickwork.spec import MAX_JSON_DEPTH, JobSpec
+from tickwork.spec import MAX_JSON_DEPTH, TAG_RE, JobSpec
 from tickwork.store import jobs as job_store
 from tickwork.store.models import Job, RunTrigger, utcnow
 from tickwork.store.runs import get_run, insert_run, list_runs
@@ -49,6 +49,8 @@ FLAGS = {
     "misfirePolicy": "--misfire-policy",
     "misfireGraceSeconds": "--misfire-grace",
     "overlapPolicy": "--overlap-policy",
+    "tags": "--tag",
+    "maxConcurrency": "--max-concurrency",
 }
 
 
@@ -75,6 +77,8 @@ def register(sub: Any) -> None:
     add.add_argument("--misfire-policy", default="fire_once", choices=["fire_once", "fire_all", "skip"])
     add.add_argument("--misfire-grace", type=float, metavar="SECONDS")
     add.add_argument("--overlap-policy", default="allow", choices=["allow", "forbid", "replace"])
+    add.add_argument("--tag", action="append", default=[], help="a tag (repeat for more)")
+    add.add_argument("--max-concurrency", type=int, metavar="N", help="at most N attempts running at once")
     add.add_argument("--paused", action="store_true", help="create it paused")
     add.add_argument("--json", action="store_true")
     add.set_defaults(func=cmd_add)
@@ -84,6 +88,7 @@ def register(sub: Any) -> None:
     state.add_argument("--enabled", dest="enabled", action="store_const", const=True, default=None)
     state.add_argument("--paused", dest="enabled", action="store_const", const=False)
     ls.add_argument("--name", help="name contains")
+    ls.add_argument("--tag", type=tag_arg, help="jobs with this tag")
     ls.add_argument("--limit", type=LIMIT, default=100, help="1 to 10000 (default 100)")
     ls.add_argument("--offset", type=int_range(0, MAX_ID, "a row count"), default=0)
     ls.add_argument("--json", action="store_true")
@@ -100,6 +105,15 @@ def register(sub: Any) -> None:
         p.add_argument("job", type=job_ref, help="job id or name")
         p.add_argument("--json", action="store_true")
         p.set_defaults(func=func)
+
+
+def tag_arg(text: str) -> str:
+    """An argparse ``type`` for ``jobs list --tag``: a tag as jobs spell them."""
+    if not TAG_RE.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a tag: 1-64 letters, digits and _ . : - (starting with a letter or digit)"
+        )
+    return text
 
 
 def resolve_job(engine: Engine, ref: str) -> Job:
@@ -126,12 +140,14 @@ def _spec_from_args(args: argparse.Namespace) -> JobSpec:
         "misfirePolicy": args.misfire_policy,
         "overlapPolicy": args.overlap_policy,
         "enabled": not args.paused,
+        "tags": args.tag,
     }
     for key, value in (
         ("cronExpression", args.cron),
         ("runAt", args.run_at),
         ("timeoutSeconds", args.timeout),
         ("misfireGraceSeconds", args.misfire_grace),
+        ("maxConcurrency", args.max_concurrency),
     ):
         if value is not None:
             data[key] = value
@@ -197,7 +213,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     settings = settings_and_logging(one_shot=True)
     engine = migrated_engine(settings)
     jobs, total = job_store.list_jobs(
-        engine, enabled=args.enabled, name_contains=args.name, limit=args.limit, offset=args.offset
+        engine,
+        enabled=args.enabled,
+        name_contains=args.name,
+        tag=args.tag,
+        limit=args.limit,
+        offset=args.offset,
     )
     if args.json:
         print_json({"items": [job_json(j) for j in jobs], "total": total})
@@ -211,10 +232,11 @@ def cmd_list(args: argparse.Namespace) -> int:
                 f"{j.handler_type}:{j.handler_data}",
                 "yes" if j.enabled else "paused",
                 j.next_fire_at if j.enabled else None,
+                ",".join(j.tags or []) or None,
             )
             for j in jobs
         ],
-        ["id", "name", "schedule", "handler", "enabled", "next fire"],
+        ["id", "name", "schedule", "handler", "enabled", "next fire", "tags"],
     )
     if total > len(jobs):
         print(f"({len(jobs)} of {total}; use --offset/--limit)")

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic.alias_generators import to_camel
-from sqlalchemy import ColumnElement, Engine, func, select, update
+from sqlalchemy import ColumnElement, Engine, String, cast, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from tickwork.errors import Conflict, NotFound
@@ -49,6 +49,13 @@ def check_code_owned_unchanged(job: Job, spec: JobSpec) -> None:
                 "and overlapPolicy)",
                 field=field,
             )
+
+
+def tag_filter(tag: str) -> ColumnElement[bool]:
+    """Jobs whose ``tags`` hold ``tag``. Tags are ``[A-Za-z0-9_.:-]`` (:data:`spec.TAG_RE`), so
+    the quoted tag is found exactly in the stored JSON text on every database (MySQL's JSON
+    type, MariaDB's LONGTEXT, SQLite's TEXT); ``_`` is escaped in the ``LIKE``."""
+    return cast(jobs_table.c.tags, String).contains(f'"{tag}"', autoescape=True)
 
 
 def _compute_next_fire(row: dict[str, Any], now: datetime) -> datetime | None:
@@ -94,10 +101,14 @@ def list_jobs(
     enabled: bool | None = None,
     name_contains: str | None = None,
     handler_type: str | None = None,
+    tag: str | None = None,
     limit: int = 50,
     offset: int = 0,
 ) -> tuple[list[Job], int]:
-    """A page of jobs ordered by id, and the total matching the filters."""
+    """A page of jobs ordered by id, and the total matching the filters.
+
+    ``tag``: jobs whose ``tags`` hold it (:func:`tag_filter`).
+    """
     query = select(Job)
     count = select(func.count()).select_from(Job)
     filters: list[ColumnElement[bool]] = []
@@ -107,6 +118,8 @@ def list_jobs(
         filters.append(Job.name.contains(name_contains, autoescape=True))
     if handler_type:
         filters.append(Job.handler_type == handler_type)
+    if tag:
+        filters.append(tag_filter(tag))
     for condition in filters:
         query = query.where(condition)
         count = count.where(condition)

@@ -97,6 +97,7 @@ class RunTrigger(enum.StrEnum):
     RETRY = "retry"
     REPLAY = "replay"
     MISFIRE = "misfire"
+    BACKFILL = "backfill"
 
 
 class Base(DeclarativeBase):
@@ -123,6 +124,10 @@ class Job(Base):
     misfire_grace_seconds: Mapped[float | None] = mapped_column(Float)
     overlap_policy: Mapped[str] = mapped_column(String(16), default=OverlapPolicy.ALLOW.value)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: Short labels to filter by (``GET /jobs?tag=``); a JSON list, empty when none.
+    tags: Mapped[list[str] | None] = mapped_column(JSON)
+    #: The most attempts of this job RUNNING at once across the cluster (NULL: unlimited).
+    max_concurrency: Mapped[int | None] = mapped_column(Integer)
     source: Mapped[str] = mapped_column(String(16), default="api")
     next_fire_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     last_fire_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -174,5 +179,56 @@ class JobRun(Base):
     )
 
 
+class Event(Base):
+    """One change to a job or a run: the audit trail (``GET /events``).
+
+    No foreign key to ``jobs``: a job's ``job.deleted`` event outlives the job.
+    """
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: Who: a token's ``sub``, or ``cli``, ``decorator``, ``tickwork``.
+    actor: Mapped[str] = mapped_column(String(200))
+    #: The token's role (``admin``); NULL for the CLI, the decorator and tickwork itself.
+    role: Mapped[str | None] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(32))
+    job_id: Mapped[int | None] = mapped_column(BigId)
+    run_id: Mapped[int | None] = mapped_column(BigId)
+    #: What changed: ``{"changes": {field: {"before", "after"}}}`` for definition changes,
+    #: counts and ids for the others.
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+    __table_args__ = (
+        Index("ix_events_job_id_id", "job_id", "id"),
+        Index("ix_events_kind_id", "kind", "id"),
+        Index("ix_events_created_at", "created_at"),
+        {"sqlite_autoincrement": True},
+    )
+
+
+class TriggerKey(Base):
+    """An ``Idempotency-Key`` of ``POST /jobs/{id}/trigger`` and the run it made (24 h)."""
+
+    __tablename__ = "trigger_keys"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(BigId, ForeignKey("jobs.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(200))
+    #: SHA-256 of the request body as sent: a repeat with another body is refused.
+    request_hash: Mapped[str] = mapped_column(String(64))
+    run_id: Mapped[int] = mapped_column(BigId)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("job_id", "key", name="uq_trigger_keys_job_key"),
+        Index("ix_trigger_keys_created_at", "created_at"),
+        {"sqlite_autoincrement": True},
+    )
+
+
 jobs_table = cast(Table, Job.__table__)
 runs_table = cast(Table, JobRun.__table__)
+events_table = cast(Table, Event.__table__)
+trigger_keys_table = cast(Table, TriggerKey.__table__)

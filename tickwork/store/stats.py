@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Engine, Integer, and_, cast, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
+from tickwork.store.jobs import tag_filter
 from tickwork.store.models import RunStatus, jobs_table, runs_table, utcnow
 
 #: The charts cover at most this many minutes, so the ``created_at`` range stays bounded.
@@ -38,19 +39,26 @@ class JobSummary:
     enabled: bool
     next_fire_at: datetime | None
     last_fire_at: datetime | None
+    tags: list[str] | None = None
+    max_concurrency: int | None = None
     last_run_id: int | None = None
     last_status: str | None = None
     last_run_at: datetime | None = None
 
 
 def job_summaries(
-    engine: Engine, *, after_id: int = 0, limit: int = 50, name_contains: str | None = None
+    engine: Engine,
+    *,
+    after_id: int = 0,
+    limit: int = 50,
+    name_contains: str | None = None,
+    tag: str | None = None,
 ) -> tuple[list[JobSummary], int | None]:
     """A page of jobs by id after ``after_id``, each with its newest run; and the next cursor.
 
     ``name_contains`` keeps names containing it (``LIKE '%text%'``, wildcards literal): the
-    same rule as ``GET /jobs?name=``. The page walks the primary key, so it reads at most the
-    jobs table once.
+    same rule as ``GET /jobs?name=``; ``tag`` as ``GET /jobs?tag=``. The page walks the
+    primary key, so it reads at most the jobs table once.
     """
     j = jobs_table.c
     query = select(
@@ -66,9 +74,13 @@ def job_summaries(
         j.enabled,
         j.next_fire_at,
         j.last_fire_at,
+        j.tags,
+        j.max_concurrency,
     ).where(j.id > after_id)
     if name_contains:
         query = query.where(j.name.contains(name_contains, autoescape=True))
+    if tag:
+        query = query.where(tag_filter(tag))
     query = query.order_by(j.id).limit(limit + 1)
     with engine.connect() as conn:
         rows = [dict(r._mapping) for r in conn.execute(query)]

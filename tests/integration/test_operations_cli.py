@@ -1,0 +1,31 @@
+"""Issue 14 through the ``tickwork`` command (subprocesses) on the session's MariaDB."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import Engine
+
+from tests.integration.test_cli import ok, run
+from tickwork.config import Settings
+
+pytestmark = pytest.mark.integration
+
+
+def test_tags_and_max_concurrency_from_the_cli(cluster_settings: Settings, mysql_engine: Engine) -> None:
+    s = cluster_settings
+    common = ["--cron", "0 0 * * * *", "--http", "http://127.0.0.1:8080/post", "--json"]
+    a = json.loads(ok(s, "jobs", "add", "--name", "a", "--tag", "prod", "--tag", "eu", *common))
+    ok(s, "jobs", "add", "--name", "b", "--tag", "dev", "--max-concurrency", "2", *common)
+    assert a["tags"] == ["prod", "eu"] and a["maxConcurrency"] is None
+    listed = json.loads(ok(s, "jobs", "list", "--tag", "dev", "--json"))
+    assert [(j["name"], j["maxConcurrency"]) for j in listed["items"]] == [("b", 2)]
+    assert "prod,eu" in ok(s, "jobs", "list", "--tag", "prod")
+    bad = run(s, "jobs", "add", "--name", "c", "--tag", "has space", *common)
+    assert bad.returncode == 2 and "--tag (tags.0)" in bad.stderr, bad.stderr
+    bad = run(s, "jobs", "add", "--name", "c", "--max-concurrency", "0", *common)
+    assert bad.returncode == 2 and "--max-concurrency (maxConcurrency)" in bad.stderr, bad.stderr
+    bad = run(s, "jobs", "list", "--tag", "a b")
+    assert bad.returncode == 2 and "--tag" in bad.stderr
+    assert json.loads(ok(s, "jobs", "list", "--json"))["total"] == 2
