@@ -46,6 +46,17 @@ class Conflict(TickworkError):
         super().__init__(message)
 
 
+class PreconditionFailed(TickworkError):
+    """The job changed since it was read (``If-Match`` names an older version): nothing changed.
+
+    ``version`` is the job's current version (the API answers it as the ``ETag``).
+    """
+
+    def __init__(self, message: str | None = None, *, version: int | None = None) -> None:
+        self.version = version
+        super().__init__(message)
+
+
 class DatabaseMissing(TickworkError):
     """There is no tickwork database at the configured URL (a read-only command creates none)."""
 

@@ -83,3 +83,64 @@ def _seed() -> dict[str, object]:
     from tests.conftest import SEED
 
     return dict(SEED)
+
+
+# -- ETag / If-Match -------------------------------------------------------------------------------
+
+
+def test_get_sends_the_version_as_etag_and_if_match_refuses_a_moved_job(api: Api) -> None:
+    job = api.create(name="etag", cronExpression="* * * * * *")
+    read = api.client.get(f"/jobs/{job['id']}", headers=api.viewer)
+    tag = read.headers["ETag"]
+    assert tag == f'"{read.json()["version"]}"'
+    # Another editor changes it: the first editor's PATCH and PUT with the old ETag are 412.
+    first = api.client.patch(f"/jobs/{job['id']}", json={"retryCount": 1}, headers=api.admin)
+    assert first.status_code == 200 and first.headers["ETag"] == f'"{first.json()["version"]}"' != tag
+    stale = api.client.patch(
+        f"/jobs/{job['id']}", json={"retryCount": 5}, headers={**api.admin, "If-Match": tag}
+    )
+    assert stale.status_code == 412, stale.text
+    assert stale.headers["ETag"] == first.headers["ETag"] and "changed since" in stale.json()["detail"]
+    body = {**_seed(), "name": "etag", "cronExpression": "* * * * * *", "retryCount": 7}
+    put = api.client.put(f"/jobs/{job['id']}", json=body, headers={**api.admin, "If-Match": tag})
+    assert put.status_code == 412
+    now = api.client.get(f"/jobs/{job['id']}", headers=api.viewer).json()
+    assert now["retryCount"] == 1 and now["version"] == first.json()["version"]  # nothing changed
+    # With the current ETag (or one of a list, or *) the edit applies and moves the ETag.
+    fresh = first.headers["ETag"]
+    ok = api.client.patch(
+        f"/jobs/{job['id']}", json={"retryCount": 2}, headers={**api.admin, "If-Match": f'"0", {fresh}'}
+    )
+    assert ok.status_code == 200 and ok.json()["retryCount"] == 2 and ok.headers["ETag"] != fresh
+    star = api.client.put(f"/jobs/{job['id']}", json=body, headers={**api.admin, "If-Match": "*"})
+    assert star.status_code == 200 and star.json()["retryCount"] == 7
+    # A weak tag never matches strongly; a malformed header is a 422 naming it.
+    weak = api.client.patch(
+        f"/jobs/{job['id']}",
+        json={"retryCount": 3},
+        headers={**api.admin, "If-Match": "W/" + star.headers["ETag"]},
+    )
+    assert weak.status_code == 412
+    bad = api.client.patch(
+        f"/jobs/{job['id']}", json={"retryCount": 3}, headers={**api.admin, "If-Match": "7"}
+    )
+    assert bad.status_code == 422 and bad.json()["detail"][0]["field"] == "If-Match"
+    assert api.client.get(f"/jobs/{job['id']}", headers=api.viewer).json()["retryCount"] == 7
+
+
+def test_fires_do_not_move_the_etag(api: Api) -> None:
+    from datetime import timedelta
+
+    from tickwork.store.fires import fire_due_jobs
+    from tickwork.store.models import utcnow
+
+    job = api.create(name="fires", cronExpression="* * * * * *")
+    tag = api.client.get(f"/jobs/{job['id']}", headers=api.viewer).headers["ETag"]
+    result = fire_due_jobs(api.engine, now=utcnow() + timedelta(seconds=3))
+    assert result.to_publish, "the job fired"
+    after = api.client.get(f"/jobs/{job['id']}", headers=api.viewer)
+    assert after.headers["ETag"] == tag and after.json()["nextFireAt"] != job["nextFireAt"]
+    edited = api.client.patch(
+        f"/jobs/{job['id']}", json={"retryCount": 1}, headers={**api.admin, "If-Match": tag}
+    )
+    assert edited.status_code == 200

@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tickwork.errors import Conflict, NotFound, ValidationError
+from tickwork.errors import Conflict, NotFound, PreconditionFailed, ValidationError
 from tickwork.field_errors import field_errors
 from tickwork.spec import escape_surrogates
 
@@ -69,6 +69,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(NotFound)
     async def _not_found(_request: Request, exc: NotFound) -> JSONResponse:
         return JSONResponse(status_code=404, content={"detail": str(exc)})
+
+    @app.exception_handler(PreconditionFailed)
+    async def _precondition(_request: Request, exc: PreconditionFailed) -> JSONResponse:
+        headers = {} if exc.version is None else {"ETag": f'"{exc.version}"'}
+        return JSONResponse(status_code=412, content={"detail": str(exc)}, headers=headers)
 
     @app.exception_handler(Conflict)
     async def _conflict(_request: Request, exc: Conflict) -> JSONResponse:

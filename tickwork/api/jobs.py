@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Query, Response, status
+from fastapi import APIRouter, Body, Header, Path, Query, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic.alias_generators import to_camel
 from starlette.concurrency import run_in_threadpool
@@ -60,7 +61,56 @@ WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
     },
 }
 
+EDIT_ERRORS: dict[int | str, dict[str, Any]] = {
+    **WRITE_ERRORS,
+    412: {"model": ErrorBody, "description": "If-Match names a version the job has moved past"},
+}
+#: ``If-Match`` of ``PUT`` / ``PATCH``: the ``ETag`` a ``GET`` answered.
+IfMatch = Annotated[
+    str | None,
+    Header(
+        alias="If-Match",
+        max_length=1000,
+        description='the ETag of the version read (`"7"`); the edit is refused with 412 if the job moved',
+    ),
+]
+#: An entity tag as RFC 9110 writes it: ``"7"`` or ``W/"7"``.
+ENTITY_TAG_RE = re.compile(r'(W/)?"([\x21\x23-\x7e]*)"')
+
 router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+
+def etag(response: Response, job: Job) -> None:
+    """``ETag: "<version>"``: the job's version, which every change of its definition moves."""
+    response.headers["ETag"] = f'"{job.version}"'
+
+
+def parse_if_match(value: str | None) -> frozenset[int] | None:
+    """The versions an ``If-Match`` allows to be overwritten; None for no header or ``*``.
+
+    Entity tags are compared strongly (RFC 9110 13.1.1): a weak ``W/"7"`` matches nothing. A
+    header that is not a list of entity tags is a 422 naming ``If-Match``.
+    """
+    if value is None:
+        return None
+    versions: set[int] = set()
+    for part in (p.strip() for p in value.split(",")):
+        if part == "*":
+            return None
+        match = ENTITY_TAG_RE.fullmatch(part)
+        if match is None:
+            raise RequestValidationError(
+                [
+                    {
+                        "loc": ("header", "If-Match"),
+                        "msg": 'must be entity tags as ETag sends them, e.g. "7" (or *)',
+                        "type": "value_error",
+                    }
+                ]
+            )
+        if not match.group(1) and match.group(2).isdigit() and len(match.group(2)) < 19:
+            versions.add(int(match.group(2)))
+    return frozenset(versions)
 
 
 def audit(event: str, who: Principal, **ids: int) -> None:
@@ -135,23 +185,32 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=ONE_JOB_ERRORS, summary="Get a job")
-def get_job(job_id: JobId, state: State, who: Reader) -> JobOut:
-    return JobOut.of(job_store.get_job(state.engine, job_id), masked=who.masked)
+def get_job(job_id: JobId, state: State, who: Reader, response: Response) -> JobOut:
+    job = job_store.get_job(state.engine, job_id)
+    etag(response, job)
+    return JobOut.of(job, masked=who.masked)
 
 
-@router.put("/{job_id}", response_model=JobOut, responses=WRITE_ERRORS, summary="Replace a job")
-def replace_job(job_id: JobId, spec: JobSpec, state: State, who: Writer) -> JobOut:
+@router.put("/{job_id}", response_model=JobOut, responses=EDIT_ERRORS, summary="Replace a job")
+def replace_job(
+    *, job_id: JobId, spec: JobSpec, state: State, who: Writer, response: Response, if_match: IfMatch = None
+) -> JobOut:
+    versions = parse_if_match(if_match)
     current = job_store.get_job(state.engine, job_id)  # 404 before 422 on the database checks
     job_store.check_code_owned_unchanged(current, spec)
     check_spec(state, spec)
-    job = job_store.update_job(state.engine, job_id, spec)
+    job = job_store.update_job(state.engine, job_id, spec, if_match=versions)
+    etag(response, job)
     audit("job replaced", who, job_id=job.id)
     state.job_changed(job.id)
     return JobOut.of(job)
 
 
-@router.patch("/{job_id}", response_model=JobOut, responses=WRITE_ERRORS, summary="Change some fields")
-def patch_job(job_id: JobId, patch: JobPatch, state: State, who: Writer) -> JobOut:
+@router.patch("/{job_id}", response_model=JobOut, responses=EDIT_ERRORS, summary="Change some fields")
+def patch_job(
+    *, job_id: JobId, patch: JobPatch, state: State, who: Writer, response: Response, if_match: IfMatch = None
+) -> JobOut:
+    versions = parse_if_match(if_match)
     current = job_store.get_job(state.engine, job_id)
     changes = patch.changes()
     merged = {**spec_of(current), **changes}
@@ -164,7 +223,8 @@ def patch_job(job_id: JobId, patch: JobPatch, state: State, who: Writer) -> JobO
     spec = JobSpec.model_validate({to_camel(key): value for key, value in merged.items()})
     job_store.check_code_owned_unchanged(current, spec)
     check_spec(state, spec)
-    job = job_store.update_job(state.engine, job_id, spec)
+    job = job_store.update_job(state.engine, job_id, spec, if_match=versions)
+    etag(response, job)
     audit(f"job changed ({', '.join(to_camel(k) for k in sorted(changes))})", who, job_id=job.id)
     state.job_changed(job.id)
     return JobOut.of(job)

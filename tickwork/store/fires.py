@@ -150,11 +150,10 @@ def _advance(conn: Connection, jobs: list[Any], plans: dict[int, FirePlan], now:
         groups[key].append((row["id"], row["version"]))
     advanced: set[int] = set()
     for (old, new, last), pairs in groups.items():
-        values: dict[str, Any] = {
-            "next_fire_at": new,
-            "version": jobs_table.c.version + 1,
-            "updated_at": now,
-        }
+        # ``version`` is left alone: it counts changes to the definition (the API's ETag), not
+        # fires. The CAS on ``next_fire_at`` already refuses a second advance from the same old
+        # value, and the one on ``version`` a definition edited since the snapshot.
+        values: dict[str, Any] = {"next_fire_at": new, "updated_at": now}
         if last is not None:
             values["last_fire_at"] = last
         if len(pairs) == 1:

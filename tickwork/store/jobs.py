@@ -8,8 +8,9 @@ from typing import Any
 from pydantic.alias_generators import to_camel
 from sqlalchemy import ColumnElement, Engine, String, cast, func, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.exc import StaleDataError
 
-from tickwork.errors import Conflict, NotFound
+from tickwork.errors import Conflict, NotFound, PreconditionFailed
 from tickwork.scheduler.cron import next_fire_time
 from tickwork.spec import JobSpec
 from tickwork.store.engine import session_factory
@@ -129,14 +130,29 @@ def list_jobs(
         return jobs, total
 
 
-def update_job(engine: Engine, job_id: int, spec: JobSpec, *, now: datetime | None = None) -> Job:
-    """Replace a job's definition; its next fire is recomputed from now."""
+def update_job(
+    engine: Engine,
+    job_id: int,
+    spec: JobSpec,
+    *,
+    now: datetime | None = None,
+    if_match: frozenset[int] | None = None,
+) -> Job:
+    """Replace a job's definition; its next fire is recomputed from now.
+
+    ``if_match``: the versions the caller may overwrite (``If-Match``); when the job's version
+    is not one of them :class:`PreconditionFailed` is raised and nothing changes. The ``UPDATE``
+    itself compares the version read here (the mapper's ``version_id_col``), so a change that
+    lands between this read and the commit is refused too.
+    """
     now = now or utcnow()
     row = spec.to_row()
     with session_factory(engine)() as session:
         job = session.get(Job, job_id)
         if job is None:
             raise NotFound(f"job {job_id} not found")
+        if if_match is not None and job.version not in if_match:
+            raise _moved(job_id, job.version)
         schedule_changed = (job.cron_expression, job.timezone, job.run_at) != (
             row["cron_expression"],
             row["timezone"],
@@ -154,7 +170,20 @@ def update_job(engine: Engine, job_id: int, spec: JobSpec, *, now: datetime | No
         except IntegrityError:
             session.rollback()
             raise Conflict(f"a job named {spec.name!r} already exists") from None
+        except StaleDataError:
+            session.rollback()
+            if if_match is None:
+                raise
+            raise _moved(job_id, get_job(engine, job_id).version) from None
         return job
+
+
+def _moved(job_id: int, version: int) -> PreconditionFailed:
+    return PreconditionFailed(
+        f"job {job_id} changed since it was read (it is at version {version} now): "
+        "read it again and redo the change",
+        version=version,
+    )
 
 
 def delete_job(engine: Engine, job_id: int) -> None:
