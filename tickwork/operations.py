@@ -6,25 +6,33 @@ leaves the row PENDING for the scheduler's outbox sweep instead of failing the r
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
 import dramatiq
 from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
 
 from tickwork.config import Settings
-from tickwork.errors import ValidationError
+from tickwork.errors import Conflict, ValidationError
 from tickwork.messaging import build_message, fire_now, publish, queue_name
 from tickwork.middleware import dead_letter
 from tickwork.spec import JobSpec, check_denied_host
+from tickwork.store import trigger_keys
 from tickwork.store.attempts import replay_dead_run
 from tickwork.store.handlers import is_registered_handler
 from tickwork.store.jobs import get_job
 from tickwork.store.models import HandlerType, Job, JobRun, RunTrigger, utcnow
-from tickwork.store.runs import get_run, mark_enqueued
+from tickwork.store.runs import get_run, insert_run, mark_enqueued
 
 log = logging.getLogger(__name__)
+
+#: An ``Idempotency-Key``: printable ASCII without spaces (a UUID, a request id).
+IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e]{1,200}")
 
 
 def check_spec(settings: Settings, engine: Engine, spec: JobSpec) -> None:
@@ -60,6 +68,72 @@ def trigger(
     except Exception:
         log.warning("declaring the queue failed; publishing anyway", extra={"job_id": job.id}, exc_info=True)
     return fire_now(settings, engine, broker, job, trigger=RunTrigger.MANUAL, arguments=arguments)
+
+
+def check_idempotency_key(key: str, field: str = "Idempotency-Key") -> str:
+    if not IDEMPOTENCY_KEY_RE.fullmatch(key):
+        raise ValidationError(field, "must be 1-200 printable ASCII characters without spaces")
+    return key
+
+
+def request_fingerprint(arguments: dict[str, Any] | None) -> str:
+    """What identifies a trigger's request for its ``Idempotency-Key``: its call arguments."""
+    text = json.dumps(arguments, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def trigger_once(
+    settings: Settings,
+    engine: Engine,
+    broker: dramatiq.Broker | None,
+    job: Job,
+    *,
+    key: str,
+    arguments: dict[str, Any] | None = None,
+) -> tuple[int, bool]:
+    """Run ``job`` now unless ``key`` already made a run of it within 24 hours.
+
+    Returns the run id and whether this call made it. The key and the new PENDING run are
+    written in one transaction, so two requests racing with one key make one run: the second
+    one's insert of the key fails (``UNIQUE(job_id, key)``), its run is rolled back with it, and
+    it answers the first one's run. A repeat whose arguments differ from the first request's is
+    refused (:class:`ValidationError`, field ``body``). ``broker`` None leaves the run PENDING
+    for the outbox sweep (the embedded mode's CLI).
+    """
+    check_idempotency_key(key)
+    fingerprint = request_fingerprint(arguments)
+    for _ in range(3):
+        now = utcnow()
+        try:
+            with engine.begin() as conn:
+                known = trigger_keys.find(conn, job.id, key)
+                if known is not None and known.created_at > now - trigger_keys.WINDOW:
+                    if known.request_hash != fingerprint:
+                        raise ValidationError(
+                            "body",
+                            "differs from the first request with this Idempotency-Key "
+                            f"(run {known.run_id}); use a new key for a different request",
+                        )
+                    return known.run_id, False
+                if known is not None:
+                    trigger_keys.forget(conn, known.id)
+                run_id = insert_run(
+                    conn,
+                    job_id=job.id,
+                    scheduled_for=now,
+                    trigger=RunTrigger.MANUAL,
+                    arguments=arguments,
+                    now=now,
+                )
+                trigger_keys.remember(
+                    conn, job_id=job.id, key=key, request_hash=fingerprint, run_id=run_id, now=now
+                )
+        except IntegrityError:
+            continue  # another request recorded this key first: answer with its run
+        if broker is not None:
+            publish_run(settings, engine, broker, run_id)
+        return run_id, True
+    raise Conflict(f"Idempotency-Key {key!r} of job {job.id} is being recorded concurrently; try again")
 
 
 def publish_run(settings: Settings, engine: Engine, broker: dramatiq.Broker, run_id: int) -> None:

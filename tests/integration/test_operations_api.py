@@ -144,3 +144,78 @@ def test_fires_do_not_move_the_etag(api: Api) -> None:
         f"/jobs/{job['id']}", json={"retryCount": 1}, headers={**api.admin, "If-Match": tag}
     )
     assert edited.status_code == 200
+
+
+# -- idempotent trigger ------------------------------------------------------------------------------
+
+
+def test_idempotency_key_answers_the_same_run_and_refuses_another_body(api: Api) -> None:
+    import threading
+
+    from sqlalchemy import text
+
+    job = api.create(name="idem")
+    other = api.create(name="idem-2")
+    url = f"/jobs/{job['id']}/trigger"
+    first = api.client.post(url, headers={**api.admin, "Idempotency-Key": "k-1"})
+    assert first.status_code == 202 and "Idempotent-Replayed" not in first.headers
+    again = api.client.post(url, headers={**api.admin, "Idempotency-Key": "k-1"})
+    assert again.status_code == 202 and again.json()["id"] == first.json()["id"]
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert api.count_runs() == 1
+    # The key is per job; another key is another run; no key is always a new run.
+    assert (
+        api.client.post(
+            f"/jobs/{other['id']}/trigger", headers={**api.admin, "Idempotency-Key": "k-1"}
+        ).json()["id"]
+        != first.json()["id"]
+    )
+    assert (
+        api.client.post(url, headers={**api.admin, "Idempotency-Key": "k-2"}).json()["id"]
+        != first.json()["id"]
+    )
+    assert api.count_runs() == 3
+    # A repeat with a different body is a 422 and makes nothing (a Python job takes arguments).
+    from tickwork.spec import JobSpec
+    from tickwork.store.jobs import upsert_decorated_job
+
+    py = upsert_decorated_job(
+        api.engine,
+        JobSpec.model_validate({"name": "idem_py", "handlerType": "python", "handlerData": "idem_py"}),
+    )
+    py_url = f"/jobs/{py.id}/trigger"
+    made = api.client.post(py_url, json={"args": [1]}, headers={**api.admin, "Idempotency-Key": "k-1"})
+    same = api.client.post(py_url, json={"args": [1]}, headers={**api.admin, "Idempotency-Key": "k-1"})
+    assert made.status_code == 202 and same.json()["id"] == made.json()["id"]
+    differs = api.client.post(py_url, json={"args": [2]}, headers={**api.admin, "Idempotency-Key": "k-1"})
+    assert differs.status_code == 422 and differs.json()["detail"][0]["field"] == "body", differs.text
+    assert "differs from the first request" in differs.json()["detail"][0]["reason"]
+    empty = api.client.post(py_url, headers={**api.admin, "Idempotency-Key": "k-1"})
+    assert empty.status_code == 422
+    assert api.count_runs() == 4
+    bad = api.client.post(url, headers={**api.admin, "Idempotency-Key": "has space"})
+    assert bad.status_code == 422 and bad.json()["detail"][0]["field"] == "Idempotency-Key"
+    assert api.count_runs() == 4
+    # After 24 hours the key makes a new run.
+    with api.engine.begin() as conn:
+        conn.execute(text("UPDATE trigger_keys SET created_at = created_at - INTERVAL 25 HOUR"))
+    later = api.client.post(url, headers={**api.admin, "Idempotency-Key": "k-1"})
+    assert later.status_code == 202 and later.json()["id"] != first.json()["id"]
+    assert api.count_runs() == 5
+    # Eight requests racing with one new key make one run between them.
+    answers: list[int] = []
+    lock = threading.Lock()
+
+    def fire() -> None:
+        response = api.client.post(url, headers={**api.admin, "Idempotency-Key": "race"})
+        assert response.status_code == 202, response.text
+        with lock:
+            answers.append(response.json()["id"])
+
+    threads = [threading.Thread(target=fire) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(answers) == 8 and len(set(answers)) == 1
+    assert api.count_runs() == 6

@@ -29,3 +29,18 @@ def test_tags_and_max_concurrency_from_the_cli(cluster_settings: Settings, mysql
     bad = run(s, "jobs", "list", "--tag", "a b")
     assert bad.returncode == 2 and "--tag" in bad.stderr
     assert json.loads(ok(s, "jobs", "list", "--json"))["total"] == 2
+
+
+def test_trigger_with_an_idempotency_key_from_the_cli(
+    cluster_settings: Settings, mysql_engine: Engine
+) -> None:
+    s = cluster_settings
+    job = json.loads(ok(s, "jobs", "add", "--name", "idem", "--http", "http://127.0.0.1:8080/post", "--json"))
+    first = json.loads(ok(s, "jobs", "trigger", "idem", "--idempotency-key", "deploy-42", "--json"))
+    again = json.loads(ok(s, "jobs", "trigger", str(job["id"]), "--idempotency-key", "deploy-42", "--json"))
+    assert first["id"] == again["id"] and first["jobId"] == job["id"]
+    assert "already made by this key" in ok(s, "jobs", "trigger", "idem", "--idempotency-key", "deploy-42")
+    other = json.loads(ok(s, "jobs", "trigger", "idem", "--idempotency-key", "deploy-43", "--json"))
+    assert other["id"] != first["id"]
+    bad = run(s, "jobs", "trigger", "idem", "--idempotency-key", "a b")
+    assert bad.returncode == 2 and "invalid --idempotency-key" in bad.stderr, bad.stderr

@@ -270,18 +270,42 @@ def resume_job(job_id: JobId, state: State, who: Writer) -> JobOut:
     ),
 )
 async def trigger_job(
+    *,
     job_id: JobId,
     state: State,
     who: Writer,
+    response: Response,
     body: Annotated[TriggerRequest | None, Body()] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            max_length=1000,
+            description="a repeat with this key within 24 h answers the same run (422 if its body differs)",
+        ),
+    ] = None,
 ) -> RunOut:
+    if idempotency_key is not None:
+        operations.check_idempotency_key(idempotency_key)
     job = await run_in_threadpool(job_store.get_job, state.engine, job_id)
     arguments: dict[str, Any] | None = None
     if body is not None and (body.args is not None or body.kwargs is not None):
         if job.handler_type != HandlerType.PYTHON:
             raise ValidationError("args", "only Python jobs take call arguments")
         arguments = {"args": body.args or [], "kwargs": body.kwargs or {}}
-    run_id = await run_in_threadpool(_fire, state, job, arguments)
+    if idempotency_key is None:
+        run_id = await run_in_threadpool(_fire, state, job, arguments)
+    else:
+        key = idempotency_key
+        run_id, made = await run_in_threadpool(
+            lambda: operations.trigger_once(
+                state.settings, state.engine, state.get_broker(), job, key=key, arguments=arguments
+            )
+        )
+        if not made:
+            response.headers["Idempotent-Replayed"] = "true"
+            run = await run_in_threadpool(run_store.get_run, state.engine, run_id)
+            return RunOut.of(run)
     audit("job triggered", who, job_id=job.id, run_id=run_id)
     run = await run_in_threadpool(run_store.get_run, state.engine, run_id)
     return RunOut.of(run)

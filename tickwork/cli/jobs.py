@@ -105,6 +105,12 @@ def register(sub: Any) -> None:
         p.add_argument("job", type=job_ref, help="job id or name")
         p.add_argument("--json", action="store_true")
         p.set_defaults(func=func)
+        if action == "trigger":
+            p.add_argument(
+                "--idempotency-key",
+                metavar="KEY",
+                help="a repeat with this key within 24 h answers the same run",
+            )
 
 
 def tag_arg(text: str) -> str:
@@ -298,8 +304,20 @@ def _set_enabled(args: argparse.Namespace, enabled: bool) -> int:
 
 def cmd_trigger(args: argparse.Namespace) -> int:
     settings = settings_and_logging(one_shot=True)
+    if args.idempotency_key is not None:
+        operations.check_idempotency_key(args.idempotency_key, "--idempotency-key")
     engine = migrated_engine(settings)
     job = resolve_job(engine, args.job)
+    if args.idempotency_key is not None:
+        broker = None if settings.embedded_broker else make_broker(settings)
+        run_id, made = operations.trigger_once(settings, engine, broker, job, key=args.idempotency_key)
+        run = get_run(engine, run_id)
+        if args.json:
+            print_json(RunOut.of(run).model_dump(mode="json", by_alias=True))
+        else:
+            state = "made" if made else "already made by this key"
+            print(f"run {run_id} of job {job.id} {job.name!r}: {state} ({run.status})")
+        return 0
     if settings.embedded_broker:
         # The in-process broker lives in `tickwork dev`, not here: leave the PENDING row for its
         # outbox sweep (and its start-up republish) to pick up.

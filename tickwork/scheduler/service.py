@@ -62,6 +62,7 @@ from tickwork.store.fires import (
     prune_runs,
 )
 from tickwork.store.models import utcnow
+from tickwork.store.retention import prune_operations
 from tickwork.store.runs import mark_enqueued
 
 logger = logging.getLogger(__name__)
@@ -481,7 +482,8 @@ class SchedulerService:
             return 0
 
     def prune_retention(self) -> int:
-        """Delete finished run rows older than ``retention_days``."""
+        """Delete finished run rows and audit events older than ``retention_days``, and
+        idempotency keys past their 24 hours."""
         if not self.is_leader:
             return 0
         cutoff = utcnow() - timedelta(days=self.settings.retention_days)
@@ -494,6 +496,7 @@ class SchedulerService:
         )
         if deleted:
             logger.info("pruned %d run rows", deleted, extra={"node_id": self.node_id})
+        prune_operations(self.engine, runs_cutoff=cutoff)
         return deleted
 
     # -- wake-ups -------------------------------------------------------------------------------

@@ -1,0 +1,123 @@
+"""Queries on ``events``: the audit trail, one row per change to a job or a run.
+
+Who changed what and when: ``actor`` is a token's ``sub`` (with its ``role``), or ``cli``,
+``decorator`` (a ``@job`` registering its definition) or ``tickwork`` (tickwork itself, e.g. an
+automatic pause). Definition changes carry the changed fields' values before and after in
+``details["changes"]``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, delete, insert, select
+
+from tickwork.store.engine import session_factory
+from tickwork.store.models import Event, events_table, utcnow
+
+Executor = Engine | Connection
+
+
+class EventKind(enum.StrEnum):
+    JOB_CREATED = "job.created"
+    JOB_UPDATED = "job.updated"
+    JOB_DELETED = "job.deleted"
+    JOB_PAUSED = "job.paused"
+    JOB_RESUMED = "job.resumed"
+    JOB_TRIGGERED = "job.triggered"
+    JOB_BACKFILLED = "job.backfilled"
+    RUN_REPLAYED = "run.replayed"
+    RUN_PURGED = "run.purged"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who made a change: ``name`` is a token's ``sub`` or one of :data:`CLI`, :data:`DECORATOR`,
+    :data:`TICKWORK`; ``role`` the token's role (None for the others)."""
+
+    name: str
+    role: str | None = None
+
+
+CLI = Actor("cli")
+DECORATOR = Actor("decorator")
+#: tickwork itself (an automatic pause after repeated failures).
+TICKWORK = Actor("tickwork")
+
+
+def record(
+    target: Executor,
+    *,
+    actor: Actor,
+    kind: EventKind | str,
+    job_id: int | None = None,
+    run_id: int | None = None,
+    details: dict[str, Any] | None = None,
+    now: datetime | None = None,
+) -> int:
+    """Write one event (in ``target``'s transaction when it is a connection); its id."""
+    statement = insert(events_table).values(
+        created_at=now or utcnow(),
+        actor=actor.name,
+        role=actor.role,
+        kind=str(kind),
+        job_id=job_id,
+        run_id=run_id,
+        details=details,
+    )
+    if isinstance(target, Engine):
+        with target.begin() as conn:
+            result = conn.execute(statement)
+    else:
+        result = target.execute(statement)
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
+def list_events(
+    engine: Engine,
+    *,
+    job_id: int | None = None,
+    kinds: list[str] | None = None,
+    before_id: int | None = None,
+    limit: int = 50,
+) -> list[Event]:
+    """Events newest first; keyset paging on ``id`` (``before_id``), on ``(job_id, id)`` or
+    ``(kind, id)`` indexes when filtered."""
+    query = select(Event)
+    if job_id is not None:
+        query = query.where(Event.job_id == job_id)
+    if kinds:
+        query = query.where(Event.kind.in_(kinds))
+    if before_id is not None:
+        query = query.where(Event.id < before_id)
+    with session_factory(engine)() as session:
+        return list(session.scalars(query.order_by(Event.id.desc()).limit(limit)))
+
+
+def prune(engine: Engine, *, older_than: datetime, batch_size: int = 1000) -> int:
+    """Delete events recorded before ``older_than`` (the runs' retention), in small batches."""
+    c = events_table.c
+    deleted = 0
+    while True:
+        with engine.begin() as conn:
+            ids = list(conn.scalars(select(c.id).where(c.created_at < older_than).limit(batch_size)))
+            if not ids:
+                return deleted
+            conn.execute(delete(events_table).where(c.id.in_(ids)))
+        deleted += len(ids)
+        if len(ids) < batch_size:
+            return deleted
+
+
+def changed_fields(before: dict[str, Any], after: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{field: {"before", "after"}}`` for the fields whose values differ."""
+    return {
+        name: {"before": before.get(name), "after": after.get(name)}
+        for name in sorted(set(before) | set(after))
+        if before.get(name) != after.get(name)
+    }

@@ -1,0 +1,66 @@
+"""Queries on ``trigger_keys``: the ``Idempotency-Key`` of a trigger and the run it made."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, Engine, delete, insert, select
+
+from tickwork.store.models import trigger_keys_table
+
+#: How long an ``Idempotency-Key`` answers the run it made.
+WINDOW = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class TriggerKeyRow:
+    id: int
+    run_id: int
+    request_hash: str
+    created_at: datetime
+
+
+def find(conn: Connection, job_id: int, key: str) -> TriggerKeyRow | None:
+    """The key's row for this job (however old), or None."""
+    c = trigger_keys_table.c
+    row = conn.execute(
+        select(c.id, c.run_id, c.request_hash, c.created_at).where(c.job_id == job_id, c.key == key)
+    ).first()
+    if row is None:
+        return None
+    return TriggerKeyRow(
+        id=int(row.id), run_id=int(row.run_id), request_hash=row.request_hash, created_at=row.created_at
+    )
+
+
+def forget(conn: Connection, row_id: int) -> None:
+    """Drop an expired key so that it can name a new run."""
+    conn.execute(delete(trigger_keys_table).where(trigger_keys_table.c.id == row_id))
+
+
+def remember(
+    conn: Connection, *, job_id: int, key: str, request_hash: str, run_id: int, now: datetime
+) -> None:
+    """Record the key; a concurrent request that recorded it first makes this an ``IntegrityError``
+    (``UNIQUE(job_id, key)``), and its transaction (with its run) is rolled back."""
+    conn.execute(
+        insert(trigger_keys_table).values(
+            job_id=job_id, key=key, request_hash=request_hash, run_id=run_id, created_at=now
+        )
+    )
+
+
+def prune(engine: Engine, *, older_than: datetime, batch_size: int = 1000) -> int:
+    """Delete keys recorded before ``older_than`` (they no longer deduplicate anything)."""
+    c = trigger_keys_table.c
+    deleted = 0
+    while True:
+        with engine.begin() as conn:
+            ids = list(conn.scalars(select(c.id).where(c.created_at < older_than).limit(batch_size)))
+            if not ids:
+                return deleted
+            conn.execute(delete(trigger_keys_table).where(c.id.in_(ids)))
+        deleted += len(ids)
+        if len(ids) < batch_size:
+            return deleted
