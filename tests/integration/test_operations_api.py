@@ -219,3 +219,112 @@ def test_idempotency_key_answers_the_same_run_and_refuses_another_body(api: Api)
         t.join(timeout=60)
     assert len(answers) == 8 and len(set(answers)) == 1
     assert api.count_runs() == 6
+
+
+# -- the audit trail -----------------------------------------------------------------------------------
+
+
+def test_every_change_is_an_event_with_who_what_and_before_after(api: Api) -> None:
+    from tickwork.spec import JobSpec
+    from tickwork.store.jobs import upsert_decorated_job
+    from tickwork.store.models import RunStatus
+    from tickwork.store.runs import insert_run
+
+    job = api.create(name="audited", handlerData="http://user:pw@127.0.0.1:8080/post")
+    jid = job["id"]
+    assert (
+        api.client.patch(f"/jobs/{jid}", json={"retryCount": 5, "tags": ["a"]}, headers=api.admin).status_code
+        == 200
+    )
+    assert (
+        api.client.patch(f"/jobs/{jid}", json={"retryCount": 5}, headers=api.admin).status_code == 200
+    )  # no change
+    api.client.post(f"/jobs/{jid}/pause", headers=api.admin)
+    api.client.post(f"/jobs/{jid}/resume", headers=api.admin)
+    run = api.client.post(f"/jobs/{jid}/trigger", headers=api.admin).json()
+    dead = [insert_run(api.engine, job_id=jid, scheduled_for=_at(i), status=RunStatus.DEAD) for i in range(3)]
+    replayed = api.client.post(f"/dlq/{dead[0]}/replay", headers=api.admin).json()
+    assert api.client.post("/dlq/purge", json={"runIds": dead[1:]}, headers=api.admin).json() == {"purged": 2}
+    upsert_decorated_job(
+        api.engine, JobSpec.model_validate({"name": "deco", "handlerType": "python", "handlerData": "deco"})
+    )
+    assert api.client.delete(f"/jobs/{jid}", headers=api.admin).status_code == 204
+
+    page = api.client.get(f"/jobs/{jid}/events", headers=api.admin).json()
+    kinds = [e["kind"] for e in reversed(page["items"])]
+    assert kinds == [
+        "job.created",
+        "job.updated",
+        "job.paused",
+        "job.resumed",
+        "job.triggered",
+        "run.replayed",
+        "run.purged",
+        "run.purged",
+        "job.deleted",
+    ]
+    by_kind = {e["kind"]: e for e in page["items"]}
+    assert all(e["actor"] == "tickwork-admin" or e["actor"] for e in page["items"])
+    assert {(e["actor"], e["role"]) for e in page["items"]} == {(_sub(api), "admin")}
+    updated = by_kind["job.updated"]["details"]["changes"]
+    assert updated == {"retryCount": {"before": 3, "after": 5}, "tags": {"before": [], "after": ["a"]}}
+    assert by_kind["job.paused"]["details"]["changes"] == {"enabled": {"before": True, "after": False}}
+    assert by_kind["job.triggered"]["runId"] == run["id"]
+    assert (
+        by_kind["run.replayed"]["runId"] == dead[0]
+        and by_kind["run.replayed"]["details"]["newRunId"] == replayed["id"]
+    )
+    assert {e["runId"] for e in page["items"] if e["kind"] == "run.purged"} == set(dead[1:])
+    created = by_kind["job.created"]["details"]["changes"]
+    assert created["handlerData"] == {"before": None, "after": "http://user:pw@127.0.0.1:8080/post"}
+    # A viewer reads credentials masked, as in job reads.
+    viewer_page = api.client.get(f"/jobs/{jid}/events?kind=job.created", headers=api.viewer).json()
+    assert "pw" not in viewer_page["items"][0]["details"]["changes"]["handlerData"]["after"]
+    # The decorator's registration is its own actor; kind filters and keyset paging.
+    deco = api.client.get("/events?kind=job.created", headers=api.viewer).json()["items"]
+    assert [(e["actor"], e["role"], e["details"]["name"]) for e in deco] == [
+        ("decorator", None, "deco"),
+        (_sub(api), "admin", "audited"),
+    ]
+    first = api.client.get("/events?limit=4", headers=api.viewer).json()
+    rest = api.client.get(f"/events?limit=100&beforeId={first['nextBeforeId']}", headers=api.viewer).json()
+    ids = [e["id"] for e in first["items"] + rest["items"]]
+    assert ids == sorted(ids, reverse=True) and len(ids) == 10 and rest["nextBeforeId"] is None
+    assert (
+        api.client.get(f"/events?jobId={jid}&kind=run.purged", headers=api.viewer).json()["items"][0]["jobId"]
+        == jid
+    )
+    bad = api.client.get("/events?kind=job.exploded", headers=api.viewer)
+    assert bad.status_code == 422 and bad.json()["detail"][0]["field"] == "kind.0"
+
+
+def test_events_are_pruned_with_the_runs_retention(api: Api) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import text
+
+    from tickwork.store.models import utcnow
+    from tickwork.store.retention import prune_operations
+
+    api.create(name="old")
+    api.create(name="new")
+    with api.engine.begin() as conn:
+        conn.execute(
+            text("UPDATE events SET created_at = created_at - INTERVAL 40 DAY WHERE details LIKE '%\"old\"%'")
+        )
+    assert prune_operations(api.engine, runs_cutoff=utcnow() - timedelta(days=30)) == (1, 0)
+    names = [e["details"]["name"] for e in api.client.get("/events", headers=api.viewer).json()["items"]]
+    assert names == ["new"]
+
+
+def _at(i: int) -> object:
+    from datetime import UTC, datetime
+
+    return datetime(2026, 1, 1, 0, 0, i, tzinfo=UTC)
+
+
+def _sub(api: Api) -> str:
+    import jwt
+
+    token = api.admin["Authorization"].split()[1]
+    return str(jwt.decode(token, options={"verify_signature": False})["sub"])

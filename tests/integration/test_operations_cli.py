@@ -44,3 +44,28 @@ def test_trigger_with_an_idempotency_key_from_the_cli(
     assert other["id"] != first["id"]
     bad = run(s, "jobs", "trigger", "idem", "--idempotency-key", "a b")
     assert bad.returncode == 2 and "invalid --idempotency-key" in bad.stderr, bad.stderr
+
+
+def test_cli_writes_are_in_the_audit_trail(cluster_settings: Settings, mysql_engine: Engine) -> None:
+    s = cluster_settings
+    ok(s, "jobs", "add", "--name", "aud", "--http", "http://127.0.0.1:8080/post")
+    ok(s, "jobs", "pause", "aud")
+    ok(s, "jobs", "trigger", "aud")
+    job_id = json.loads(ok(s, "jobs", "show", "aud", "--json"))["id"]
+    ok(s, "jobs", "delete", "aud")
+    listed = json.loads(ok(s, "events", "list", "--job", str(job_id), "--json"))
+    assert [(e["kind"], e["actor"], e["role"]) for e in reversed(listed["items"])] == [
+        ("job.created", "cli", None),
+        ("job.paused", "cli", None),
+        ("job.triggered", "cli", None),
+        ("job.deleted", "cli", None),
+    ]
+    only = json.loads(ok(s, "events", "list", "--kind", "job.paused", "--json"))["items"]
+    assert [e["details"]["changes"]["enabled"] for e in only] == [{"before": True, "after": False}]
+    table = ok(s, "events", "list", "--limit", "2")
+    assert "job.deleted" in table and "cli" in table
+    paged = json.loads(ok(s, "events", "list", "--limit", "2", "--json"))
+    older = json.loads(ok(s, "events", "list", "--before-id", str(paged["nextBeforeId"]), "--json"))
+    assert len(older["items"]) == 2 and older["items"][0]["id"] < paged["items"][-1]["id"]
+    bad = run(s, "events", "list", "--kind", "job.exploded")
+    assert bad.returncode == 2

@@ -7,10 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Path, Query, status
 from starlette.concurrency import run_in_threadpool
 
+from tickwork import audit as audit_trail
 from tickwork import operations
 from tickwork.api.auth import Principal, Reader, Writer
 from tickwork.api.ids import MAX_ID, PLAIN_DECIMAL
-from tickwork.api.jobs import READ_ERRORS, audit, run_page
+from tickwork.api.jobs import READ_ERRORS, actor, log_write, run_page
 from tickwork.api.schemas import ErrorBody, PurgeRequest, PurgeResult, RunOut, RunPage
 from tickwork.api.state import State
 from tickwork.store import runs as run_store
@@ -46,7 +47,12 @@ async def replay(
     broker = await run_in_threadpool(state.get_broker)
     new_id = await run_in_threadpool(operations.replay, state.settings, state.engine, broker, run_id)
     run = RunOut.of(await run_in_threadpool(run_store.get_run, state.engine, new_id))
-    audit(f"dead run {run_id} replayed", who, job_id=run.job_id, run_id=new_id)
+    await run_in_threadpool(
+        lambda: audit_trail.run_replayed(
+            state.engine, actor(who), job_id=run.job_id, dead_run_id=run_id, new_run_id=new_id
+        )
+    )
+    log_write(f"dead run {run_id} replayed", who, job_id=run.job_id, run_id=new_id)
     return run
 
 
@@ -80,6 +86,7 @@ async def purge_all(state: State, who: Writer) -> PurgeResult:
 async def _purge(state: State, who: Principal, run_ids: list[int] | None) -> PurgeResult:
     broker = await run_in_threadpool(state.get_broker)
     purged = await run_in_threadpool(operations.purge, state.settings, state.engine, broker, run_ids)
+    await run_in_threadpool(audit_trail.runs_purged, state.engine, actor(who), run_ids, purged)
     which = "all dead runs" if run_ids is None else f"{len(run_ids)} dead run id(s)"
-    audit(f"dlq purged: {purged} of {which}", who)
+    log_write(f"dlq purged: {purged} of {which}", who)
     return PurgeResult(purged=purged)

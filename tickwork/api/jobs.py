@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic.alias_generators import to_camel
 from starlette.concurrency import run_in_threadpool
 
-from tickwork import operations
+from tickwork import audit, operations
 from tickwork.api.auth import Principal, Reader, Writer
 from tickwork.api.ids import MAX_ID, PLAIN_DECIMAL
 from tickwork.api.schemas import (
@@ -113,9 +113,14 @@ def parse_if_match(value: str | None) -> frozenset[int] | None:
     return frozenset(versions)
 
 
-def audit(event: str, who: Principal, **ids: int) -> None:
+def log_write(event: str, who: Principal, **ids: int) -> None:
     """One INFO line per write: what, by whom (the token's ``sub``), ids as fields."""
     log.info("%s by %s (%s)", event, who.subject, who.role.value, extra=ids)
+
+
+def actor(who: Principal) -> audit.Actor:
+    """The audit trail's "who" for a request: the token's ``sub`` and role."""
+    return audit.Actor(who.subject, who.role.value)
 
 
 def check_tag_query(tag: str) -> None:
@@ -151,7 +156,8 @@ def spec_of(job: Job) -> dict[str, Any]:
 def create_job(spec: JobSpec, state: State, who: Writer) -> JobOut:
     check_spec(state, spec)
     job = job_store.create_job(state.engine, spec)
-    audit("job created", who, job_id=job.id)
+    audit.job_created(state.engine, actor(who), job)
+    log_write("job created", who, job_id=job.id)
     state.job_changed(job.id)
     return JobOut.of(job)
 
@@ -201,7 +207,8 @@ def replace_job(
     check_spec(state, spec)
     job = job_store.update_job(state.engine, job_id, spec, if_match=versions)
     etag(response, job)
-    audit("job replaced", who, job_id=job.id)
+    audit.job_updated(state.engine, actor(who), audit.job_definition(current), job)
+    log_write("job replaced", who, job_id=job.id)
     state.job_changed(job.id)
     return JobOut.of(job)
 
@@ -225,7 +232,8 @@ def patch_job(
     check_spec(state, spec)
     job = job_store.update_job(state.engine, job_id, spec, if_match=versions)
     etag(response, job)
-    audit(f"job changed ({', '.join(to_camel(k) for k in sorted(changes))})", who, job_id=job.id)
+    audit.job_updated(state.engine, actor(who), audit.job_definition(current), job)
+    log_write(f"job changed ({', '.join(to_camel(k) for k in sorted(changes))})", who, job_id=job.id)
     state.job_changed(job.id)
     return JobOut.of(job)
 
@@ -238,22 +246,30 @@ def patch_job(
     summary="Delete a job and its run history",
 )
 def delete_job(job_id: JobId, state: State, who: Writer) -> Response:
+    job = job_store.get_job(state.engine, job_id)
     job_store.delete_job(state.engine, job_id)
-    audit("job deleted", who, job_id=job_id)
+    audit.job_deleted(state.engine, actor(who), job)
+    log_write("job deleted", who, job_id=job_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post("/{job_id}/pause", response_model=JobOut, responses=ONE_JOB_ERRORS, summary="Pause a job")
-def pause_job(job_id: JobId, state: State, who: Writer) -> JobOut:
+def pause_job(job_id: JobId, state: State, who: Writer, response: Response) -> JobOut:
+    was = job_store.get_job(state.engine, job_id).enabled
     job = job_store.set_enabled(state.engine, job_id, False)
-    audit("job paused", who, job_id=job.id)
+    etag(response, job)
+    audit.job_enabled(state.engine, actor(who), job, was_enabled=was)
+    log_write("job paused", who, job_id=job.id)
     return JobOut.of(job)
 
 
 @router.post("/{job_id}/resume", response_model=JobOut, responses=ONE_JOB_ERRORS, summary="Resume a job")
-def resume_job(job_id: JobId, state: State, who: Writer) -> JobOut:
+def resume_job(job_id: JobId, state: State, who: Writer, response: Response) -> JobOut:
+    was = job_store.get_job(state.engine, job_id).enabled
     job = job_store.set_enabled(state.engine, job_id, True)
-    audit("job resumed", who, job_id=job.id)
+    etag(response, job)
+    audit.job_enabled(state.engine, actor(who), job, was_enabled=was)
+    log_write("job resumed", who, job_id=job.id)
     state.job_changed(job.id)
     return JobOut.of(job)
 
@@ -306,7 +322,8 @@ async def trigger_job(
             response.headers["Idempotent-Replayed"] = "true"
             run = await run_in_threadpool(run_store.get_run, state.engine, run_id)
             return RunOut.of(run)
-    audit("job triggered", who, job_id=job.id, run_id=run_id)
+    await run_in_threadpool(audit.job_triggered, state.engine, actor(who), job, run_id, key=idempotency_key)
+    log_write("job triggered", who, job_id=job.id, run_id=run_id)
     run = await run_in_threadpool(run_store.get_run, state.engine, run_id)
     return RunOut.of(run)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from tickwork import operations
+from tickwork import audit, operations
 from tickwork.cli.common import LIMIT, RUN_ID, migrated_engine, print_json, settings_and_logging
 from tickwork.cli.runs import print_runs, run_json
 from tickwork.errors import Conflict, NotFound, ValidationError
@@ -77,6 +77,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         else:
             new_id = operations.replay(settings, engine, make_broker(settings), run_id)
         replayed.append(get_run(engine, new_id))
+        audit.run_replayed(
+            engine, audit.CLI, job_id=replayed[-1].job_id, dead_run_id=run_id, new_run_id=new_id
+        )
         if not args.json:
             print(f"run {run_id} replayed as run {new_id} (attempt {replayed[-1].attempt})")
     if args.json:
@@ -93,6 +96,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
     engine = migrated_engine(settings)
     run_ids = None if args.all else dead_runs(engine, args.run_id, "discarded")
     purged = operations.purge(settings, engine, make_broker(settings), run_ids)
+    audit.runs_purged(engine, audit.CLI, run_ids, purged)
     if args.json:
         print_json({"purged": purged})
     else:

@@ -10,7 +10,7 @@ from typing import Any
 import pydantic
 from sqlalchemy import Engine
 
-from tickwork import operations
+from tickwork import audit, operations
 from tickwork.api.schemas import JobOut, RunOut
 from tickwork.cli.common import (
     LIMIT,
@@ -195,6 +195,7 @@ def cmd_add(args: argparse.Namespace) -> int:
     engine = migrated_engine(settings)
     _check(settings, engine, spec)
     job = job_store.create_job(engine, spec, source="cli")
+    audit.job_created(engine, audit.CLI, job)
     if args.json:
         print_json(job_json(job))
     else:
@@ -294,7 +295,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def _set_enabled(args: argparse.Namespace, enabled: bool) -> int:
     settings = settings_and_logging(one_shot=True)
     engine = migrated_engine(settings)
-    job = job_store.set_enabled(engine, resolve_job(engine, args.job).id, enabled)
+    before = resolve_job(engine, args.job)
+    job = job_store.set_enabled(engine, before.id, enabled)
+    audit.job_enabled(engine, audit.CLI, job, was_enabled=before.enabled)
     if args.json:
         print_json(job_json(job))
     else:
@@ -311,6 +314,8 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     if args.idempotency_key is not None:
         broker = None if settings.embedded_broker else make_broker(settings)
         run_id, made = operations.trigger_once(settings, engine, broker, job, key=args.idempotency_key)
+        if made:
+            audit.job_triggered(engine, audit.CLI, job, run_id, key=args.idempotency_key)
         run = get_run(engine, run_id)
         if args.json:
             print_json(RunOut.of(run).model_dump(mode="json", by_alias=True))
@@ -331,6 +336,7 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     else:
         run_id = operations.trigger(settings, engine, make_broker(settings), job)
         note = "published"
+    audit.job_triggered(engine, audit.CLI, job, run_id)
     run = get_run(engine, run_id)
     if run.enqueued_at is None and not settings.embedded_broker:
         note = "PENDING; publishing failed (see above), the scheduler's outbox sweep publishes it"
@@ -346,6 +352,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
     engine = migrated_engine(settings)
     job = resolve_job(engine, args.job)
     job_store.delete_job(engine, job.id)
+    audit.job_deleted(engine, audit.CLI, job)
     if args.json:
         print_json({"deleted": job.id})
     else:

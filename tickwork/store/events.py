@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pydantic.alias_generators import to_camel
 from sqlalchemy import Connection, Engine, delete, insert, select
 
+from tickwork.spec import JobSpec
 from tickwork.store.engine import session_factory
 from tickwork.store.models import Event, events_table, utcnow
 
@@ -121,3 +123,18 @@ def changed_fields(before: dict[str, Any], after: dict[str, Any]) -> dict[str, d
         for name in sorted(set(before) | set(after))
         if before.get(name) != after.get(name)
     }
+
+
+def job_definition(job: Any) -> dict[str, Any]:
+    """A job's definition as the API writes it (camelCase, JSON values): what an event compares."""
+    values: dict[str, Any] = {}
+    for name in JobSpec.model_fields:
+        value = getattr(job, name, None)
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        elif isinstance(value, enum.Enum):
+            value = value.value
+        if name == "tags" and value is None:
+            value = []
+        values[to_camel(name)] = value
+    return values

@@ -13,6 +13,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from tickwork.errors import Conflict, NotFound, PreconditionFailed
 from tickwork.scheduler.cron import next_fire_time
 from tickwork.spec import JobSpec
+from tickwork.store import events
 from tickwork.store.engine import session_factory
 from tickwork.store.models import Job, jobs_table, utcnow
 
@@ -232,9 +233,21 @@ def upsert_decorated_job(engine: Engine, spec: JobSpec, *, now: datetime | None 
         existing = get_job_by_name(engine, spec.name)
     except NotFound:
         try:
-            return create_job(engine, spec, source=DECORATOR_SOURCE, now=now)
+            created = create_job(engine, spec, source=DECORATOR_SOURCE, now=now)
         except Conflict:  # another process registered it at the same moment
             existing = get_job_by_name(engine, spec.name)
+        else:
+            events.record(
+                engine,
+                actor=events.DECORATOR,
+                kind=events.EventKind.JOB_CREATED,
+                job_id=created.id,
+                details={
+                    "name": created.name,
+                    "changes": events.changed_fields({}, events.job_definition(created)),
+                },
+            )
+            return created
     # The operator's fields (pausing, parameters, policies) are not the code's: re-registering
     # the code keeps them as the API left them.
     operator_owned = set(JobSpec.model_fields) - set(CODE_OWNED_FIELDS)
@@ -243,4 +256,13 @@ def upsert_decorated_job(engine: Engine, spec: JobSpec, *, now: datetime | None 
     current = JobSpec.model_validate({key: getattr(existing, key) for key in JobSpec.model_fields})
     if current == spec:
         return existing
-    return update_job(engine, existing.id, spec, now=now)
+    updated = update_job(engine, existing.id, spec, now=now)
+    changes = events.changed_fields(events.job_definition(existing), events.job_definition(updated))
+    events.record(
+        engine,
+        actor=events.DECORATOR,
+        kind=events.EventKind.JOB_UPDATED,
+        job_id=updated.id,
+        details={"name": updated.name, "changes": changes},
+    )
+    return updated
