@@ -328,3 +328,103 @@ def _sub(api: Api) -> str:
 
     token = api.admin["Authorization"].split()[1]
     return str(jwt.decode(token, options={"verify_signature": False})["sub"])
+
+
+# -- backfill ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_api(cluster_settings: Settings, mysql_engine: Engine) -> Iterator[Api]:
+    settings = cluster_settings.model_copy(
+        update={"backfill_max_fires": 30, "backfill_fires_per_second": 10.0}
+    )
+    yield from make_api(settings, mysql_engine)
+
+
+def test_backfill_fires_each_scheduled_time_once_in_the_jobs_zone(small_api: Api) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import select
+
+    from tickwork.scheduler.cron import CronSchedule
+    from tickwork.store.fires import pending_unclaimed
+    from tickwork.store.models import RunStatus, runs_table
+    from tickwork.store.runs import insert_run
+
+    api = small_api
+    job = api.create(name="hourly-berlin", cronExpression="0 0 * * * *", timezone="Europe/Berlin")
+    # 2025-03-30 in Berlin has 23 hours (02:00 does not exist).
+    start, end = "2025-03-30T00:00:00+01:00", "2025-03-31T00:00:00+02:00"
+    expected = [
+        t
+        for t in CronSchedule("0 0 * * * *", "Europe/Berlin").next_fires(
+            datetime(2025, 3, 29, 22, 59, 59, tzinfo=UTC), 30
+        )
+        if t < datetime(2025, 3, 30, 22, tzinfo=UTC)
+    ]
+    assert len(expected) == 23
+    insert_run(api.engine, job_id=job["id"], scheduled_for=expected[5], status=RunStatus.SUCCESS)
+    url = f"/jobs/{job['id']}/backfill"
+    first = api.client.post(url, json={"start": start, "end": end}, headers=api.admin)
+    assert first.status_code == 202, first.text
+    assert first.json() == {"fires": 22, "skippedExisting": 1}
+    c = runs_table.c
+    with api.engine.connect() as conn:
+        rows = conn.execute(
+            select(c.scheduled_for, c.trigger, c.status, c.attempt, c.available_at)
+            .where(c.job_id == job["id"], c.trigger == "backfill")
+            .order_by(c.scheduled_for)
+        ).all()
+    assert [r.scheduled_for for r in rows] == [t for t in expected if t != expected[5]]
+    assert {(r.trigger, r.status, r.attempt) for r in rows} == {("backfill", "PENDING", 1)}
+    # Paced: 10 fires/s, so the 22 rows become due over 2.1 s, in order.
+    due = sorted(r.available_at for r in rows)
+    assert due[-1] - due[0] == timedelta(seconds=2.1)
+    # The outbox sweep takes only those due (never-published rows, 2 s after they are due).
+    at = due[0] + timedelta(seconds=2, milliseconds=1050)
+    swept = pending_unclaimed(api.engine, grace_seconds=30, unpublished_grace_seconds=2, now=at)
+    assert [a.trigger for a in swept] == ["backfill"] * 11
+    # Again: nothing new. The audit trail has both.
+    again = api.client.post(url, json={"start": start, "end": end}, headers=api.admin)
+    assert again.json() == {"fires": 0, "skippedExisting": 23}
+    events = api.client.get(f"/jobs/{job['id']}/events?kind=job.backfilled", headers=api.viewer).json()[
+        "items"
+    ]
+    assert [e["details"]["fires"] for e in events] == [0, 22]
+    assert events[1]["details"]["start"] == "2025-03-29T23:00:00+00:00"
+
+
+def test_backfill_refuses_bad_ranges_and_too_many_fires(small_api: Api) -> None:
+    api = small_api
+    job = api.create(name="every-minute", cronExpression="0 * * * * *")
+    url = f"/jobs/{job['id']}/backfill"
+    cases = [
+        ({"start": "2025-01-01T00:00:00Z", "end": "2025-01-01T01:00:00Z"}, "end", "the range has 60 fires"),
+        ({"start": "2025-01-01T00:00:00Z", "end": "2025-01-02T00:00:00Z"}, "end", "1,440 fires"),
+        ({"start": "2025-01-01T00:00:00Z", "end": "2025-01-01T00:00:00Z"}, "end", "later than start"),
+        ({"start": "2025-01-01T00:00:00Z", "end": "2999-01-01T00:00:00Z"}, "end", "not be later than now"),
+        ({"start": "yesterday", "end": "2025-01-01T00:00:00Z"}, "start", ""),
+        ({"start": 1700000000, "end": "2025-01-01T00:00:00Z"}, "start", "not a number"),
+        ({"start": "2025-01-01T00:00:00Z"}, "end", ""),
+        ({"start": "2025-01-01T00:00:00Z", "end": "2025-01-01T00:10:00Z", "step": 1}, "step", ""),
+    ]
+    for body, field, reason in cases:
+        response = api.client.post(url, json=body, headers=api.admin)
+        assert response.status_code == 422, (body, response.text)
+        detail = response.json()["detail"][0]
+        assert detail["field"] == field and reason in detail["reason"], (body, detail)
+    assert api.count_runs() == 0
+    assert (
+        "TICKWORK_BACKFILL_MAX_FIRES (30)" in api.client.post(url, json=cases[0][0], headers=api.admin).text
+    )
+    replace = api.create(name="replace", cronExpression="0 * * * * *", overlapPolicy="replace")
+    refused = api.client.post(
+        f"/jobs/{replace['id']}/backfill",
+        json={**cases[0][0], "end": "2025-01-01T00:10:00Z"},
+        headers=api.admin,
+    )
+    assert refused.status_code == 422 and refused.json()["detail"][0]["field"] == "overlapPolicy"
+    assert api.client.post("/jobs/999999/backfill", json=cases[0][0], headers=api.admin).status_code == 404
+    assert api.client.post(url, json=cases[0][0], headers=api.viewer).status_code == 403
+    fine = api.client.post(url, json={**cases[0][0], "end": "2025-01-01T00:30:00Z"}, headers=api.admin)
+    assert fine.status_code == 202 and fine.json() == {"fires": 30, "skippedExisting": 0}

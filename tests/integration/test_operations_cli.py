@@ -69,3 +69,29 @@ def test_cli_writes_are_in_the_audit_trail(cluster_settings: Settings, mysql_eng
     assert len(older["items"]) == 2 and older["items"][0]["id"] < paged["items"][-1]["id"]
     bad = run(s, "events", "list", "--kind", "job.exploded")
     assert bad.returncode == 2
+
+
+def test_backfill_from_the_cli(cluster_settings: Settings, mysql_engine: Engine) -> None:
+    s = cluster_settings
+    ok(s, "jobs", "add", "--name", "fill", "--cron", "0 0 * * * *", "--http", "http://127.0.0.1:8080/post")
+    args = ["jobs", "backfill", "fill", "--start", "2025-06-01T00:00:00Z", "--end", "2025-06-01T06:00:00Z"]
+    assert json.loads(ok(s, *args, "--json")) == {"fires": 6, "skippedExisting": 0}
+    assert "0 fire(s) written, 6 already existed" in ok(s, *args)
+    too_late = run(s, "jobs", "backfill", "fill", "--start", "2025-06-01T00:00:00Z", "--end", "2999-01-01")
+    assert too_late.returncode == 2 and "invalid --end" in too_late.stderr, too_late.stderr
+    bad = run(s, "jobs", "backfill", "fill", "--start", "soon", "--end", "2025-06-01T06:00:00Z")
+    assert bad.returncode == 2 and "--start" in bad.stderr
+    many = run(
+        s,
+        "jobs",
+        "backfill",
+        "fill",
+        "--start",
+        "2000-01-01",
+        "--end",
+        "2025-01-01",
+        backfill_max_fires="100",
+    )
+    assert many.returncode == 2 and "more than 100,000 fires" in many.stderr, many.stderr
+    events = json.loads(ok(s, "events", "list", "--kind", "job.backfilled", "--json"))["items"]
+    assert [(e["actor"], e["details"]["fires"]) for e in events] == [("cli", 0), ("cli", 6)]

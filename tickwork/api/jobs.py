@@ -13,9 +13,12 @@ from pydantic.alias_generators import to_camel
 from starlette.concurrency import run_in_threadpool
 
 from tickwork import audit, operations
+from tickwork import backfill as backfills
 from tickwork.api.auth import Principal, Reader, Writer
 from tickwork.api.ids import MAX_ID, PLAIN_DECIMAL
 from tickwork.api.schemas import (
+    BackfillRequest,
+    BackfillResult,
     ErrorBody,
     JobOut,
     JobPage,
@@ -326,6 +329,34 @@ async def trigger_job(
     log_write("job triggered", who, job_id=job.id, run_id=run_id)
     run = await run_in_threadpool(run_store.get_run, state.engine, run_id)
     return RunOut.of(run)
+
+
+@router.post(
+    "/{job_id}/backfill",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=BackfillResult,
+    responses=ONE_JOB_ERRORS,
+    summary="Fire every scheduled time of a past range",
+    description=(
+        "Writes one run (trigger `backfill`) for every time the job's schedule has in `[start, end)`, "
+        "in its time zone, skipping times that already have a fire. At most "
+        "TICKWORK_BACKFILL_MAX_FIRES fires (more is a 422 saying how many). The runs become due "
+        "at TICKWORK_BACKFILL_FIRES_PER_SECOND and the scheduler publishes them as they do, so "
+        "on-time fires are not queued behind them."
+    ),
+)
+def backfill_job(job_id: JobId, body: BackfillRequest, state: State, who: Writer) -> BackfillResult:
+    job = job_store.get_job(state.engine, job_id)
+    result = backfills.backfill(state.settings, state.engine, job, body.start, body.end)
+    details = {
+        "start": body.start.isoformat(),
+        "end": body.end.isoformat(),
+        "fires": result.fires,
+        "skippedExisting": result.skipped_existing,
+    }
+    audit.job_backfilled(state.engine, actor(who), job, details)
+    log_write(f"job backfilled ({result.fires} fires)", who, job_id=job.id)
+    return BackfillResult(fires=result.fires, skipped_existing=result.skipped_existing)
 
 
 def _fire(state: ApiState, job: Job, arguments: dict[str, Any] | None) -> int:

@@ -17,7 +17,9 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from tickwork.errors import ValidationError
 from tickwork.redaction import redact_http_parameters, redact_json, redact_url
+from tickwork.scheduler.cron import parse_run_at
 from tickwork.spec import Instant, check_json_value
 from tickwork.store.models import HandlerType, Job, JobRun, MisfirePolicy, OverlapPolicy
 
@@ -146,6 +148,32 @@ class TriggerRequest(ApiModel):
         if value is not None:
             check_json_value(value, str(info.field_name))
         return value
+
+
+class BackfillRequest(ApiModel):
+    """Body of ``POST /jobs/{id}/backfill``: ISO 8601 instants (naive = UTC); ``end`` is exclusive."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start: Instant
+    end: Instant
+
+    @field_validator("start", "end")
+    @classmethod
+    def _utc(cls, value: datetime, info: ValidationInfo) -> datetime:
+        try:
+            return parse_run_at(value, str(info.field_name))
+        except OverflowError:
+            raise ValidationError(
+                str(info.field_name), "outside the range of representable UTC instants"
+            ) from None
+
+
+class BackfillResult(ApiModel):
+    """What a backfill wrote: ``fires`` new runs, ``skippedExisting`` times that already had one."""
+
+    fires: int
+    skipped_existing: int
 
 
 class PurgeRequest(ApiModel):

@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     fire_all_limit: int = Field(default=100, ge=1, le=100_000)
     retention_days: float = Field(default=30.0, gt=0)
     publish_batch_size: int = Field(default=500, ge=1, le=100_000)
+    #: The most fires one backfill may make (``POST /jobs/{id}/backfill``); more is a 422.
+    backfill_max_fires: int = Field(default=10_000, ge=1, le=1_000_000)
+    #: A backfill's fires become due at this rate, so on-time fires are never queued behind it.
+    backfill_fires_per_second: float = Field(default=200.0, gt=0, le=100_000)
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
