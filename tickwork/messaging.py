@@ -42,6 +42,9 @@ class RunOptions(TypedDict):
     timeout_seconds: float | None
     #: Why the attempt exists (a ``RunTrigger`` value); absent in messages of older versions.
     trigger: NotRequired[str]
+    #: The job's ``maxConcurrency`` when it has one: the worker then claims through
+    #: :func:`tickwork.store.concurrency.claim_within_limit`. Absent: unlimited.
+    max_concurrency: NotRequired[int]
 
 
 def queue_name(settings: Settings, queue: str) -> str:
@@ -63,6 +66,14 @@ def make_broker(settings: Settings, *, middleware: list[Any] | None = None) -> d
 
 
 def run_options(job: Job, *, run_id: int, attempt: int, scheduled_for: datetime) -> RunOptions:
+    options = _run_options(job, run_id=run_id, attempt=attempt, scheduled_for=scheduled_for)
+    limit = getattr(job, "max_concurrency", None)
+    if limit is not None:
+        options["max_concurrency"] = int(limit)
+    return options
+
+
+def _run_options(job: Job, *, run_id: int, attempt: int, scheduled_for: datetime) -> RunOptions:
     return RunOptions(
         run_id=run_id,
         job_id=job.id,

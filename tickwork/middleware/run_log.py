@@ -9,6 +9,7 @@ so the hot path is two writes and no reads.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -32,11 +33,14 @@ from tickwork.middleware.attempt import (
     untrack_in_flight,
     write_with_retries,
 )
+from tickwork.store.concurrency import Claim, claim_within_limit
 from tickwork.store.models import RunStatus
 from tickwork.store.recorder import AttemptRecorder
 
 #: Default cap on the recorded output, in bytes of UTF-8.
 DEFAULT_OUTPUT_MAX_BYTES = 65536
+#: An attempt of a job at its ``maxConcurrency`` tries its claim again after this long.
+DEFAULT_SLOT_WAIT_MS = 500
 
 
 class RunLog(Middleware):
@@ -49,6 +53,8 @@ class RunLog(Middleware):
       engine: the store.
       worker_id: a callable giving this process's worker id (it changes after a fork).
       output_max_bytes: the recorded output is cut to this many bytes.
+      slot_wait_ms: how long an attempt of a job at its ``maxConcurrency`` waits (±20 %) before
+        its claim is tried again.
     """
 
     def __init__(
@@ -57,11 +63,13 @@ class RunLog(Middleware):
         engine: Engine,
         worker_id: Callable[[], str],
         output_max_bytes: int = DEFAULT_OUTPUT_MAX_BYTES,
+        slot_wait_ms: int = DEFAULT_SLOT_WAIT_MS,
     ) -> None:
         self.logger = logging.getLogger(f"{__name__}.{type(self).__name__}")
         self.recorder = AttemptRecorder(engine)
         self.worker_id = worker_id
         self.output_max_bytes = output_max_bytes
+        self.slot_wait_ms = slot_wait_ms
 
     @property
     def actor_options(self) -> set[str]:
@@ -81,7 +89,7 @@ class RunLog(Middleware):
             # Over a database outage the claim waits (a failed claim would leave the fire to the
             # outbox sweep, a grace period late).
             claimed = write_with_retries(
-                lambda: self.recorder.claim(options["run_id"], worker_id, message_id=message.message_id),
+                lambda: self._claim(options, worker_id, message),
                 what=f"the claim of run {options['run_id']}",
                 logger=self.logger,
                 attempts=1,
@@ -91,6 +99,10 @@ class RunLog(Middleware):
             # Without a claim the attempt must not run; the PENDING row stays for the outbox sweep.
             self.logger.exception("Claiming run %s failed; skipping its message.", options["run_id"])
             raise SkipMessage("claim failed") from None
+        if claimed is Claim.FULL:
+            untrack_in_flight(options["run_id"])
+            self._wait_for_a_slot(broker, message, options)
+            raise SkipMessage("job at its maxConcurrency")
         if not claimed:
             untrack_in_flight(options["run_id"])
             self.logger.info(
@@ -106,6 +118,40 @@ class RunLog(Middleware):
         )
         self.logger.debug(
             "Run %s attempt %s of job %s started.", options["run_id"], options["attempt"], options["job_name"]
+        )
+
+    def _claim(self, options: Any, worker_id: str, message: Any) -> bool | Claim:
+        """The hot path's group-committed claim, or (only for a job with ``maxConcurrency``) the
+        claim that counts the job's RUNNING attempts under its row lock."""
+        if options.get("max_concurrency") is None:
+            return self.recorder.claim(options["run_id"], worker_id, message_id=message.message_id)
+        claim = claim_within_limit(
+            self.recorder.engine,
+            options["run_id"],
+            worker_id,
+            job_id=options["job_id"],
+            message_id=message.message_id,
+        )
+        return claim if claim is Claim.FULL else claim is Claim.CLAIMED
+
+    def _wait_for_a_slot(self, broker: dramatiq.Broker, message: Any, options: Any) -> None:
+        """Send the message again after a short delay: the attempt stays PENDING (not dropped,
+        not failed) and is claimed once a slot is free. If the send fails, the PENDING row is
+        the outbox sweep's, as for any unpublished attempt."""
+        delay = int(self.slot_wait_ms * random.uniform(0.8, 1.2))
+        try:
+            broker.enqueue(message.copy(), delay=delay)
+        except Exception:
+            self.logger.warning(
+                "Re-sending waiting run %s failed; the outbox sweep will.", options["run_id"], exc_info=True
+            )
+            return
+        self.logger.debug(
+            "Run %s of job %s waits for a slot (maxConcurrency %s); again in %d ms.",
+            options["run_id"],
+            options["job_name"],
+            options["max_concurrency"],
+            delay,
         )
 
     def after_process_message(

@@ -66,6 +66,7 @@ _JOB_COLUMNS = (
     "misfire_policy",
     "misfire_grace_seconds",
     "overlap_policy",
+    "max_concurrency",
     "next_fire_at",
     "version",
 )

@@ -1,0 +1,261 @@
+"""Backfill pacing benchmark: does a 10,000-fire backfill starve on-time fires?
+
+On the real services (MariaDB, Redis, RabbitMQ): ``--schedules`` per-second jobs fired by one
+``tickwork scheduler`` process, and a consumer thread that takes every message as it arrives
+(the moment a worker would start it). Three phases, back to back:
+
+1. ``baseline``: on-time fires only;
+2. ``paced``: a 10,000-fire backfill of a separate job is written (``tickwork.backfill``, as
+   ``POST /jobs/{id}/backfill`` does) at the default ``TICKWORK_BACKFILL_FIRES_PER_SECOND``;
+   the scheduler's outbox sweep publishes its fires as they become due;
+3. ``unpaced``: the same backfill with every fire due at once (what pacing avoids).
+
+Reported per phase, for the on-time fires only: publish lag (``scheduled_for`` → ``enqueued_at``)
+and consumer lag (→ message received), p50/p99/max; and for the backfill: how long until every
+fire was published and received.
+
+Run: ``PYTHONPATH=. python benchmarks/backfill_pacing.py``
+Writes ``results/backfill_pacing.json`` and ``results/backfill_pacing.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import insert, select, text
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.scheduling import AMQP, REDIS, Receiver, create_database, pct, tickwork_env  # noqa: E402
+from tickwork.backfill import backfill  # noqa: E402
+from tickwork.config import load_settings  # noqa: E402
+from tickwork.messaging import queue_name  # noqa: E402
+from tickwork.store.engine import make_engine, upgrade  # noqa: E402
+from tickwork.store.jobs import get_job  # noqa: E402
+from tickwork.store.models import jobs_table, runs_table  # noqa: E402
+
+BACKFILL_FIRES = 10_000
+
+
+def job_row(name: str, *, enabled: bool, first: datetime | None, now: datetime) -> dict[str, Any]:
+    return {
+        "name": name,
+        "cron_expression": "* * * * * *",
+        "timezone": "UTC",
+        "handler_type": "python",
+        "handler_data": "bench.noop",
+        "retry_count": 0,
+        "retry_backoff_seconds": 10,
+        "max_backoff_seconds": 3600,
+        "queue": "default",
+        "misfire_policy": "fire_once",
+        "overlap_policy": "allow",
+        "enabled": enabled,
+        "source": "api",
+        "next_fire_at": first,
+        "version": 1,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def lags(rows: list[Any], received: dict[int, float], start: float, end: float) -> dict[str, Any]:
+    window = [r for r in rows if start <= r["scheduled_for"].timestamp() < end]
+    publish = [
+        (r["enqueued_at"] - r["scheduled_for"]).total_seconds() * 1000 for r in window if r["enqueued_at"]
+    ]
+    consume = [
+        (received[r["id"]] - r["scheduled_for"].timestamp()) * 1000 for r in window if r["id"] in received
+    ]
+    return {
+        "fires": len(window),
+        "never_published": sum(1 for r in window if r["enqueued_at"] is None),
+        "publish_lag_ms": {
+            "p50": pct(publish, 0.5),
+            "p99": pct(publish, 0.99),
+            "max": max(publish, default=None),
+        },
+        "consumer_lag_ms": {
+            "p50": pct(consume, 0.5),
+            "p99": pct(consume, 0.99),
+            "max": max(consume, default=None),
+        },
+    }
+
+
+def run(schedules: int, baseline: float, tail: float, workdir: Path) -> dict[str, Any]:
+    name, server, url = create_database("tw_fill")
+    proc = None
+    try:
+        upgrade(url)
+        engine = make_engine(url)
+        settings = load_settings(database_url=url, broker_url=AMQP, redis_url=REDIS, namespace=name)
+        now = datetime.now(UTC)
+        start_at = datetime.fromtimestamp(math.ceil(time.time()) + 5, UTC)
+        rows = [job_row(f"on-time-{i}", enabled=True, first=start_at, now=now) for i in range(schedules)]
+        rows += [job_row(f"backfilled-{p}", enabled=False, first=None, now=now) for p in ("paced", "unpaced")]
+        with engine.begin() as conn:
+            conn.execute(insert(jobs_table), rows)
+            ids = {r.name: r.id for r in conn.execute(select(jobs_table.c.id, jobs_table.c.name))}
+        receiver = Receiver(AMQP, queue_name(settings, "default"))
+        receiver.start()
+        log = open(workdir / "backfill-pacing-scheduler.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tickwork", "scheduler", "--node-id", "fill"],
+            # No worker claims the messages (the receiver only acks them), so the rows stay
+            # PENDING: a long grace keeps the outbox sweep from republishing them (which would
+            # rewrite enqueued_at). Never-published rows (the backfill's) still go out 2 s
+            # after they are due.
+            env=tickwork_env(url, name, TICKWORK_OUTBOX_GRACE_SECONDS="3600"),
+            stdout=log,
+            stderr=log,
+        )
+        time.sleep(max(0.0, start_at.timestamp() - time.time()))
+        phases: dict[str, tuple[float, float]] = {}
+        backfills: dict[str, dict[str, Any]] = {}
+        t = time.time()
+        time.sleep(baseline)
+        phases["baseline"] = (t, time.time())
+        for phase, rate in (("paced", settings.backfill_fires_per_second), ("unpaced", 1e9)):
+            job = get_job(engine, ids[f"backfilled-{phase}"])
+            end = datetime.now(UTC).replace(microsecond=0)
+            began = time.time()
+            result = backfill(
+                settings.model_copy(update={"backfill_fires_per_second": rate}),
+                engine,
+                job,
+                end - timedelta(seconds=BACKFILL_FIRES),
+                end,
+            )
+            written = time.time() - began
+            expected_span = BACKFILL_FIRES / rate
+            time.sleep(max(0.0, min(expected_span, 120.0) + tail - (time.time() - began)))
+            phases[phase] = (began, time.time())
+            backfills[phase] = {
+                "fires": result.fires,
+                "fires_per_second_setting": rate if rate < 1e9 else None,
+                "write_seconds": written,
+                "job_id": job.id,
+            }
+        proc.terminate()
+        proc.wait(timeout=30)
+        time.sleep(1.0)
+        receiver.stop.set()
+        receiver.join(timeout=30)
+        with engine.connect() as conn:
+            runs = list(
+                conn.execute(
+                    select(
+                        runs_table.c.id,
+                        runs_table.c.job_id,
+                        runs_table.c.scheduled_for,
+                        runs_table.c.enqueued_at,
+                        runs_table.c.trigger,
+                    )
+                ).mappings()
+            )
+        on_time = [r for r in runs if r["trigger"] == "schedule"]
+        result_phases = {}
+        series: dict[str, list[tuple[float, float]]] = {}
+        t_start = phases["baseline"][0]
+        for phase, (a, b) in phases.items():
+            result_phases[phase] = lags(on_time, receiver.received, a, b)
+        for r in on_time:
+            if r["enqueued_at"]:
+                second = int(r["scheduled_for"].timestamp() - t_start)
+                series.setdefault(str(second), []).append(
+                    (r["enqueued_at"] - r["scheduled_for"]).total_seconds() * 1000
+                )
+        for phase, info in backfills.items():
+            mine = [r for r in runs if r["job_id"] == info["job_id"]]
+            published = [r["enqueued_at"].timestamp() for r in mine if r["enqueued_at"]]
+            got = [receiver.received[r["id"]] for r in mine if r["id"] in receiver.received]
+            began = phases[phase][0]
+            info.update(
+                published=len(published),
+                received=len(got),
+                all_published_after_seconds=(max(published) - began) if len(published) == len(mine) else None,
+                all_received_after_seconds=(max(got) - began) if len(got) == len(mine) else None,
+            )
+            del info["job_id"]
+        engine.dispose()
+        return {
+            "schedules": schedules,
+            "on_time_fires_per_second": schedules,
+            "phases": {
+                p: {"start_second": a - t_start, "end_second": b - t_start, **result_phases[p]}
+                for p, (a, b) in phases.items()
+            },
+            "backfills": backfills,
+            "on_time_publish_lag_p99_per_second_ms": {
+                k: pct(v, 0.99) for k, v in sorted(series.items(), key=lambda kv: int(kv[0]))
+            },
+        }
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        with server.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+        server.dispose()
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    series = result["on_time_publish_lag_p99_per_second_ms"]
+    ax.plot(
+        [int(k) for k in series], list(series.values()), marker="o", ms=2, label="on-time publish lag p99"
+    )
+    colours = {"baseline": "#d0d5dd", "paced": "#12b76a", "unpaced": "#f04438"}
+    for phase, info in result["phases"].items():
+        ax.axvspan(info["start_second"], info["end_second"], color=colours[phase], alpha=0.2, label=phase)
+    ax.set_yscale("log")
+    ax.set_xlabel("second of the run")
+    ax.set_ylabel("publish lag p99 (ms, log)")
+    ax.set_title(f"{result['schedules']} on-time fires/s while a {BACKFILL_FIRES:,}-fire backfill runs")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--schedules", type=int, default=500, help="per-second jobs (fires/s on time)")
+    parser.add_argument("--baseline", type=float, default=20.0, help="seconds without a backfill")
+    parser.add_argument(
+        "--tail", type=float, default=10.0, help="seconds after each backfill's last fire is due"
+    )
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "backfill_pacing.json"))
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result = run(args.schedules, args.baseline, args.tail, out.parent)
+    meta = {
+        "host_cpus": os.cpu_count(),
+        "load_average_at_end": os.getloadavg(),
+        "measured_at": datetime.now(UTC).isoformat(),
+        **result,
+    }
+    brief = {k: v for k, v in meta.items() if k != "on_time_publish_lag_p99_per_second_ms"}
+    print(json.dumps(brief, indent=2))
+    out.write_text(json.dumps(meta, indent=2))
+    plot(result, out.with_suffix(".png"))
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()
