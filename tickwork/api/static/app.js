@@ -13,6 +13,12 @@ const STATUS_COLORS = {
 let timer = null;
 let jobsCursor = [0]; // afterId of each page visited, for "previous"
 let jobsFilter = "";
+let tagFilter = "";
+let eventsCursor = [null]; // beforeId of each page visited
+let eventsKind = "";
+// An open edit form: the periodic refresh leaves the job view alone until it is saved or closed.
+let editing = null;
+const EVENT_KINDS = ["job.created", "job.updated", "job.deleted", "job.paused", "job.resumed", "job.triggered", "job.backfilled", "run.replayed", "run.purged"];
 
 // ---- helpers ----
 function h(tag, attrs, ...children) {
@@ -45,8 +51,13 @@ class ApiError extends Error {
   constructor(status, message) { super(message); this.status = status; }
 }
 
-async function api(method, path, body) {
-  const headers = { Authorization: "Bearer " + token(), Accept: "application/json" };
+async function api(method, path, body, extraHeaders) {
+  return (await apiResponse(method, path, body, extraHeaders)).data;
+}
+
+// The answer's JSON and its headers (the ETag of a job read).
+async function apiResponse(method, path, body, extraHeaders) {
+  const headers = { Authorization: "Bearer " + token(), Accept: "application/json", ...(extraHeaders || {}) };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   if (response.status === 401) {
@@ -58,7 +69,13 @@ async function api(method, path, body) {
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch (e) { data = text; }
   if (!response.ok) throw new ApiError(response.status, describeError(response.status, data));
-  return data;
+  return { data, headers: response.headers };
+}
+
+// A trigger with an Idempotency-Key: a double click or a retried request makes one run.
+function trigger(jobId) {
+  const key = (crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + Math.random()).replace(/\s/g, "");
+  return api("POST", "/jobs/" + jobId + "/trigger", undefined, { "Idempotency-Key": key });
 }
 
 function describeError(status, data) {
@@ -111,11 +128,12 @@ async function act(label, fn) {
 const views = {
   async jobs(view) {
     const after = jobsCursor[jobsCursor.length - 1];
-    const query = "/dashboard/jobs?limit=" + PAGE + "&afterId=" + after + (jobsFilter ? "&name=" + encodeURIComponent(jobsFilter) : "");
+    const query = "/dashboard/jobs?limit=" + PAGE + "&afterId=" + after + (jobsFilter ? "&name=" + encodeURIComponent(jobsFilter) : "")
+      + (tagFilter ? "&tag=" + encodeURIComponent(tagFilter) : "");
     const page = await api("GET", query);
     const rows = page.items.map((job) => h("tr", { "data-job": job.name },
       h("td", { class: "num" }, job.id),
-      h("td", {}, h("a", { href: "#/jobs/" + job.id }, job.name)),
+      h("td", {}, h("a", { href: "#/jobs/" + job.id }, job.name), tagList(job.tags)),
       h("td", {}, schedule(job)),
       h("td", {}, job.handlerType, h("div", { class: "muted" }, job.handlerData)),
       h("td", {}, job.enabled ? [when(job.nextFireAt), h("div", { class: "muted" }, ago(job.nextFireAt))] : h("span", { class: "paused" }, "paused")),
@@ -126,13 +144,14 @@ const views = {
           return (job.enabled ? "Paused " : "Resumed ") + job.name;
         }) }, job.enabled ? "Pause" : "Resume"), " ",
         h("button", { type: "button", disabled: !isAdmin(), onclick: () => act("Trigger", async () => {
-          const run = await api("POST", "/jobs/" + job.id + "/trigger");
+          const run = await trigger(job.id);
           return "Triggered " + job.name + ": run " + run.id;
         }) }, "Trigger"))));
     view.replaceChildren(
       h("h1", {}, "Jobs"),
       h("div", { class: "toolbar" },
         h("input", { id: "job-filter", placeholder: "name contains…", value: jobsFilter, onchange: (e) => { jobsFilter = e.target.value.trim(); jobsCursor = [0]; render(); } }),
+        h("input", { id: "tag-filter", placeholder: "tag", value: tagFilter, onchange: (e) => { tagFilter = e.target.value.trim(); jobsCursor = [0]; render(); } }),
         h("button", { type: "button", disabled: jobsCursor.length < 2, onclick: () => { jobsCursor.pop(); render(); } }, "← Previous"),
         h("button", { type: "button", disabled: page.nextAfterId === null, onclick: () => { jobsCursor.push(page.nextAfterId); render(); } }, "Next →"),
         h("span", { class: "muted" }, "page " + jobsCursor.length + ", " + page.items.length + " jobs")),
@@ -143,15 +162,21 @@ const views = {
   },
 
   async job(view, id) {
-    const [job, fires, runs] = await Promise.all([
-      api("GET", "/jobs/" + id),
+    const [read, fires, runs, events] = await Promise.all([
+      apiResponse("GET", "/jobs/" + id),
       api("GET", "/jobs/" + id + "/next-fires?count=5"),
       api("GET", "/jobs/" + id + "/runs?limit=25"),
+      api("GET", "/jobs/" + id + "/events?limit=20"),
     ]);
+    const job = read.data;
+    const etag = read.headers.get("ETag");
     const props = [
       ["Schedule", schedule(job)], ["Handler", job.handlerType + " " + job.handlerData],
       ["Queue", job.queue], ["Retries", job.retryCount + " (backoff " + job.retryBackoffSeconds + " s, max " + job.maxBackoffSeconds + " s)"],
       ["Timeout", job.timeoutSeconds ? job.timeoutSeconds + " s" : "none"], ["State", job.enabled ? "active" : "paused"],
+      ["Tags", job.tags && job.tags.length ? job.tags.join(", ") : "none"],
+      ["Max concurrency", job.maxConcurrency == null ? "unlimited" : String(job.maxConcurrency)],
+      ["Version", String(job.version)],
       ["Next fires", fires.fires.length ? fires.fires.map(when).join(", ") : "none"],
     ];
     view.replaceChildren(
@@ -159,15 +184,35 @@ const views = {
       h("div", { class: "toolbar" },
         h("a", { href: "#/jobs" }, "← all jobs"),
         h("button", { type: "button", disabled: !isAdmin(), onclick: () => act("Trigger", async () => {
-          const run = await api("POST", "/jobs/" + id + "/trigger");
+          const run = await trigger(id);
           return "Triggered " + job.name + ": run " + run.id;
         }) }, "Trigger now"),
         h("button", { type: "button", disabled: !isAdmin(), onclick: () => act(job.enabled ? "Pause" : "Resume", async () => {
           await api("POST", "/jobs/" + id + (job.enabled ? "/pause" : "/resume"));
-        }) }, job.enabled ? "Pause" : "Resume")),
+        }) }, job.enabled ? "Pause" : "Resume"),
+        h("button", { type: "button", id: "edit-job", disabled: !isAdmin(), onclick: () => openEditor(view, job, etag) }, "Edit"),
+        h("button", { type: "button", id: "delete-job", class: "danger", disabled: !isAdmin(), onclick: () => deleteJob(job) }, "Delete")),
       h("dl", { class: "props" }, props.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
+      h("div", { id: "editor" }),
+      isAdmin() ? backfillForm(job) : null,
       h("h2", {}, "Runs"),
-      runsTable(runs.items, false));
+      runsTable(runs.items, false),
+      h("h2", {}, "Changes"),
+      eventsTable(events.items, false));
+  },
+
+  async events(view) {
+    const before = eventsCursor[eventsCursor.length - 1];
+    const page = await api("GET", "/events?limit=" + PAGE + (before ? "&beforeId=" + before : "") + (eventsKind ? "&kind=" + encodeURIComponent(eventsKind) : ""));
+    view.replaceChildren(
+      h("h1", {}, "Events"),
+      h("p", { class: "muted" }, "Every change to a job or a run: who, what, when, and for definition changes the fields before and after."),
+      h("div", { class: "toolbar" },
+        h("select", { id: "event-kind", onchange: (e) => { eventsKind = e.target.value; eventsCursor = [null]; render(); } },
+          h("option", { value: "" }, "all kinds"), EVENT_KINDS.map((k) => h("option", { value: k, selected: k === eventsKind }, k))),
+        h("button", { type: "button", disabled: eventsCursor.length < 2, onclick: () => { eventsCursor.pop(); render(); } }, "← Newer"),
+        h("button", { type: "button", disabled: page.nextBeforeId === null, onclick: () => { eventsCursor.push(page.nextBeforeId); render(); } }, "Older →")),
+      eventsTable(page.items, true));
   },
 
   async dlq(view) {
@@ -223,6 +268,111 @@ const views = {
 function details(item) {
   const rest = Object.entries(item).filter(([k]) => !["key", "workerId", "host", "pid", "ttlSeconds", "beatAt", "startedAt"].includes(k));
   return rest.length ? h("pre", {}, JSON.stringify(Object.fromEntries(rest))) : h("span", { class: "muted" }, "–");
+}
+
+function tagList(tags) {
+  if (!tags || !tags.length) return null;
+  return h("div", { class: "tags" }, tags.map((t) => h("a", { class: "tag", href: "#/jobs", onclick: () => { tagFilter = t; jobsCursor = [0]; render(); } }, t)));
+}
+
+function describeEvent(e) {
+  const d = e.details || {};
+  if (d.changes && (e.kind === "job.updated" || e.kind === "job.paused" || e.kind === "job.resumed")) {
+    return Object.entries(d.changes).map(([field, c]) => field + ": " + JSON.stringify(c.before) + " → " + JSON.stringify(c.after)).join("; ");
+  }
+  const rest = Object.entries(d).filter(([k]) => k !== "changes");
+  return rest.map(([k, v]) => k + "=" + JSON.stringify(v)).join(" ");
+}
+
+function eventsTable(events, withJob) {
+  const rows = events.map((e) => h("tr", { "data-event": e.id },
+    h("td", { class: "num" }, e.id),
+    h("td", {}, when(e.createdAt)),
+    h("td", {}, e.actor, e.role ? h("span", { class: "muted" }, " (" + e.role + ")") : null),
+    h("td", {}, e.kind),
+    withJob ? h("td", {}, e.jobId == null ? "–" : h("a", { href: "#/jobs/" + e.jobId }, "job " + e.jobId)) : null,
+    h("td", {}, e.runId == null ? "–" : "run " + e.runId),
+    h("td", {}, h("span", { class: "event-details" }, describeEvent(e)))));
+  const headers = ["Id", "When", "Who", "What", withJob ? "Job" : null, "Run", "Details"].filter((x) => x !== null);
+  return h("table", { id: withJob ? "events-table" : "job-events-table" },
+    h("thead", {}, h("tr", {}, headers.map((t) => h("th", {}, t)))),
+    h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: headers.length, class: "muted" }, "No changes recorded."))));
+}
+
+async function deleteJob(job) {
+  if (!confirm("Delete job " + job.name + " and its run history?")) return;
+  try {
+    await api("DELETE", "/jobs/" + job.id);
+    flash("Deleted job " + job.name);
+    location.hash = "#/jobs";
+  } catch (err) { if (err.status !== 401) flash("Delete failed: " + err.message, true); }
+}
+
+// The edit form: PATCH with If-Match (the ETag of the read the form was filled from), so an edit
+// made meanwhile by someone else is refused (412) instead of being overwritten.
+function openEditor(view, job, etag) {
+  editing = { id: job.id };
+  const field = (label, input) => h("label", {}, label, input);
+  const text = (name, value, attrs) => h("input", { name, value: value == null ? "" : String(value), ...(attrs || {}) });
+  const form = h("form", { class: "create", id: "edit-job-form", onsubmit: async (e) => {
+    e.preventDefault();
+    const f = new FormData(form);
+    const num = (name) => (f.get(name) === "" ? null : Number(f.get(name)));
+    const body = {
+      name: f.get("name"), handlerData: f.get("handlerData"), timezone: f.get("timezone") || "UTC",
+      cronExpression: f.get("cronExpression") || null, queue: f.get("queue"),
+      retryCount: num("retryCount"), retryBackoffSeconds: num("retryBackoffSeconds"), maxBackoffSeconds: num("maxBackoffSeconds"),
+      timeoutSeconds: num("timeoutSeconds"), maxConcurrency: num("maxConcurrency"),
+      tags: String(f.get("tags") || "").split(",").map((t) => t.trim()).filter(Boolean),
+    };
+    if (!body.cronExpression && job.runAt) delete body.cronExpression; // keep a one-time job's instant
+    const params = String(f.get("parameters") || "").trim();
+    try { body.parameters = params ? JSON.parse(params) : null; }
+    catch (err) { flash("Edit failed: parameters: not valid JSON (" + err.message + ")", true); return; }
+    try {
+      const saved = await api("PATCH", "/jobs/" + job.id, body, { "If-Match": etag });
+      editing = null;
+      flash("Saved job " + saved.name + " (version " + saved.version + ")");
+      render();
+    } catch (err) {
+      if (err.status === 412) flash("Not saved: the job was changed by someone else since you opened the form. Close the form to see the new version, then edit again.", true);
+      else if (err.status !== 401) flash("Edit failed: " + err.message, true);
+    }
+  } },
+    field("Name", text("name", job.name, { required: true })),
+    field("Cron", text("cronExpression", job.cronExpression)),
+    field("Time zone", text("timezone", job.timezone)),
+    field(job.handlerType === "http" ? "URL" : "Function", text("handlerData", job.handlerData, { required: true })),
+    field("Parameters (JSON)", h("textarea", { name: "parameters", rows: 2 }, job.parameters == null ? "" : JSON.stringify(job.parameters))),
+    field("Retries", text("retryCount", job.retryCount, { type: "number", min: 0 })),
+    field("Backoff (s)", text("retryBackoffSeconds", job.retryBackoffSeconds, { type: "number", min: 0 })),
+    field("Max backoff (s)", text("maxBackoffSeconds", job.maxBackoffSeconds, { type: "number", min: 0 })),
+    field("Timeout (s)", text("timeoutSeconds", job.timeoutSeconds, { type: "number", min: 0, step: "any" })),
+    field("Queue", text("queue", job.queue)),
+    field("Tags (comma-separated)", text("tags", (job.tags || []).join(", "))),
+    field("Max concurrency (empty: unlimited)", text("maxConcurrency", job.maxConcurrency, { type: "number", min: 1 })),
+    h("div", {},
+      h("button", { type: "submit", class: "primary" }, "Save"), " ",
+      h("button", { type: "button", onclick: () => { editing = null; render(); } }, "Close")));
+  const slot = view.querySelector("#editor") || document.getElementById("editor");
+  slot.replaceChildren(h("h2", {}, "Edit (version " + job.version + ")"), form);
+}
+
+function backfillForm(job) {
+  const form = h("form", { class: "create", id: "backfill-form", onsubmit: async (e) => {
+    e.preventDefault();
+    const f = new FormData(form);
+    try {
+      const result = await api("POST", "/jobs/" + job.id + "/backfill", { start: f.get("start"), end: f.get("end") });
+      flash("Backfill of " + job.name + ": " + result.fires + " fires, " + result.skippedExisting + " already existed");
+      form.reset();
+      render();
+    } catch (err) { if (err.status !== 401) flash("Backfill failed: " + err.message, true); }
+  } },
+    h("label", {}, "From (ISO 8601, inclusive)", h("input", { name: "start", required: true, placeholder: "2026-11-01T00:00:00Z" })),
+    h("label", {}, "To (exclusive, not after now)", h("input", { name: "end", required: true, placeholder: "2026-11-02T00:00:00Z" })),
+    h("div", {}, h("button", { type: "submit" }, "Backfill")));
+  return h("details", { class: "backfill" }, h("summary", {}, "Backfill a past range"), form);
 }
 
 function runsTable(runs, dlq) {
@@ -365,7 +515,7 @@ function showLogin(message) {
 let rendering = false;
 async function render() {
   if (!token()) { showLogin(); return; }
-  if (rendering) return;
+  if (rendering || editing) return;
   rendering = true;
   const [, name, arg] = (location.hash || "#/jobs").split("/");
   const viewName = name === "jobs" && arg ? "job" : (views[name] ? name : "jobs");
@@ -381,7 +531,8 @@ async function render() {
     await views[viewName](staging, arg);
     // Keep a half-typed form across refreshes: only swap the view when nobody is typing in it.
     const typing = view.contains(document.activeElement) && document.activeElement.matches("input, select, textarea");
-    if (!typing) view.replaceChildren(...staging.childNodes);
+    // An edit form opened while this render was loading stays too.
+    if (!typing && !editing) view.replaceChildren(...staging.childNodes);
   } catch (e) {
     if (e.status !== 401) view.replaceChildren(h("p", { class: "error" }, "Could not load: " + e.message));
   } finally {
@@ -408,5 +559,5 @@ document.getElementById("login-form").addEventListener("submit", async (e) => {
   }
 });
 document.getElementById("logout").addEventListener("click", () => { sessionStorage.removeItem(TOKEN_KEY); showLogin(); });
-window.addEventListener("hashchange", () => { if (token()) { jobsCursor = location.hash.startsWith("#/jobs") ? jobsCursor : [0]; render(); } });
+window.addEventListener("hashchange", () => { if (token()) { editing = null; jobsCursor = location.hash.startsWith("#/jobs") ? jobsCursor : [0]; render(); } });
 if (token()) start(); else showLogin();
