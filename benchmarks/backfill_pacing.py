@@ -26,6 +26,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -109,7 +110,7 @@ def run(schedules: int, baseline: float, tail: float, workdir: Path) -> dict[str
             ids = {r.name: r.id for r in conn.execute(select(jobs_table.c.id, jobs_table.c.name))}
         receiver = Receiver(AMQP, queue_name(settings, "default"))
         receiver.start()
-        log = open(workdir / "backfill-pacing-scheduler.log", "wb")  # noqa: SIM115
+        log = open(Path(tempfile.gettempdir()) / "backfill-pacing-scheduler.log", "wb")  # noqa: SIM115
         proc = subprocess.Popen(
             [sys.executable, "-m", "tickwork", "scheduler", "--node-id", "fill"],
             # No worker claims the messages (the receiver only acks them), so the rows stay
