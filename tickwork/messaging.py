@@ -16,7 +16,7 @@ import dramatiq
 from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import Engine
 
-from tickwork import amqp
+from tickwork import amqp, tracing
 from tickwork.amqp import PreparedBatch
 from tickwork.config import Settings
 from tickwork.store.models import HandlerType, Job, RunTrigger, utcnow
@@ -106,6 +106,7 @@ def build_message(
     }
     if job.timeout_seconds:
         options["time_limit"] = int(job.timeout_seconds * 1000)
+    tracing.inject(options)  # the current span (a fire, or a failed attempt for its retry)
     if job.handler_type == HandlerType.HTTP:
         actor_name = HTTP_ACTOR
         args: tuple[Any, ...] = ()

@@ -21,6 +21,7 @@ import dramatiq
 from dramatiq.middleware import AgeLimit, Callbacks, Middleware, Pipelines, ShutdownNotifications
 from sqlalchemy import Engine, select
 
+from tickwork import tracing
 from tickwork.actors.binding import bind_http_actor, bind_job
 from tickwork.actors.registry import (
     Runtime,
@@ -39,6 +40,7 @@ from tickwork.middleware.log_context import LogContext
 from tickwork.middleware.metrics import Metrics
 from tickwork.middleware.run_log import RunLog
 from tickwork.middleware.time_limit import TimeLimit
+from tickwork.middleware.traces import Traces
 from tickwork.store.engine import ensure_migrated, make_engine
 from tickwork.store.models import jobs_table
 
@@ -175,6 +177,7 @@ def build_middleware(settings: Settings, engine: Engine) -> list[Middleware]:
         Callbacks(),
         Pipelines(),
         EventLoop(),
+        Traces(),  # last: its events bracket the actor itself
     ]
 
 
@@ -187,6 +190,7 @@ def setup_broker(
     (``register=False`` defers that to worker boot), and makes the broker Dramatiq's global one.
     """
     engine = engine or make_engine(settings)
+    tracing.configure(settings.traces_exporter, "tickwork-worker")
     import_job_modules(settings)
     broker = make_broker(settings, middleware=build_middleware(settings, engine))
     registration = JobRegistration(settings=settings, engine=engine)

@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import tickwork
+from tickwork import tracing
 from tickwork.api import dlq, events, health, jobs, runs
 from tickwork.api.auth import Reader
 from tickwork.api.errors import install_error_handlers
@@ -167,6 +168,7 @@ def create_app(
     without a secret of its own, or an embedded database whose secret file cannot be used.
     """
     settings = resolve_auth_secret(settings)
+    tracing.configure(settings.traces_exporter, "tickwork-api")
     # The OpenAPI document needs a token like the data it describes (``/openapi.json`` below);
     # Swagger UI and ReDoc would fetch it without one, so they are not served.
     app = FastAPI(

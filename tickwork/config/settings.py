@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     fire_all_limit: int = Field(default=100, ge=1, le=100_000)
     retention_days: float = Field(default=30.0, gt=0)
     publish_batch_size: int = Field(default=500, ge=1, le=100_000)
+    #: Where traces go (``tickwork[otel]``): empty (none, unless the application set up
+    #: OpenTelemetry itself), ``otlp`` (OTEL_EXPORTER_OTLP_* variables) or ``console``.
+    traces_exporter: Literal["", "otlp", "console"] = ""
     #: The most fires one backfill may make (``POST /jobs/{id}/backfill``); more is a 422.
     backfill_max_fires: int = Field(default=10_000, ge=1, le=1_000_000)
     #: A backfill's fires become due at this rate, so on-time fires are never queued behind it.

@@ -15,6 +15,7 @@ import dramatiq
 from dramatiq.middleware import Middleware
 from sqlalchemy import Engine
 
+from tickwork import tracing
 from tickwork.messaging import HTTP_ACTOR, OPTION, RunOptions
 from tickwork.middleware.attempt import (
     Attempt,
@@ -167,6 +168,7 @@ class Backoff(Middleware):
             kwargs=dict(message.kwargs),
             options={**carried, OPTION: next_options},
         )
+        tracing.inject(next_message.options)  # the retry's span is a child of this attempt's
         self.logger.info(
             "Job %s run %s attempt %s failed; attempt %s (run %s) in %.2f s.",
             options["job_name"],

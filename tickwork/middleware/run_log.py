@@ -19,6 +19,7 @@ from dramatiq.errors import ActorNotFound
 from dramatiq.middleware import Middleware, SkipMessage
 from sqlalchemy import Engine
 
+from tickwork import tracing
 from tickwork.messaging import HTTP_ACTOR
 from tickwork.middleware.attempt import (
     Attempt,
@@ -83,6 +84,7 @@ class RunLog(Middleware):
         if options is None:
             return
         worker_id = self.worker_id()
+        tracing.begin_attempt(message, options)
         # In flight before the claim: a heartbeat taken after the claim's start time lists it.
         track_in_flight(options["run_id"])
         try:
@@ -98,10 +100,12 @@ class RunLog(Middleware):
             untrack_in_flight(options["run_id"])
             # Without a claim the attempt must not run; the PENDING row stays for the outbox sweep.
             self.logger.exception("Claiming run %s failed; skipping its message.", options["run_id"])
+            tracing.end_attempt(status="claim failed", error="claim failed")
             raise SkipMessage("claim failed") from None
         if claimed is Claim.FULL:
             untrack_in_flight(options["run_id"])
             self._wait_for_a_slot(broker, message, options)
+            tracing.end_attempt(status="waiting for a slot")
             raise SkipMessage("job at its maxConcurrency")
         if not claimed:
             untrack_in_flight(options["run_id"])
@@ -112,10 +116,12 @@ class RunLog(Middleware):
                 options["job_name"],
                 message.message_id,
             )
+            tracing.end_attempt(status="already claimed")
             raise SkipMessage("attempt already claimed")
         set_current_attempt(
             Attempt(options=options, worker_id=worker_id, is_http=message.actor_name == HTTP_ACTOR)
         )
+        tracing.attempt_event("claimed", worker_id=worker_id)
         self.logger.debug(
             "Run %s attempt %s of job %s started.", options["run_id"], options["attempt"], options["job_name"]
         )
@@ -196,6 +202,12 @@ class RunLog(Middleware):
         finally:
             # Whatever could not be written stays RUNNING, no longer in flight: the reaper's.
             untrack_in_flight(attempt.run_id)
+            tracing.attempt_event("finished")
+            tracing.end_attempt(
+                status="SUCCESS" if exception is None else "FAILED",
+                error=None if exception is None else describe_failure(exception, attempt.timeout_seconds),
+                worker_id=attempt.worker_id,
+            )
 
     def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
         """A later middleware skipped a claimed attempt: it is left to the reaper, not stranded."""
@@ -203,6 +215,7 @@ class RunLog(Middleware):
         set_current_attempt(None)
         if attempt is not None:
             untrack_in_flight(attempt.run_id)
+        tracing.end_attempt(status="skipped")
 
     def after_nack(self, broker: dramatiq.Broker, message: Any) -> None:
         """A tickwork message for an actor this worker does not have: record it DEAD, visibly.

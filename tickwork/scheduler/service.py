@@ -39,6 +39,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from redis.exceptions import RedisError
 from sqlalchemy import Engine
 
+from tickwork import tracing
 from tickwork.amqp import PreparedBatch
 from tickwork.config import Settings
 from tickwork.keys import leader_key, scheduler_node_key, scheduler_wake_channel
@@ -180,6 +181,7 @@ class SchedulerService:
     def start(self) -> None:
         """Start the APScheduler jobs and the wake listener; returns at once."""
         ensure_migrated(self.engine)
+        tracing.configure(self.settings.traces_exporter, "tickwork-scheduler")
         now = datetime.now(tz=self._scheduler.timezone)
         renew = self.settings.leader_renew_ms / 1000.0
         self._scheduler.add_job(
@@ -387,9 +389,12 @@ class SchedulerService:
             chunks.append(attempts[start:end])
             start = end
         prepared: list[tuple[list[Attempt], PreparedBatch]] = []
+        spans: dict[int, Any] = {}  # run id → its tickwork.fire span (tracing on only)
         for chunk in chunks:
             try:
-                prepared.append((chunk, prepare_publish(self.broker, [self._message(a) for a in chunk])))
+                prepared.append(
+                    (chunk, prepare_publish(self.broker, [self._message(a, spans) for a in chunk]))
+                )
             except Exception:
                 logger.exception(
                     "preparing a publish failed; the outbox sweep will republish",
@@ -410,22 +415,37 @@ class SchedulerService:
                 )
             else:
                 published.append(([a.run_id for a in chunk], utcnow()))
+                for a in chunk:
+                    tracing.end_fire(spans.pop(a.run_id, None), published=True)
+        for span in spans.values():  # not published: the outbox sweep will
+            tracing.end_fire(span, published=False)
         for run_ids, when in published:
             mark_enqueued(self.engine, run_ids, now=when)
         done = sum(len(ids) for ids, _ in published)
         self.stats["published"] += done
         return done
 
-    def _message(self, attempt: Attempt) -> dramatiq.Message[Any]:
-        return build_message(
-            self.settings,
-            attempt.job,
-            run_id=attempt.run_id,
-            attempt=attempt.attempt,
-            scheduled_for=attempt.scheduled_for,
-            arguments=attempt.arguments,
-            trigger=attempt.trigger,
-        )
+    def _message(self, attempt: Attempt, spans: dict[int, Any] | None = None) -> dramatiq.Message[Any]:
+        span = None
+        if spans is not None and tracing.active():
+            span = spans[attempt.run_id] = tracing.start_fire(
+                job_id=attempt.job.id,
+                job_name=attempt.job.name,
+                run_id=attempt.run_id,
+                scheduled_for=attempt.scheduled_for,
+                attempt=attempt.attempt,
+                trigger=str(attempt.trigger),
+            )
+        with tracing.current(span):  # the message carries the fire's trace context
+            return build_message(
+                self.settings,
+                attempt.job,
+                run_id=attempt.run_id,
+                attempt=attempt.attempt,
+                scheduled_for=attempt.scheduled_for,
+                arguments=attempt.arguments,
+                trigger=attempt.trigger,
+            )
 
     def sweep_outbox(self) -> int:
         """Republish PENDING attempts no worker claimed within ``outbox_grace_seconds``.
