@@ -94,7 +94,7 @@ def lags(rows: list[Any], received: dict[int, float], start: float, end: float) 
     }
 
 
-def run(schedules: int, baseline: float, tail: float, workdir: Path) -> dict[str, Any]:
+def run(schedules: int, baseline: float, tail: float) -> dict[str, Any]:
     name, server, url = create_database("tw_fill")
     proc = None
     try:
@@ -244,7 +244,7 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    result = run(args.schedules, args.baseline, args.tail, out.parent)
+    result = run(args.schedules, args.baseline, args.tail)
     meta = {
         "host_cpus": os.cpu_count(),
         "load_average_at_end": os.getloadavg(),

@@ -428,3 +428,14 @@ def test_backfill_refuses_bad_ranges_and_too_many_fires(small_api: Api) -> None:
     assert api.client.post(url, json=cases[0][0], headers=api.viewer).status_code == 403
     fine = api.client.post(url, json={**cases[0][0], "end": "2025-01-01T00:30:00Z"}, headers=api.admin)
     assert fine.status_code == 202 and fine.json() == {"fires": 30, "skippedExisting": 0}
+
+
+def test_tickwork_pausing_a_job_itself_is_recorded_as_actor_tickwork(api: Api) -> None:
+    from tickwork.store.events import record_auto_pause
+
+    job = api.create(name="flaky")
+    with api.engine.begin() as conn:  # the transaction that pauses the job (issue 13's auto-pause)
+        record_auto_pause(conn, job_id=job["id"], reason="5 failures in a row", details={"failures": 5})
+    event = api.client.get(f"/jobs/{job['id']}/events?kind=job.paused", headers=api.viewer).json()["items"][0]
+    assert (event["actor"], event["role"], event["kind"]) == ("tickwork", None, "job.paused")
+    assert event["details"]["reason"] == "5 failures in a row" and event["details"]["failures"] == 5

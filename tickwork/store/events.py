@@ -80,6 +80,25 @@ def record(
     return int(key[0])
 
 
+def record_auto_pause(
+    target: Executor, *, job_id: int, reason: str, details: dict[str, Any] | None = None
+) -> int:
+    """The ``job.paused`` event of tickwork pausing a job itself (e.g. after repeated failures):
+    actor ``tickwork``, no role, ``details.reason``. Pass the connection of the transaction that
+    pauses the job, so the event and the pause commit together."""
+    return record(
+        target,
+        actor=TICKWORK,
+        kind=EventKind.JOB_PAUSED,
+        job_id=job_id,
+        details={
+            "reason": reason,
+            "changes": {"enabled": {"before": True, "after": False}},
+            **(details or {}),
+        },
+    )
+
+
 def list_events(
     engine: Engine,
     *,
