@@ -19,8 +19,9 @@ from sqlalchemy import Engine
 from tickwork import amqp
 from tickwork.amqp import PreparedBatch
 from tickwork.config import Settings
-from tickwork.store.models import HandlerType, Job, RunTrigger, utcnow
+from tickwork.store.models import Job
 from tickwork.store.runs import insert_run, mark_enqueued
+from tickwork.vocabulary import HandlerType, RunTrigger, utcnow
 
 logger = logging.getLogger(__name__)
 

@@ -21,8 +21,9 @@ from tickwork.spec import JobSpec, check_denied_host
 from tickwork.store.attempts import replay_dead_run
 from tickwork.store.handlers import is_registered_handler
 from tickwork.store.jobs import get_job
-from tickwork.store.models import HandlerType, Job, JobRun, RunTrigger, utcnow
+from tickwork.store.models import Job, JobRun
 from tickwork.store.runs import get_run, mark_enqueued
+from tickwork.vocabulary import HandlerType, RunTrigger, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import pydantic
 from tickwork.actors.registry import get_runtime, register
 from tickwork.errors import ValidationError
 from tickwork.spec import JobSpec
-from tickwork.store.models import HandlerType, RunTrigger
+from tickwork.vocabulary import HandlerType, RunTrigger
 
 #: Defaults of the decorator (the same as an API-defined job's).
 DEFAULT_BACKOFF_SECONDS = 10

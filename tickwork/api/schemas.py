@@ -19,7 +19,8 @@ from pydantic.alias_generators import to_camel
 
 from tickwork.redaction import redact_http_parameters, redact_json, redact_url
 from tickwork.spec import Instant, check_json_value
-from tickwork.store.models import HandlerType, Job, JobRun, MisfirePolicy, OverlapPolicy
+from tickwork.store.models import Job, JobRun
+from tickwork.vocabulary import HandlerType, MisfirePolicy, OverlapPolicy
 
 
 class ApiModel(BaseModel):

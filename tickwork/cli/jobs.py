@@ -26,11 +26,12 @@ from tickwork.config import Settings
 from tickwork.errors import ValidationError
 from tickwork.field_errors import first_error
 from tickwork.messaging import make_broker
-from tickwork.scheduler.cron import CronSchedule
+from tickwork.schedule.cron import CronSchedule
 from tickwork.spec import MAX_JSON_DEPTH, JobSpec
 from tickwork.store import jobs as job_store
-from tickwork.store.models import Job, RunTrigger, utcnow
+from tickwork.store.models import Job
 from tickwork.store.runs import get_run, insert_run, list_runs
+from tickwork.vocabulary import RunTrigger, utcnow
 
 #: JSON field → the flag that sets it, so a CLI error names what the user typed.
 FLAGS = {

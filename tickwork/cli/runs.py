@@ -17,8 +17,9 @@ from tickwork.cli.common import (
     settings_and_logging,
 )
 from tickwork.cli.jobs import resolve_job
-from tickwork.store.models import JobRun, RunStatus
+from tickwork.store.models import JobRun
 from tickwork.store.runs import get_run, list_runs
+from tickwork.vocabulary import RunStatus
 
 STATUSES = [s.value for s in RunStatus]
 

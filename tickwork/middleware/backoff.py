@@ -25,8 +25,8 @@ from tickwork.middleware.attempt import (
     write_with_retries,
 )
 from tickwork.store.attempts import finish_and_retry
-from tickwork.store.models import RunTrigger, utcnow
 from tickwork.store.runs import mark_enqueued
+from tickwork.vocabulary import RunTrigger, utcnow
 
 #: Up to this fraction of the delay is added at random, so retries of many runs spread out.
 DEFAULT_JITTER = 0.1

@@ -27,8 +27,9 @@ from tickwork.middleware.attempt import (
 from tickwork.middleware.backoff import has_retries_left
 from tickwork.store.attempts import discard_dead_runs, list_dead_runs, replay_dead_run
 from tickwork.store.jobs import get_job
-from tickwork.store.models import JobRun, RunStatus, RunTrigger, utcnow
+from tickwork.store.models import JobRun
 from tickwork.store.runs import finish_attempt, mark_enqueued
+from tickwork.vocabulary import RunStatus, RunTrigger, utcnow
 
 logger = logging.getLogger(__name__)
 

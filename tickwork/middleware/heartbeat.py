@@ -30,8 +30,8 @@ from tickwork.middleware.backoff import DEFAULT_JITTER, backoff_delay
 from tickwork.middleware.dead_letter import dead_letter_payload, publish_dead_letter
 from tickwork.store.attempts import RunningAttempt, finish_and_retry, running_attempts, running_workers
 from tickwork.store.jobs import get_job
-from tickwork.store.models import HandlerType, RunStatus, RunTrigger, utcnow
 from tickwork.store.runs import finish_attempt, mark_enqueued
+from tickwork.vocabulary import HandlerType, RunStatus, RunTrigger, utcnow
 
 logger = logging.getLogger(__name__)
 

@@ -32,8 +32,8 @@ from tickwork.middleware.attempt import (
     untrack_in_flight,
     write_with_retries,
 )
-from tickwork.store.models import RunStatus
 from tickwork.store.recorder import AttemptRecorder
+from tickwork.vocabulary import RunStatus
 
 #: Default cap on the recorded output, in bytes of UTF-8.
 DEFAULT_OUTPUT_MAX_BYTES = 65536

@@ -61,8 +61,8 @@ from tickwork.store.fires import (
     pending_unclaimed,
     prune_runs,
 )
-from tickwork.store.models import utcnow
 from tickwork.store.runs import mark_enqueued
+from tickwork.vocabulary import utcnow
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@
 
 1. ``SELECT … FOR UPDATE SKIP LOCKED`` the enabled jobs whose ``next_fire_at <= now``
    (plain ``SELECT`` on SQLite, which has one writer anyway);
-2. plan each job's fires (:mod:`tickwork.scheduler.policy`: misfire, overlap, one-time);
+2. plan each job's fires (:mod:`tickwork.schedule.policy`: misfire, overlap, one-time);
 3. advance ``next_fire_at`` with compare-and-set on its old value and the job's ``version``;
 4. insert one row per fire: ``PENDING`` (to publish), or ``MISSED`` / ``SKIPPED``.
 
@@ -29,7 +29,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
-from tickwork.scheduler.policy import FirePlan, apply_overlap, plan_fires
+from tickwork.schedule.policy import FirePlan, apply_overlap, plan_fires
 from tickwork.store.engine import retry_transient
 from tickwork.store.models import (
     ACTIVE_STATUSES,

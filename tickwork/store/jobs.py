@@ -10,7 +10,7 @@ from sqlalchemy import ColumnElement, Engine, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from tickwork.errors import Conflict, NotFound
-from tickwork.scheduler.cron import next_fire_time
+from tickwork.schedule.cron import next_fire_time
 from tickwork.spec import JobSpec
 from tickwork.store.engine import session_factory
 from tickwork.store.models import Job, jobs_table, utcnow

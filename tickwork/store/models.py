@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -24,6 +23,37 @@ from sqlalchemy import (
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# The vocabulary lives in tickwork.vocabulary (below the store); re-exported for old imports.
+from tickwork.vocabulary import (
+    ACTIVE_STATUSES,
+    FINAL_STATUSES,
+    HandlerType,
+    MisfirePolicy,
+    OverlapPolicy,
+    RunStatus,
+    RunTrigger,
+    utcnow,
+)
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "FINAL_STATUSES",
+    "Base",
+    "BigId",
+    "HandlerType",
+    "Job",
+    "JobRun",
+    "LongText",
+    "MisfirePolicy",
+    "OverlapPolicy",
+    "RunStatus",
+    "RunTrigger",
+    "UTCDateTime",
+    "jobs_table",
+    "runs_table",
+    "utcnow",
+]
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -50,53 +80,6 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 LongText = Text().with_variant(mysql.MEDIUMTEXT(), "mysql")
 BigId = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements INTEGER only
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-class RunStatus(enum.StrEnum):
-    """Life of one attempt row."""
-
-    PENDING = "PENDING"  # written with the fire; the outbox row until a worker claims it
-    RUNNING = "RUNNING"  # claimed by exactly one worker
-    SUCCESS = "SUCCESS"
-    FAILED = "FAILED"  # this attempt failed; a retry row may follow
-    DEAD = "DEAD"  # retries spent: in the dead-letter queue
-    REPLAYED = "REPLAYED"  # was DEAD, replayed as a new attempt
-    DISCARDED = "DISCARDED"  # was DEAD, purged from the dead-letter queue
-    MISSED = "MISSED"  # a fire not made: no scheduler ran in time (misfire policy)
-    SKIPPED = "SKIPPED"  # a fire not made by policy (overlap forbid, misfire skip)
-
-
-ACTIVE_STATUSES = (RunStatus.PENDING, RunStatus.RUNNING)
-FINAL_STATUSES = tuple(s for s in RunStatus if s not in ACTIVE_STATUSES)
-
-
-class HandlerType(enum.StrEnum):
-    HTTP = "http"
-    PYTHON = "python"
-
-
-class MisfirePolicy(enum.StrEnum):
-    FIRE_ONCE = "fire_once"
-    FIRE_ALL = "fire_all"
-    SKIP = "skip"
-
-
-class OverlapPolicy(enum.StrEnum):
-    ALLOW = "allow"
-    FORBID = "forbid"
-    REPLACE = "replace"
-
-
-class RunTrigger(enum.StrEnum):
-    SCHEDULE = "schedule"
-    MANUAL = "manual"
-    RETRY = "retry"
-    REPLAY = "replay"
-    MISFIRE = "misfire"
 
 
 class Base(DeclarativeBase):
