@@ -14,14 +14,12 @@ from typing import Any, NotRequired, TypedDict
 
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
-from sqlalchemy import Engine
 
 from tickwork import amqp
 from tickwork.amqp import PreparedBatch
 from tickwork.config import Settings
 from tickwork.store.models import Job
-from tickwork.store.runs import insert_run, mark_enqueued
-from tickwork.vocabulary import HandlerType, RunTrigger, utcnow
+from tickwork.vocabulary import HandlerType, RunTrigger
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +112,26 @@ def build_message(
     )
 
 
+def retry_message(
+    message: Any, *, run_id: int, attempt: int, trigger: str = RunTrigger.RETRY.value
+) -> dramatiq.Message[Any]:
+    """The message of the next attempt of ``message``: same actor, queue and arguments, new run.
+
+    Built from the failed message itself (its options hold the retry policy), so a retry needs
+    no read of the job.
+    """
+    options: RunOptions = message.options[OPTION]
+    next_options = RunOptions(**{**options, "run_id": run_id, "attempt": attempt, "trigger": trigger})  # type: ignore[typeddict-item]
+    carried = {k: v for k, v in message.options.items() if k in ("time_limit", "max_retries")}
+    return dramatiq.Message(
+        queue_name=message.queue_name,
+        actor_name=message.actor_name,
+        args=tuple(message.args),
+        kwargs=dict(message.kwargs),
+        options={**carried, OPTION: next_options},
+    )
+
+
 def prepare_publish(
     broker: dramatiq.Broker, messages: list[dramatiq.Message[Any]], *, delay_ms: int | None = None
 ) -> PreparedBatch:
@@ -177,42 +195,10 @@ def ready_messages(broker: dramatiq.Broker, queue: str) -> int | None:
         return None
 
 
-def fire_now(
-    settings: Settings,
-    engine: Engine,
-    broker: dramatiq.Broker | None,
-    job: Job,
-    *,
-    trigger: RunTrigger = RunTrigger.MANUAL,
-    arguments: dict[str, Any] | None = None,
-) -> int:
-    """Run ``job`` now, outside its schedule: write the PENDING row (the outbox), then publish.
+def __getattr__(name: str) -> Any:
+    # ``fire_now`` moved to tickwork.lifecycle (above this module): imported on first use only.
+    if name == "fire_now":
+        from tickwork.lifecycle import fire_now
 
-    Returns the run id once the row is committed. A failed publish is logged, not raised: the
-    row stays PENDING and the outbox sweep publishes it (raising would invite the caller to try
-    again, and the run would then happen twice). Without a broker (``None``: the embedded mode
-    outside `tickwork dev`) the row is left unpublished for the sweep of the process that owns
-    the in-process broker, which publishes never-published rows within seconds.
-    """
-    now = utcnow()
-    run_id = insert_run(
-        engine, job_id=job.id, scheduled_for=now, trigger=trigger, arguments=arguments, now=now
-    )
-    if broker is None:
-        logger.info("Run %s of job %s is PENDING for `tickwork dev` to publish.", run_id, job.name)
-        return run_id
-    message = build_message(
-        settings, job, run_id=run_id, attempt=1, scheduled_for=now, arguments=arguments, trigger=trigger
-    )
-    try:
-        publish(broker, [message])
-    except Exception:
-        logger.warning(
-            "Publishing run %s of job %s failed; it stays PENDING for the outbox sweep.",
-            run_id,
-            job.name,
-            exc_info=True,
-        )
-        return run_id
-    mark_enqueued(engine, [run_id])
-    return run_id
+        return fire_now
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

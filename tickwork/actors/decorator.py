@@ -48,7 +48,7 @@ class JobFunction:
         Returns the run id. If the publish fails, the row stays PENDING and the outbox sweep
         publishes it. Arguments must be JSON-serializable.
         """
-        from tickwork.messaging import fire_now
+        from tickwork.lifecycle import fire_now
         from tickwork.store.jobs import upsert_decorated_job
 
         arguments = {"args": list(args), "kwargs": dict(kwargs)}

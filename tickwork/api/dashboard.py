@@ -30,9 +30,9 @@ from tickwork.api.jobs import READ_ERRORS
 from tickwork.api.schemas import ApiModel, masked_definition
 from tickwork.api.state import ApiState, State
 from tickwork.config import Settings
+from tickwork.heartbeats import HeartbeatStore
 from tickwork.keys import leader_key
 from tickwork.metrics import read_cluster_state
-from tickwork.middleware.heartbeat import HeartbeatStore
 from tickwork.scheduler.leader import LocalLease
 from tickwork.store import stats
 from tickwork.vocabulary import utcnow

@@ -21,8 +21,9 @@ from sqlalchemy import Engine
 from tickwork.messaging import HTTP_ACTOR
 from tickwork.middleware.attempt import (
     Attempt,
-    current_attempt,
+    attach_attempt,
     describe_failure,
+    detach_attempt,
     failure_http_status,
     failure_traceback,
     format_output,
@@ -101,8 +102,8 @@ class RunLog(Middleware):
                 message.message_id,
             )
             raise SkipMessage("attempt already claimed")
-        set_current_attempt(
-            Attempt(options=options, worker_id=worker_id, is_http=message.actor_name == HTTP_ACTOR)
+        attach_attempt(
+            message, Attempt(options=options, worker_id=worker_id, is_http=message.actor_name == HTTP_ACTOR)
         )
         self.logger.debug(
             "Run %s attempt %s of job %s started.", options["run_id"], options["attempt"], options["job_name"]
@@ -116,8 +117,7 @@ class RunLog(Middleware):
         result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
-        attempt = current_attempt()
-        set_current_attempt(None)
+        attempt = detach_attempt(message)
         if attempt is None:
             return
         try:
@@ -153,8 +153,7 @@ class RunLog(Middleware):
 
     def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
         """A later middleware skipped a claimed attempt: it is left to the reaper, not stranded."""
-        attempt = current_attempt()
-        set_current_attempt(None)
+        attempt = detach_attempt(message)
         if attempt is not None:
             untrack_in_flight(attempt.run_id)
 

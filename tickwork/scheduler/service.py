@@ -39,20 +39,20 @@ from apscheduler.triggers.interval import IntervalTrigger
 from redis.exceptions import RedisError
 from sqlalchemy import Engine
 
-from tickwork.amqp import PreparedBatch
 from tickwork.config import Settings
+from tickwork.heartbeats import HeartbeatStore
 from tickwork.keys import leader_key, scheduler_node_key, scheduler_wake_channel
+from tickwork.lifecycle import CommittedBatch, publish_committed_batches
 from tickwork.messaging import (
     build_message,
     make_broker,
     prepare_publish,
-    publish_batch,
     queue_name,
     ready_messages,
 )
 from tickwork.metrics import get_metrics
-from tickwork.middleware.heartbeat import HeartbeatStore, reap_lost_attempts
 from tickwork.scheduler.leader import LeaderLease, Lease, LocalLease
+from tickwork.scheduler.reaper import reap_lost_attempts
 from tickwork.store.engine import ensure_migrated, make_engine
 from tickwork.store.fires import (
     Attempt,
@@ -61,7 +61,6 @@ from tickwork.store.fires import (
     pending_unclaimed,
     prune_runs,
 )
-from tickwork.store.runs import mark_enqueued
 from tickwork.vocabulary import utcnow
 
 logger = logging.getLogger(__name__)
@@ -385,33 +384,27 @@ class SchedulerService:
                 end = next((i for i in range(start, end) if attempts[i].scheduled_for != due), end)
             chunks.append(attempts[start:end])
             start = end
-        prepared: list[tuple[list[Attempt], PreparedBatch]] = []
+        prepared: list[CommittedBatch] = []
         for chunk in chunks:
             try:
-                prepared.append((chunk, prepare_publish(self.broker, [self._message(a) for a in chunk])))
+                batch = prepare_publish(self.broker, [self._message(a) for a in chunk])
             except Exception:
                 logger.exception(
                     "preparing a publish failed; the outbox sweep will republish",
                     extra={"node_id": self.node_id, "run_id": chunk[0].run_id},
                 )
-        self._prepared_at = time.monotonic()
-        published: list[tuple[list[int], datetime]] = []
-        for chunk, batch in prepared:
-            wait = (chunk[0].scheduled_for - utcnow()).total_seconds() if hold_until_due else 0.0
-            if wait > 0:
-                time.sleep(wait)
-            try:
-                publish_batch(self.broker, batch)
-            except Exception:
-                logger.exception(
-                    "publish failed; the outbox sweep will republish",
-                    extra={"node_id": self.node_id, "run_id": chunk[0].run_id},
+                continue
+            prepared.append(
+                CommittedBatch(
+                    [a.run_id for a in chunk],
+                    batch,
+                    not_before=chunk[0].scheduled_for if hold_until_due else None,
                 )
-            else:
-                published.append(([a.run_id for a in chunk], utcnow()))
-        for run_ids, when in published:
-            mark_enqueued(self.engine, run_ids, now=when)
-        done = sum(len(ids) for ids, _ in published)
+            )
+        self._prepared_at = time.monotonic()
+        done = len(
+            publish_committed_batches(self.engine, self.broker, prepared, extra={"node_id": self.node_id})
+        )
         self.stats["published"] += done
         return done
 
