@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Any, NotRequired, TypedDict
+from typing import Any, NotRequired, Protocol, TypedDict
 
 import dramatiq
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
 
 from tickwork import amqp
 from tickwork.amqp import PreparedBatch
 from tickwork.config import Settings
-from tickwork.store.models import Job
 from tickwork.vocabulary import HandlerType, RunTrigger
 
 logger = logging.getLogger(__name__)
@@ -43,6 +43,31 @@ class RunOptions(TypedDict):
     trigger: NotRequired[str]
 
 
+class JobFields(Protocol):
+    """What a message is built from: a stored ``Job`` or the scheduler's ``JobSnapshot``."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def handler_type(self) -> str: ...
+    @property
+    def handler_data(self) -> str: ...
+    @property
+    def parameters(self) -> dict[str, Any] | None: ...
+    @property
+    def retry_count(self) -> int: ...
+    @property
+    def retry_backoff_seconds(self) -> int: ...
+    @property
+    def max_backoff_seconds(self) -> int: ...
+    @property
+    def timeout_seconds(self) -> float | None: ...
+    @property
+    def queue(self) -> str: ...
+
+
 def queue_name(settings: Settings, queue: str) -> str:
     """The broker queue of a job queue: namespaced, so test runs never share a live queue."""
     return f"{settings.namespace}.{queue}"
@@ -56,12 +81,16 @@ def make_broker(settings: Settings, *, middleware: list[Any] | None = None) -> d
     """RabbitMQ for ``amqp://`` URLs, Dramatiq's in-process broker otherwise."""
     if settings.embedded_broker:
         return StubBroker(middleware=middleware)
-    from dramatiq.brokers.rabbitmq import RabbitmqBroker
-
     return RabbitmqBroker(url=settings.broker_url, middleware=middleware, confirm_delivery=False)
 
 
-def run_options(job: Job, *, run_id: int, attempt: int, scheduled_for: datetime) -> RunOptions:
+def is_rabbitmq(broker: dramatiq.Broker) -> bool:
+    """True for Dramatiq's RabbitMQ broker (and subclasses): the transport :mod:`tickwork.amqp` speaks."""
+    return isinstance(broker, RabbitmqBroker)
+
+
+def job_run_options(job: JobFields, *, run_id: int, attempt: int, scheduled_for: datetime) -> RunOptions:
+    """The ``options["tickwork"]`` of an attempt of ``job`` (``middleware.attempt.options_of`` reads them)."""
     return RunOptions(
         run_id=run_id,
         job_id=job.id,
@@ -77,7 +106,7 @@ def run_options(job: Job, *, run_id: int, attempt: int, scheduled_for: datetime)
 
 def build_message(
     settings: Settings,
-    job: Job,
+    job: JobFields,
     *,
     run_id: int,
     attempt: int,
@@ -86,7 +115,7 @@ def build_message(
     trigger: str = RunTrigger.SCHEDULE.value,
 ) -> dramatiq.Message[Any]:
     """The Dramatiq message for one attempt of ``job`` (no actor import needed to build it)."""
-    tickwork_options = run_options(job, run_id=run_id, attempt=attempt, scheduled_for=scheduled_for)
+    tickwork_options = job_run_options(job, run_id=run_id, attempt=attempt, scheduled_for=scheduled_for)
     tickwork_options["trigger"] = str(trigger)
     options: dict[str, Any] = {
         OPTION: tickwork_options,
@@ -140,7 +169,7 @@ def prepare_publish(
     On RabbitMQ the messages are encoded and marshalled into AMQP frames (:mod:`tickwork.amqp`);
     the in-memory broker has nothing to prepare.
     """
-    if type(broker).__name__ == "RabbitmqBroker" and messages:
+    if is_rabbitmq(broker) and messages:
         return amqp.prepare(broker, messages, delay_ms=delay_ms)
     return PreparedBatch(messages=messages, delay_ms=delay_ms)
 
@@ -152,7 +181,7 @@ def publish_batch(broker: dramatiq.Broker, batch: PreparedBatch) -> None:
     On RabbitMQ the batch is one transaction on this thread's transactional channel: when this
     returns, RabbitMQ has taken every message of it. The in-memory broker enqueues one by one.
     """
-    if type(broker).__name__ == "RabbitmqBroker":
+    if is_rabbitmq(broker):
         amqp.publish_prepared(broker, batch)
         return
     declared = broker.get_declared_queues()
@@ -174,7 +203,7 @@ def publish(
 def ready_messages(broker: dramatiq.Broker, queue: str) -> int | None:
     """Messages waiting in ``queue`` (not counting those a consumer holds); None if unknown."""
     try:
-        if type(broker).__name__ == "RabbitmqBroker":
+        if is_rabbitmq(broker):
             rabbit: Any = broker
             rabbit.declare_queue(queue, ensure=True)
             if rabbit.connection.is_closed:
@@ -184,7 +213,7 @@ def ready_messages(broker: dramatiq.Broker, queue: str) -> int | None:
         return int(queues[queue].qsize()) if queue in queues else 0
     except Exception:
         logger.warning("Could not read the depth of queue %s.", queue, exc_info=True)
-        if type(broker).__name__ == "RabbitmqBroker":
+        if is_rabbitmq(broker):
             # Dramatiq keeps a thread's dead connection and channel: drop them, so that the next
             # call reconnects instead of failing forever (the outbox would then wait its backlog
             # limit before republishing a lost attempt).

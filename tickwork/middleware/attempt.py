@@ -93,10 +93,14 @@ class Attempt:
         return self.options.get("timeout_seconds")
 
 
-def run_options(message: Any) -> RunOptions | None:
+def options_of(message: Any) -> RunOptions | None:
     """The tickwork options of a message, or None for a message that is not a tickwork run."""
     options: RunOptions | None = message.options.get(OPTION)
     return options
+
+
+#: The old name of :func:`options_of` (``messaging.job_run_options`` builds them from a job).
+run_options = options_of
 
 
 #: The attribute of a message (Dramatiq's per-delivery ``MessageProxy``) holding its attempt.

@@ -27,7 +27,7 @@ from tickwork.middleware.attempt import (
     failure_http_status,
     failure_traceback,
     format_output,
-    run_options,
+    options_of,
     set_current_attempt,
     track_in_flight,
     untrack_in_flight,
@@ -72,7 +72,7 @@ class RunLog(Middleware):
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         set_current_attempt(None)
-        options = run_options(message)
+        options = options_of(message)
         if options is None:
             return
         worker_id = self.worker_id()
@@ -162,7 +162,7 @@ class RunLog(Middleware):
 
         Otherwise its row would stay PENDING and the outbox sweep would republish it forever.
         """
-        options = run_options(message)
+        options = options_of(message)
         if options is None or not isinstance(getattr(message, "_exception", None), ActorNotFound):
             return
         worker_id = self.worker_id()

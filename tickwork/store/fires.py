@@ -23,8 +23,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
@@ -34,7 +33,8 @@ from tickwork.store.engine import retry_transient
 from tickwork.store.models import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
-    Job,
+    JOB_SNAPSHOT_COLUMNS,
+    JobSnapshot,
     OverlapPolicy,
     RunStatus,
     RunTrigger,
@@ -48,27 +48,8 @@ logger = logging.getLogger(__name__)
 #: Jobs claimed per transaction; a bigger due set takes several transactions in one tick.
 DEFAULT_CLAIM_LIMIT = 1000
 
-#: The ``jobs`` columns a message needs (see :func:`tickwork.messaging.build_message`).
-_JOB_COLUMNS = (
-    "id",
-    "name",
-    "cron_expression",
-    "run_at",
-    "timezone",
-    "handler_type",
-    "handler_data",
-    "parameters",
-    "retry_count",
-    "retry_backoff_seconds",
-    "max_backoff_seconds",
-    "timeout_seconds",
-    "queue",
-    "misfire_policy",
-    "misfire_grace_seconds",
-    "overlap_policy",
-    "next_fire_at",
-    "version",
-)
+#: The ``jobs`` columns a fire reads (see :class:`~tickwork.store.models.JobSnapshot`).
+_JOB_COLUMNS = JOB_SNAPSHOT_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -76,7 +57,7 @@ class Attempt:
     """A PENDING attempt row to publish, with the job snapshot its message is built from."""
 
     run_id: int
-    job: Job
+    job: JobSnapshot
     scheduled_for: datetime
     attempt: int = 1
     arguments: dict[str, Any] | None = None
@@ -104,10 +85,8 @@ class PartialAdvance(Exception):
     """Another ticker advanced some jobs of a group between our read and our write."""
 
 
-def _job_snapshot(row: Any) -> Job:
-    # A plain attribute bag, not an ORM instance: building 1,000 ORM objects costs ~70 ms a tick,
-    # and a message needs only these attributes (see ``build_message``).
-    return cast(Job, SimpleNamespace(**{name: row[name] for name in _JOB_COLUMNS}))
+def _job_snapshot(row: Any) -> JobSnapshot:
+    return JobSnapshot(**{name: row[name] for name in _JOB_COLUMNS})
 
 
 def _claim_due(conn: Connection, now: datetime, limit: int, job_ids: list[int] | None) -> list[Any]:
@@ -223,7 +202,7 @@ def fire_due_jobs(
         active = _active_jobs(conn, guarded)
         replaced = [r["id"] for r in rows if r["overlap_policy"] == OverlapPolicy.REPLACE.value]
         params: list[dict[str, Any]] = []
-        snapshots: dict[int, Job] = {}
+        snapshots: dict[int, JobSnapshot] = {}
         for row in rows:
             fires = apply_overlap(plans[row["id"]].fires, row["overlap_policy"], active=row["id"] in active)
             if row["overlap_policy"] == OverlapPolicy.REPLACE.value and not any(f.runs for f in fires):
@@ -435,7 +414,7 @@ def pending_unclaimed(
             attempts.append(
                 Attempt(
                     run_id=int(row["id"]),
-                    job=cast(Job, SimpleNamespace(**job_row)),
+                    job=JobSnapshot(**job_row),
                     scheduled_for=row["scheduled_for"],
                     attempt=int(row["attempt"]),
                     arguments=row["arguments"],

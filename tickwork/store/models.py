@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -39,11 +40,13 @@ from tickwork.vocabulary import (
 __all__ = [
     "ACTIVE_STATUSES",
     "FINAL_STATUSES",
+    "JOB_SNAPSHOT_COLUMNS",
     "Base",
     "BigId",
     "HandlerType",
     "Job",
     "JobRun",
+    "JobSnapshot",
     "LongText",
     "MisfirePolicy",
     "OverlapPolicy",
@@ -156,6 +159,37 @@ class JobRun(Base):
         {"sqlite_autoincrement": True},
     )
 
+
+@dataclass(frozen=True, slots=True)
+class JobSnapshot:
+    """The ``jobs`` columns a fire needs (its plan and its message), read without the ORM.
+
+    Building 1,000 ORM objects costs ~70 ms a tick; a frozen row costs a few µs. Its field names
+    are the column names: :data:`JOB_SNAPSHOT_COLUMNS` is the one list of them.
+    """
+
+    id: int
+    name: str
+    cron_expression: str | None
+    run_at: datetime | None
+    timezone: str
+    handler_type: str
+    handler_data: str
+    parameters: dict[str, Any] | None
+    retry_count: int
+    retry_backoff_seconds: int
+    max_backoff_seconds: int
+    timeout_seconds: float | None
+    queue: str
+    misfire_policy: str
+    misfire_grace_seconds: float | None
+    overlap_policy: str
+    next_fire_at: datetime | None
+    version: int
+
+
+#: The ``jobs`` columns of a :class:`JobSnapshot`, in its field order.
+JOB_SNAPSHOT_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(JobSnapshot))
 
 jobs_table = cast(Table, Job.__table__)
 runs_table = cast(Table, JobRun.__table__)
