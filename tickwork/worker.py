@@ -19,7 +19,7 @@ from typing import Any
 
 import dramatiq
 from dramatiq.middleware import AgeLimit, Callbacks, Middleware, Pipelines, ShutdownNotifications
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
 from tickwork.actors.binding import bind_http_actor, bind_job
 from tickwork.actors.registry import (
@@ -41,7 +41,7 @@ from tickwork.middleware.metrics import Metrics
 from tickwork.middleware.run_log import RunLog
 from tickwork.middleware.time_limit import TimeLimit
 from tickwork.store.engine import ensure_migrated, make_engine
-from tickwork.store.models import jobs_table
+from tickwork.store.jobs import stored_queues
 
 logger = logging.getLogger(__name__)
 
@@ -135,8 +135,7 @@ class WorkerProcess(Middleware):
 
 def declare_stored_queues(settings: Settings, engine: Engine, broker: dramatiq.Broker) -> None:
     """Consume every queue a stored job names (declaring a queue starts a consumer in a worker)."""
-    with engine.connect() as conn:
-        queues = {str(q) for q in conn.scalars(select(jobs_table.c.queue).distinct())}
+    queues = stored_queues(engine)
     declared = broker.get_declared_queues()
     for queue in sorted(queues):
         if queue_name(settings, queue) not in declared:

@@ -202,3 +202,9 @@ def upsert_decorated_job(engine: Engine, spec: JobSpec, *, now: datetime | None 
     if current == spec:
         return existing
     return update_job(engine, existing.id, spec, now=now)
+
+
+def stored_queues(engine: Engine) -> set[str]:
+    """The queues stored jobs name (workers consume them; metrics report their depth)."""
+    with engine.connect() as conn:
+        return {str(q) for q in conn.scalars(select(jobs_table.c.queue).distinct())}
