@@ -11,7 +11,6 @@ import pydantic
 from sqlalchemy import Engine
 
 from tickwork import operations
-from tickwork.api.schemas import JobOut, RunOut
 from tickwork.cli.common import (
     LIMIT,
     MAX_ID,
@@ -32,6 +31,7 @@ from tickwork.spec import MAX_JSON_DEPTH, JobSpec
 from tickwork.store import jobs as job_store
 from tickwork.store.models import Job
 from tickwork.store.runs import get_run, insert_run, list_runs
+from tickwork.views import JobOut, RunOut
 from tickwork.vocabulary import RunTrigger, utcnow
 
 #: JSON field → the flag that sets it, so a CLI error names what the user typed.
