@@ -161,7 +161,7 @@ def register_jobs(settings: Settings, engine: Engine, broker: dramatiq.Broker) -
 #: - Heartbeat before RunLog: the process beats before it claims anything.
 #: - RunLog before DeadLetter and Backoff: it claims the attempt and attaches it to the message
 #:   before the actor runs; its ``after_process_message`` runs after theirs, so it writes the
-#:   outcome only of an attempt neither of them settled (``Attempt.settled``: a success, or a
+#:   outcome only of an attempt neither of them settled (``ClaimedAttempt.settled``: a success, or a
 #:   failure on a broker without them).
 #: - DeadLetter and Backoff each take only their side of :func:`tickwork.lifecycle.next_step`
 #:   (dead, retry) and mark the attempt settled before their write, so RunLog never writes a

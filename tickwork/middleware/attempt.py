@@ -3,7 +3,7 @@
 RunLog attaches it to the message after a successful claim (:func:`attach_attempt`) and
 detaches it when the message is done; the middleware read it from the message
 (:func:`attempt_of`), and the actor wrappers from this thread (:func:`current_attempt`). Backoff
-and DeadLetter set ``Attempt.settled`` once they own its final write, so RunLog, whose
+and DeadLetter set ``ClaimedAttempt.settled`` once they own its final write, so RunLog, whose
 ``after_process_message`` runs after theirs (``worker.build_middleware`` states the order),
 does not write it a second time.
 """
@@ -71,8 +71,8 @@ class JobFailed(TickworkError):
 
 
 @dataclass
-class Attempt:
-    """One claimed attempt on this thread."""
+class ClaimedAttempt:
+    """The attempt this worker claimed and is executing (RunLog attaches it to its message)."""
 
     options: RunOptions
     worker_id: str
@@ -107,13 +107,13 @@ run_options = options_of
 _ATTEMPT_ATTRIBUTE = "tickwork_attempt"
 
 
-def attach_attempt(message: Any, attempt: Attempt) -> None:
+def attach_attempt(message: Any, attempt: ClaimedAttempt) -> None:
     """Make ``attempt`` the claimed attempt of ``message`` (and of this thread, for the actor)."""
     setattr(message, _ATTEMPT_ATTRIBUTE, attempt)
     set_current_attempt(attempt)
 
 
-def detach_attempt(message: Any) -> Attempt | None:
+def detach_attempt(message: Any) -> ClaimedAttempt | None:
     """The attempt of ``message``, no longer attached to it or to this thread."""
     attempt = attempt_of(message)
     if attempt is not None:
@@ -122,13 +122,13 @@ def detach_attempt(message: Any) -> Attempt | None:
     return attempt
 
 
-def attempt_of(message: Any) -> Attempt | None:
+def attempt_of(message: Any) -> ClaimedAttempt | None:
     """The claimed attempt of ``message``; None for a message that is not a claimed tickwork run."""
-    attempt: Attempt | None = getattr(message, _ATTEMPT_ATTRIBUTE, None)
+    attempt: ClaimedAttempt | None = getattr(message, _ATTEMPT_ATTRIBUTE, None)
     return attempt
 
 
-def failed_attempt(message: Any, attempt: Attempt) -> FailedAttempt:
+def failed_attempt(message: Any, attempt: ClaimedAttempt) -> FailedAttempt:
     """What :mod:`tickwork.lifecycle` needs of the failed attempt, from its message (no read)."""
     options = attempt.options
     return FailedAttempt(
@@ -150,7 +150,7 @@ def failed_attempt(message: Any, attempt: Attempt) -> FailedAttempt:
     )
 
 
-def failure_of(exception: BaseException, attempt: Attempt) -> Failure:
+def failure_of(exception: BaseException, attempt: ClaimedAttempt) -> Failure:
     """How the attempt failed, as its row records it."""
     return Failure(
         error=describe_failure(exception, attempt.timeout_seconds),
@@ -160,12 +160,16 @@ def failure_of(exception: BaseException, attempt: Attempt) -> Failure:
     )
 
 
-def current_attempt() -> Attempt | None:
-    attempt: Attempt | None = getattr(_local, "attempt", None)
+#: The old name of :class:`ClaimedAttempt`.
+Attempt = ClaimedAttempt
+
+
+def current_attempt() -> ClaimedAttempt | None:
+    attempt: ClaimedAttempt | None = getattr(_local, "attempt", None)
     return attempt
 
 
-def set_current_attempt(attempt: Attempt | None) -> None:
+def set_current_attempt(attempt: ClaimedAttempt | None) -> None:
     _local.attempt = attempt
 
 
@@ -190,7 +194,7 @@ def is_expected_failure(exception: BaseException) -> bool:
     )
 
 
-def failure_traceback(exception: BaseException, attempt: Attempt) -> str | None:
+def failure_traceback(exception: BaseException, attempt: ClaimedAttempt) -> str | None:
     """The traceback stored with a failed attempt: only for an unexpected exception in a Python
     handler. The http actor's failures (and any expected failure) are described by ``error``."""
     if attempt.is_http or is_expected_failure(exception):
@@ -198,7 +202,7 @@ def failure_traceback(exception: BaseException, attempt: Attempt) -> str | None:
     return format_traceback(exception)
 
 
-def failure_http_status(exception: BaseException, attempt: Attempt) -> int | None:
+def failure_http_status(exception: BaseException, attempt: ClaimedAttempt) -> int | None:
     """The HTTP status code recorded with a failed attempt (None without a response)."""
     status: int | None = getattr(exception, "http_status", None)
     return status if status is not None else attempt.http_status

@@ -24,7 +24,7 @@ from tickwork.lifecycle import (
 from tickwork.lifecycle import has_retries_left as _has_retries_left
 from tickwork.messaging import RunOptions, retry_message
 from tickwork.middleware.attempt import (
-    Attempt,
+    ClaimedAttempt,
     attempt_of,
     failed_attempt,
     failure_of,
@@ -86,7 +86,12 @@ class Backoff(Middleware):
         # else: DeadLetter's (a run with no retries left is dead)
 
     def retry(
-        self, broker: dramatiq.Broker, message: Any, attempt: Attempt, exception: BaseException, step: Retry
+        self,
+        broker: dramatiq.Broker,
+        message: Any,
+        attempt: ClaimedAttempt,
+        exception: BaseException,
+        step: Retry,
     ) -> int | None:
         options = attempt.options
         # Settled whatever happens below: if the write fails even after retries, the attempt

@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 
 from tickwork.messaging import HTTP_ACTOR
 from tickwork.middleware.attempt import (
-    Attempt,
+    ClaimedAttempt,
     attach_attempt,
     describe_failure,
     detach_attempt,
@@ -103,7 +103,8 @@ class RunLog(Middleware):
             )
             raise SkipMessage("attempt already claimed")
         attach_attempt(
-            message, Attempt(options=options, worker_id=worker_id, is_http=message.actor_name == HTTP_ACTOR)
+            message,
+            ClaimedAttempt(options=options, worker_id=worker_id, is_http=message.actor_name == HTTP_ACTOR),
         )
         self.logger.debug(
             "Run %s attempt %s of job %s started.", options["run_id"], options["attempt"], options["job_name"]
@@ -178,7 +179,7 @@ class RunLog(Middleware):
         except Exception:
             self.logger.exception("Recording the unknown handler of run %s failed.", options["run_id"])
 
-    def _finish(self, attempt: Attempt, **values: Any) -> None:
+    def _finish(self, attempt: ClaimedAttempt, **values: Any) -> None:
         try:
             finished = write_with_retries(
                 lambda: self.recorder.finish(attempt.run_id, attempt.worker_id, **values),

@@ -17,7 +17,7 @@ from sqlalchemy import Engine
 from tickwork.config import Settings
 from tickwork.lifecycle import CommittedBatch, publish_committed_batches
 from tickwork.messaging import build_message, prepare_publish
-from tickwork.store.fires import Attempt
+from tickwork.store.fires import PendingAttempt
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class Publisher:
         #: ``time.monotonic()`` when the last call had its batches prepared (the ticker's lead).
         self.prepared_at = 0.0
 
-    def publish(self, attempts: list[Attempt], *, hold_until_due: bool = False) -> int:
+    def publish(self, attempts: list[PendingAttempt], *, hold_until_due: bool = False) -> int:
         """Publish committed attempts in batches; returns how many were published.
 
         With ``hold_until_due`` an attempt is not published before its ``scheduled_for`` (rows
@@ -48,7 +48,7 @@ class Publisher:
         Each batch is durable on the broker before the next starts.
         """
         size = self.settings.publish_batch_size
-        chunks: list[list[Attempt]] = []
+        chunks: list[list[PendingAttempt]] = []
         start = 0
         while start < len(attempts):
             end = min(start + size, len(attempts))
@@ -80,7 +80,7 @@ class Publisher:
             publish_committed_batches(self.engine, self.broker, prepared, extra={"node_id": self.node_id})
         )
 
-    def message(self, attempt: Attempt) -> dramatiq.Message[Any]:
+    def message(self, attempt: PendingAttempt) -> dramatiq.Message[Any]:
         return build_message(
             self.settings,
             attempt.job,

@@ -56,7 +56,7 @@ from tickwork.scheduler.sweeps import (
 from tickwork.scheduler.ticker import IDLE_POLL_SECONDS, MAX_LEAD_SECONDS, MIN_LEAD_SECONDS, Ticker
 from tickwork.scheduler.wake import WakeListener
 from tickwork.store.engine import ensure_migrated, make_engine
-from tickwork.store.fires import Attempt, earliest_next_fire, fire_due_jobs_safely
+from tickwork.store.fires import PendingAttempt, earliest_next_fire, fire_due_jobs_safely
 from tickwork.vocabulary import utcnow
 
 __all__ = ["IDLE_POLL_SECONDS", "MAX_LEAD_SECONDS", "MIN_LEAD_SECONDS", "SchedulerService", "default_node_id"]
@@ -292,7 +292,7 @@ class SchedulerService:
                 break
         return published
 
-    def publish_attempts(self, attempts: list[Attempt], *, hold_until_due: bool = False) -> int:
+    def publish_attempts(self, attempts: list[PendingAttempt], *, hold_until_due: bool = False) -> int:
         """Publish committed attempts (:meth:`Publisher.publish`); returns how many went out."""
         done = self.publisher.publish(attempts, hold_until_due=hold_until_due)
         self.stats["published"] += done

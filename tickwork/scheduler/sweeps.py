@@ -14,7 +14,7 @@ from tickwork.config import Settings
 from tickwork.heartbeats import HeartbeatStore
 from tickwork.messaging import queue_name, ready_messages
 from tickwork.scheduler.reaper import reap_lost_attempts
-from tickwork.store.fires import Attempt, pending_unclaimed, prune_runs
+from tickwork.store.fires import PendingAttempt, pending_unclaimed, prune_runs
 from tickwork.vocabulary import utcnow
 
 logger = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def sweep_outbox(
     engine: Engine,
     broker: dramatiq.Broker,
     *,
-    publish: Callable[[list[Attempt]], int],
+    publish: Callable[[list[PendingAttempt]], int],
     is_leader: Callable[[], bool],
     node_id: str = "",
 ) -> int:

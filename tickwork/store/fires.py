@@ -53,7 +53,7 @@ _JOB_COLUMNS = JOB_SNAPSHOT_COLUMNS
 
 
 @dataclass(frozen=True)
-class Attempt:
+class PendingAttempt:
     """A PENDING attempt row to publish, with the job snapshot its message is built from."""
 
     run_id: int
@@ -67,11 +67,15 @@ class Attempt:
     trigger: str = RunTrigger.SCHEDULE.value
 
 
+#: The old name of :class:`PendingAttempt`.
+Attempt = PendingAttempt
+
+
 @dataclass
 class FireResult:
     """What one call of :func:`fire_due_jobs` did."""
 
-    to_publish: list[Attempt] = field(default_factory=list)
+    to_publish: list[PendingAttempt] = field(default_factory=list)
     claimed_jobs: int = 0
     #: Rows written, by status (``PENDING``, ``MISSED``, ``SKIPPED``).
     rows: Counter[str] = field(default_factory=Counter)
@@ -255,7 +259,7 @@ def fire_due_jobs(
             for run_id, job_id, scheduled_for, status, trigger in inserted:
                 if status == RunStatus.PENDING.value:
                     result.to_publish.append(
-                        Attempt(int(run_id), snapshots[int(job_id)], scheduled_for, trigger=trigger)
+                        PendingAttempt(int(run_id), snapshots[int(job_id)], scheduled_for, trigger=trigger)
                     )
     result.to_publish.sort(key=lambda a: a.scheduled_for)
     return result
@@ -370,7 +374,7 @@ def pending_unclaimed(
     unpublished_grace_seconds: float | None = None,
     now: datetime | None = None,
     limit: int = 1000,
-) -> list[Attempt]:
+) -> list[PendingAttempt]:
     """PENDING attempts no worker claimed within ``grace_seconds`` of being due and published,
     and those never published (``enqueued_at`` NULL: the ticker died between commit and publish)
     ``unpublished_grace_seconds`` after they became due (default: ``grace_seconds``).
@@ -406,13 +410,13 @@ def pending_unclaimed(
         .order_by(runs_table.c.enqueued_at.is_(None).desc(), runs_table.c.available_at)
         .limit(limit)
     )
-    attempts: list[Attempt] = []
+    attempts: list[PendingAttempt] = []
     with engine.connect() as conn:
         for row in conn.execute(query).mappings():
             job_row = {name: row[name] for name in _JOB_COLUMNS if name != "id"}
             job_row["id"] = row["id_of_job"]
             attempts.append(
-                Attempt(
+                PendingAttempt(
                     run_id=int(row["id"]),
                     job=JobSnapshot(**job_row),
                     scheduled_for=row["scheduled_for"],
