@@ -1,4 +1,4 @@
-"""Scheduling: schedule math (pure), the ticker, leader election, sweeps."""
+"""The scheduler node: lease, ticker, publisher, sweeps, reaper (schedule math: :mod:`tickwork.schedule`)."""
 
 from tickwork.schedule.cron import (
     CronSchedule,

@@ -90,7 +90,7 @@ class PartialAdvance(Exception):
 
 
 def _job_snapshot(row: Any) -> JobSnapshot:
-    return JobSnapshot(**{name: row[name] for name in _JOB_COLUMNS})
+    return JobSnapshot(*[row[name] for name in _JOB_COLUMNS])
 
 
 def _claim_due(conn: Connection, now: datetime, limit: int, job_ids: list[int] | None) -> list[Any]:
