@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 
 from tickwork.config import Settings
 from tickwork.errors import ValidationError
-from tickwork.scheduler.cron import CronSchedule
+from tickwork.schedule.cron import CronSchedule
 from tickwork.store import backfill as backfill_store
 from tickwork.store.models import Job, OverlapPolicy, utcnow
 

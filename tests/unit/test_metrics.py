@@ -242,6 +242,7 @@ def test_messages_carry_their_runs_trigger() -> None:
             retry_backoff_seconds=1,
             max_backoff_seconds=1,
             timeout_seconds=None,
+            max_concurrency=None,
         ),
     )
     settings = load_settings(database_url="sqlite://", broker_url="memory://")

@@ -13,7 +13,6 @@ from sqlalchemy import Engine
 
 from tickwork import audit, operations
 from tickwork import backfill as backfills
-from tickwork.api.schemas import JobOut, RunOut
 from tickwork.cli.common import (
     LIMIT,
     MAX_ID,
@@ -28,11 +27,14 @@ from tickwork.config import Settings
 from tickwork.errors import ValidationError
 from tickwork.field_errors import first_error
 from tickwork.messaging import make_broker
-from tickwork.scheduler.cron import CronSchedule, parse_run_at
+from tickwork.schedule.cron import CronSchedule, parse_run_at
+from tickwork.scheduler.wake import wake_schedulers
 from tickwork.spec import MAX_JSON_DEPTH, TAG_RE, JobSpec
 from tickwork.store import jobs as job_store
-from tickwork.store.models import Job, RunTrigger, utcnow
+from tickwork.store.models import Job
 from tickwork.store.runs import get_run, insert_run, list_runs
+from tickwork.views import JobOut, RunOut
+from tickwork.vocabulary import RunTrigger, utcnow
 
 #: JSON field → the flag that sets it, so a CLI error names what the user typed.
 FLAGS = {
@@ -215,6 +217,7 @@ def cmd_add(args: argparse.Namespace) -> int:
     _check(settings, engine, spec)
     job = job_store.create_job(engine, spec, source="cli")
     audit.job_created(engine, audit.CLI, job)
+    wake_schedulers(settings, "created")
     if args.json:
         print_json(job_json(job))
     else:
@@ -317,6 +320,7 @@ def _set_enabled(args: argparse.Namespace, enabled: bool) -> int:
     before = resolve_job(engine, args.job)
     job = job_store.set_enabled(engine, before.id, enabled)
     audit.job_enabled(engine, audit.CLI, job, was_enabled=before.enabled)
+    wake_schedulers(settings, "resumed" if enabled else "paused")
     if args.json:
         print_json(job_json(job))
     else:

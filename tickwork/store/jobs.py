@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
 from tickwork.errors import Conflict, NotFound, PreconditionFailed
-from tickwork.scheduler.cron import next_fire_time
+from tickwork.schedule.cron import next_fire_time
 from tickwork.spec import JobSpec
 from tickwork.store import events
 from tickwork.store.engine import session_factory
@@ -266,3 +266,9 @@ def upsert_decorated_job(engine: Engine, spec: JobSpec, *, now: datetime | None 
         details={"name": updated.name, "changes": changes},
     )
     return updated
+
+
+def stored_queues(engine: Engine) -> set[str]:
+    """The queues stored jobs name (workers consume them; metrics report their depth)."""
+    with engine.connect() as conn:
+        return {str(q) for q in conn.scalars(select(jobs_table.c.queue).distinct())}
