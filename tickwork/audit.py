@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
 from tickwork.redaction import redact_json, redact_url
 from tickwork.store import events
 from tickwork.store.events import CLI, DECORATOR, TICKWORK, Actor, EventKind, changed_fields, job_definition
-from tickwork.store.models import Event, Job, runs_table
+from tickwork.store.models import Event, Job
 
 __all__ = ["CLI", "DECORATOR", "TICKWORK", "Actor", "EventKind", "job_definition", "masked_details"]
 
@@ -100,15 +100,7 @@ def runs_purged(engine: Engine, actor: Actor, run_ids: list[int] | None, purged:
     if run_ids is None:
         events.record(engine, actor=actor, kind=EventKind.RUN_PURGED, details={"all": True, "purged": purged})
         return
-    c = runs_table.c
-    with engine.begin() as conn:
-        owners = {
-            int(r.id): int(r.job_id) for r in conn.execute(select(c.id, c.job_id).where(c.id.in_(run_ids)))
-        }
-        for run_id in run_ids:
-            events.record(
-                conn, actor=actor, kind=EventKind.RUN_PURGED, job_id=owners.get(run_id), run_id=run_id
-            )
+    events.record_per_run(engine, actor=actor, kind=EventKind.RUN_PURGED, run_ids=run_ids)
 
 
 def masked_details(event: Event) -> dict[str, Any] | None:

@@ -15,7 +15,6 @@ from urllib.parse import urlsplit
 
 import dramatiq
 from sqlalchemy import Engine
-from sqlalchemy.exc import IntegrityError
 
 from tickwork import dlq
 from tickwork.config import Settings
@@ -28,7 +27,7 @@ from tickwork.store.attempts import replay_dead_run
 from tickwork.store.handlers import is_registered_handler
 from tickwork.store.jobs import get_job
 from tickwork.store.models import Job, JobRun
-from tickwork.store.runs import get_run, insert_run
+from tickwork.store.runs import get_run
 from tickwork.vocabulary import HandlerType, RunTrigger, utcnow
 
 log = logging.getLogger(__name__)
@@ -105,36 +104,22 @@ def trigger_once(
     check_idempotency_key(key)
     fingerprint = request_fingerprint(arguments)
     for _ in range(3):
-        now = utcnow()
-        try:
-            with engine.begin() as conn:
-                known = trigger_keys.find(conn, job.id, key)
-                if known is not None and known.created_at > now - trigger_keys.WINDOW:
-                    if known.request_hash != fingerprint:
-                        raise ValidationError(
-                            "body",
-                            "differs from the first request with this Idempotency-Key "
-                            f"(run {known.run_id}); use a new key for a different request",
-                        )
-                    return known.run_id, False
-                if known is not None:
-                    trigger_keys.forget(conn, known.id)
-                run_id = insert_run(
-                    conn,
-                    job_id=job.id,
-                    scheduled_for=now,
-                    trigger=RunTrigger.MANUAL,
-                    arguments=arguments,
-                    now=now,
-                )
-                trigger_keys.remember(
-                    conn, job_id=job.id, key=key, request_hash=fingerprint, run_id=run_id, now=now
-                )
-        except IntegrityError:
+        keyed = trigger_keys.run_once(
+            engine, job_id=job.id, key=key, request_hash=fingerprint, arguments=arguments, now=utcnow()
+        )
+        if keyed is None:
             continue  # another request recorded this key first: answer with its run
+        if not keyed.created:
+            if keyed.request_hash != fingerprint:
+                raise ValidationError(
+                    "body",
+                    "differs from the first request with this Idempotency-Key "
+                    f"(run {keyed.run_id}); use a new key for a different request",
+                )
+            return keyed.run_id, False
         if broker is not None:
-            publish_run(settings, engine, broker, run_id)
-        return run_id, True
+            publish_run(settings, engine, broker, keyed.run_id)
+        return keyed.run_id, True
     raise Conflict(f"Idempotency-Key {key!r} of job {job.id} is being recorded concurrently; try again")
 
 

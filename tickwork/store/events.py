@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Engine, delete, insert, select
 
 from tickwork.spec import JobSpec
 from tickwork.store.engine import session_factory
-from tickwork.store.models import Event, events_table, utcnow
+from tickwork.store.models import Event, events_table, runs_table, utcnow
 
 Executor = Engine | Connection
 
@@ -78,6 +78,18 @@ def record(
     key = result.inserted_primary_key
     assert key is not None
     return int(key[0])
+
+
+def record_per_run(engine: Engine, *, actor: Actor, kind: EventKind | str, run_ids: list[int]) -> None:
+    """One event per run, each naming the run's job (None for a run already gone), in one
+    transaction."""
+    c = runs_table.c
+    with engine.begin() as conn:
+        owners = {
+            int(r.id): int(r.job_id) for r in conn.execute(select(c.id, c.job_id).where(c.id.in_(run_ids)))
+        }
+        for run_id in run_ids:
+            record(conn, actor=actor, kind=kind, job_id=owners.get(run_id), run_id=run_id)
 
 
 def record_auto_pause(

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, insert, select
+from sqlalchemy.exc import IntegrityError
 
-from tickwork.store.models import trigger_keys_table
+from tickwork.store.models import RunTrigger, trigger_keys_table
+from tickwork.store.runs import insert_run
 
 #: How long an ``Idempotency-Key`` answers the run it made.
 WINDOW = timedelta(hours=24)
@@ -49,6 +52,52 @@ def remember(
             job_id=job_id, key=key, request_hash=request_hash, run_id=run_id, created_at=now
         )
     )
+
+
+@dataclass(frozen=True)
+class KeyedRun:
+    """The run a key names: made by this call (``created``), or by the first request with the
+    key, whose body had ``request_hash``."""
+
+    run_id: int
+    created: bool
+    request_hash: str
+
+
+def run_once(
+    engine: Engine,
+    *,
+    job_id: int,
+    key: str,
+    request_hash: str,
+    arguments: dict[str, Any] | None,
+    now: datetime,
+) -> KeyedRun | None:
+    """The run ``key`` made of this job within :data:`WINDOW`, else a new PENDING manual run.
+
+    The key and the new run are written in one transaction, so two requests racing with one key
+    make one run: the second one's insert of the key fails (``UNIQUE(job_id, key)``) and its run
+    is rolled back with it. That one gets None: call again, and it finds the first one's run.
+    """
+    try:
+        with engine.begin() as conn:
+            known = find(conn, job_id, key)
+            if known is not None and known.created_at > now - WINDOW:
+                return KeyedRun(run_id=known.run_id, created=False, request_hash=known.request_hash)
+            if known is not None:
+                forget(conn, known.id)
+            run_id = insert_run(
+                conn,
+                job_id=job_id,
+                scheduled_for=now,
+                trigger=RunTrigger.MANUAL,
+                arguments=arguments,
+                now=now,
+            )
+            remember(conn, job_id=job_id, key=key, request_hash=request_hash, run_id=run_id, now=now)
+    except IntegrityError:
+        return None
+    return KeyedRun(run_id=run_id, created=True, request_hash=request_hash)
 
 
 def prune(engine: Engine, *, older_than: datetime, batch_size: int = 1000) -> int:
