@@ -19,8 +19,10 @@ Writes results/worker_throughput.json and results/worker_throughput.png.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import platform
 import signal
 import statistics
 import subprocess
@@ -43,7 +45,51 @@ from tickwork.store.models import RunStatus, runs_table, utcnow
 from tickwork.store.runs import insert_run, mark_enqueued
 
 ROOT = Path(__file__).resolve().parents[1]
-MYSQL = "mysql+pymysql://root@127.0.0.1:3306"
+MYSQL_HOST = "root@127.0.0.1:3306"
+#: ``--driver`` → the SQLAlchemy URL scheme (the same code runs on either driver).
+DRIVERS = {"pymysql": "mysql+pymysql", "mysqldb": "mysql+mysqldb"}
+
+
+def machine() -> dict[str, Any]:
+    """Where and under what load the figures were taken (the machine is shared)."""
+    model = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "host": platform.node(),
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def service_pids() -> dict[str, list[int]]:
+    """mariadbd and RabbitMQ's beam.smp: their CPU during a drain is part of the cost per job."""
+    found: dict[str, list[int]] = {"mariadbd": [], "beam.smp": []}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                comm = Path(f"/proc/{entry}/comm").read_text().strip()
+            except OSError:
+                continue
+            if comm in found:
+                found[comm].append(int(entry))
+    return found
+
+
+def services_cpu(pids: dict[str, list[int]]) -> dict[str, float]:
+    out = {}
+    for name, plist in pids.items():
+        total = 0.0
+        for pid in plist:
+            with contextlib.suppress(OSError):
+                total += cpu_seconds(pid)
+        out[name] = total
+    return out
 
 
 def worker_env(settings: Settings) -> dict[str, str]:
@@ -60,14 +106,21 @@ def worker_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def start_workers(settings: Settings, queues: list[str], processes: int, threads: int, log: Path) -> Any:
+def start_workers(
+    settings: Settings,
+    queues: list[str],
+    processes: int,
+    threads: int,
+    log: Path,
+    extra_env: dict[str, str] | None = None,
+) -> Any:
     argv = [
         sys.executable, "-m", "dramatiq", "tickwork.worker", "benchmarks.worker_throughput_jobs",
         "--processes", str(processes), "--threads", str(threads), "--queues", *queues,
     ]  # fmt: skip
     return subprocess.Popen(
         argv,
-        env=worker_env(settings),
+        env={**worker_env(settings), **(extra_env or {})},
         cwd=ROOT,
         stdout=open(log, "ab"),
         stderr=subprocess.STDOUT,
@@ -120,8 +173,11 @@ def drain(
     args: argparse.Namespace,
     log: Path,
     extra: Any = None,
+    profile: Path | None = None,
+    gil: bool = False,
+    extra_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    proc = start_workers(settings, [queue], args.processes, args.threads, log)
+    proc = start_workers(settings, [queue], args.processes, args.threads, log, extra_env)
     try:
         deadline = time.monotonic() + 60
         while ready_count(channel, queue) >= n:
@@ -130,6 +186,20 @@ def drain(
             time.sleep(0.01)
         t0 = time.monotonic()
         cpu0 = sum(cpu_seconds(pid) for pid in group_pids(proc.pid))
+        services = service_pids()
+        svc0 = services_cpu(services)
+        spies = []
+        if profile is not None:
+            # py-spy on every worker process for the drain (SIGINT at the end writes the stacks).
+            for pid in group_pids(proc.pid):
+                out = profile.with_name(f"{profile.stem}.{pid}.txt")
+                spies.append(
+                    subprocess.Popen(
+                        ["py-spy", "record", "--pid", str(pid), "--rate", "250", "--format", "raw",
+                         "--nonblocking", "--threads", *(["--gil"] if gil else []), "-o", str(out)],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                    )
+                )  # fmt: skip
         while ready_count(channel, queue) > 0:
             if time.monotonic() > deadline + 120:
                 raise RuntimeError(f"{queue} did not drain; see {log}")
@@ -139,6 +209,11 @@ def drain(
             t1 = extra(t0, t1)
         rss = {pid: round(peak_rss_mb(pid), 1) for pid in group_pids(proc.pid)}
         cpu = sum(cpu_seconds(pid) for pid in group_pids(proc.pid)) - cpu0
+        svc1 = services_cpu(services)
+        for spy in spies:
+            spy.send_signal(signal.SIGINT)
+        for spy in spies:
+            spy.wait(30)
     finally:
         stop_workers(proc)
     seconds = t1 - t0
@@ -148,6 +223,8 @@ def drain(
         "jobs_per_s": round(n / seconds, 1),
         "worker_cpu_ms_per_job": round(cpu * 1000 / n, 3),
         "worker_cpu_utilisation": round(cpu / seconds, 2),
+        # Everything on the machine runs these services (other users' tests too): indicative.
+        "service_cpu_ms_per_job": {k: round((svc1[k] - svc0[k]) * 1000 / n, 3) for k in svc0},
         "peak_rss_mb": rss,
     }
 
@@ -160,16 +237,30 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--rate", type=float, default=200.0, help="arrivals/s in the latency phase")
     parser.add_argument("--latency-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--also-sync",
+        action="store_true",
+        help="a third drain per round: successes recorded before the worker thread goes on",
+    )
+    parser.add_argument("--skip-latency", action="store_true", help="only the drain")
+    parser.add_argument("--driver", choices=sorted(DRIVERS), default="pymysql", help="MySQL driver")
+    parser.add_argument(
+        "--profile", metavar="PREFIX", help="py-spy the first tickwork drain (PREFIX.<pid>.txt)"
+    )
+    parser.add_argument(
+        "--profile-gil", action="store_true", help="sample only the thread holding the GIL (Python CPU)"
+    )
     parser.add_argument("--out", default=str(ROOT / "results" / "worker_throughput.json"))
     args = parser.parse_args()
+    mysql = f"{DRIVERS[args.driver]}://{MYSQL_HOST}"
 
     run = uuid.uuid4().hex[:8]
     dbname = f"tickwork_bench_{run}"
-    server = create_engine(MYSQL, isolation_level="AUTOCOMMIT")
+    server = create_engine(mysql, isolation_level="AUTOCOMMIT")
     with server.connect() as conn:
         conn.execute(text(f"CREATE DATABASE `{dbname}` CHARACTER SET utf8mb4"))
     settings = load_settings(
-        database_url=f"{MYSQL}/{dbname}",
+        database_url=f"{mysql}/{dbname}",
         broker_url="amqp://guest:guest@127.0.0.1:5672/%2F",
         redis_url="redis://127.0.0.1:6379/0",
         namespace=f"twbench_{run}",
@@ -189,7 +280,13 @@ def main() -> int:
     conn = pika.BlockingConnection(pika.URLParameters(settings.broker_url))
     channel = conn.channel()
     rds = redis.Redis.from_url(settings.redis_url or "")
-    results: dict[str, Any] = {"jobs": args.jobs, "processes": args.processes, "threads": args.threads}
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "driver": args.driver,
+        "jobs": args.jobs,
+        "processes": args.processes,
+        "threads": args.threads,
+    }
     try:
         noop_job = create_job(
             engine,
@@ -208,7 +305,10 @@ def main() -> int:
         broker.declare_queue(tw_queue)
         bare_queue = f"{settings.namespace}.bare"
         rounds: list[dict[str, Any]] = []
-        for round_no in range(args.rounds):
+        kinds = ["tickwork", *(["tickwork_sync"] if args.also_sync else [])]
+
+        def load_tickwork() -> tuple[Any, float]:
+            """N PENDING rows and their messages, published the way the ticker does."""
             now = utcnow()
             t = time.monotonic()
             with engine.begin() as c:
@@ -235,38 +335,54 @@ def main() -> int:
             for start in range(0, len(messages), 500):
                 publish(broker, messages[start : start + 500])
             mark_enqueued(engine, ids)
-            load_seconds = round(time.monotonic() - t, 2)
+            return now, round(time.monotonic() - t, 2)
 
-            def tickwork_done(t0: float, t1: float, now: Any = now) -> float:
-                while True:
-                    with engine.connect() as c:
-                        done = c.scalar(
-                            select(func.count()).where(
-                                runs_table.c.job_id == noop_job.id,
-                                runs_table.c.scheduled_for == now,
-                                runs_table.c.status == RunStatus.SUCCESS.value,
+        for round_no in range(args.rounds):
+            row: dict[str, Any] = {}
+            for kind in kinds:
+                now, load_seconds = load_tickwork()
+
+                def tickwork_done(t0: float, t1: float, now: Any = now) -> float:
+                    # The drain ends when every run is SUCCESS in the database, not at the last ack.
+                    while True:
+                        with engine.connect() as c:
+                            done = c.scalar(
+                                select(func.count()).where(
+                                    runs_table.c.job_id == noop_job.id,
+                                    runs_table.c.scheduled_for == now,
+                                    runs_table.c.status == RunStatus.SUCCESS.value,
+                                )
                             )
-                        )
-                    if done >= args.jobs:
-                        return time.monotonic()
-                    if time.monotonic() - t1 > 60:
-                        raise RuntimeError(f"only {done} of {args.jobs} tickwork runs finished")
-                    time.sleep(0.01)
+                        if done >= args.jobs:
+                            return time.monotonic()
+                        if time.monotonic() - t1 > 60:
+                            raise RuntimeError(f"only {done} of {args.jobs} tickwork runs finished")
+                        time.sleep(0.01)
 
-            tw = drain(settings, channel, tw_queue, args.jobs, args, log, tickwork_done)
-            tw["load_seconds"] = load_seconds
+                profile = (
+                    Path(args.profile) if args.profile and round_no == 0 and kind == "tickwork" else None
+                )
+                env = {"BENCH_SYNC_SUCCESS": "1"} if kind == "tickwork_sync" else None
+                row[kind] = drain(
+                    settings, channel, tw_queue, args.jobs, args, log, tickwork_done, profile,
+                    args.profile_gil, env,
+                )  # fmt: skip
+                row[kind]["load_seconds"] = load_seconds
             for _ in range(args.jobs):
                 jobs_module.bare_noop.send()
-            bare = drain(settings, channel, bare_queue, args.jobs, args, log)
-            rounds.append(
-                {"tickwork": tw, "bare": bare, "ratio": round(tw["jobs_per_s"] / bare["jobs_per_s"], 3)}
-            )
+            row["bare"] = drain(settings, channel, bare_queue, args.jobs, args, log)
+            for kind in kinds:
+                suffix = kind.removeprefix("tickwork")
+                row[f"ratio{suffix}"] = round(row[kind]["jobs_per_s"] / row["bare"]["jobs_per_s"], 3)
+            rounds.append(row)
             print(
-                f"round {round_no + 1}: tickwork {tw['jobs_per_s']}/s, bare {bare['jobs_per_s']}/s",
+                f"round {round_no + 1}: "
+                + ", ".join(f"{k} {row[k]['jobs_per_s']}/s" for k in [*kinds, "bare"])
+                + f" (load {os.getloadavg()[0]:.2f})",
                 flush=True,
             )
         results["rounds"] = rounds
-        for kind in ("tickwork", "bare"):
+        for kind in [*kinds, "bare"]:
             results[kind] = {
                 "jobs_per_s_median": statistics.median(r[kind]["jobs_per_s"] for r in rounds),
                 "worker_cpu_ms_per_job_median": statistics.median(
@@ -278,9 +394,16 @@ def main() -> int:
             results["tickwork"]["jobs_per_s_median"] / results["bare"]["jobs_per_s_median"], 3
         )
         results["ratio_per_round"] = [r["ratio"] for r in rounds]
+        if args.also_sync:
+            results["ratio_sync"] = round(
+                results["tickwork_sync"]["jobs_per_s_median"] / results["bare"]["jobs_per_s_median"], 3
+            )
+            results["ratio_sync_per_round"] = [r["ratio_sync"] for r in rounds]
         print("drain medians:", results["tickwork"], results["bare"], "ratio", results["ratio"], flush=True)
 
         # --- latency at a fixed arrival rate, both kinds consumed by the same workers
+        if args.skip_latency:
+            return finish(results, args, None)
         proc = start_workers(
             settings,
             [f"{settings.namespace}.benchlat", f"{settings.namespace}.barelat"],
@@ -354,9 +477,15 @@ def main() -> int:
             c.execute(text(f"DROP DATABASE IF EXISTS `{dbname}`"))
 
     values = {k: results.pop(f"_{k}_latency_values") for k in ("tickwork", "bare")}
+    return finish(results, args, values)
+
+
+def finish(results: dict[str, Any], args: argparse.Namespace, values: dict[str, list[float]] | None) -> int:
+    results["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     out = Path(args.out)
     out.write_text(json.dumps(results, indent=2))
-    plot(results, values, out.with_suffix(".png"))
+    if values is not None:
+        plot(results, values, out.with_suffix(".png"))
     print(json.dumps(results, indent=2))
     return 0
 
