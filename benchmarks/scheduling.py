@@ -393,6 +393,65 @@ def run_end_to_end(size: int, duration: float, workdir: Path) -> dict[str, Any]:
         conn2.close()
 
 
+def run_apscheduler_anchor(jobs: int, duration: float, warmup: float = 3.0) -> dict[str, Any]:
+    """The anchor: APScheduler 3 in this process, ``jobs`` cron jobs firing every second (no store,
+    no broker), its defaults otherwise (BackgroundScheduler, a 10-thread pool, max_instances 1).
+
+    ``dispatch`` lag: scheduled time → the job handed to the executor (the listener of
+    EVENT_JOB_SUBMITTED, which APScheduler dispatches right after the submission): what
+    tickwork's publish lag is to a broker. ``start`` lag: scheduled time → the job function
+    running, taken as the time past the whole second (valid while every lag is under 1 s;
+    ``start_valid`` says whether it was).
+    """
+    from apscheduler.events import EVENT_JOB_SUBMITTED
+    from apscheduler.schedulers.background import BackgroundScheduler
+    from apscheduler.triggers.cron import CronTrigger
+
+    dispatch: list[tuple[float, float]] = []  # (scheduled, lag s)
+    starts: list[float] = []
+    lock = threading.Lock()
+
+    def listener(event: Any) -> None:
+        now = time.time()
+        with lock:
+            dispatch.extend((t.timestamp(), now - t.timestamp()) for t in event.scheduled_run_times)
+
+    def noop() -> None:
+        now = time.time()
+        with lock:
+            starts.append(now)
+
+    scheduler = BackgroundScheduler(
+        timezone="UTC", job_defaults={"misfire_grace_time": None, "coalesce": False}
+    )
+    scheduler.add_listener(listener, EVENT_JOB_SUBMITTED)
+    for i in range(jobs):
+        scheduler.add_job(noop, CronTrigger(second="*", timezone="UTC"), id=f"anchor-{i}")
+    cpu0 = time.process_time()
+    began = time.time()
+    scheduler.start()
+    time.sleep(duration)
+    scheduler.shutdown(wait=False)
+    cpu = time.process_time() - cpu0
+    measured_from = began + warmup
+    lags = [lag * 1000 for at, lag in dispatch if at >= measured_from]
+    start_lags = [(t - math.floor(t)) * 1000 for t in starts if t >= measured_from + 1]
+    return {
+        "jobs": jobs,
+        "fires_per_second_scheduled": jobs,
+        "seconds": duration,
+        "fires_dispatched": len(dispatch),
+        "dispatch_lag_ms": {"p50": pct(lags, 0.5), "p99": pct(lags, 0.99), "max": max(lags, default=0)},
+        "start_lag_ms": {
+            "p50": pct(start_lags, 0.5),
+            "p99": pct(start_lags, 0.99),
+            "max": max(start_lags, default=0),
+        },
+        "start_valid": bool(lags) and max(lags) < 900,
+        "cpu_percent": round(cpu / duration * 100, 1),
+    }
+
+
 def plot(results: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
@@ -426,14 +485,31 @@ def main() -> None:
     parser.add_argument("--kill-at", type=float, default=14.0)
     parser.add_argument("--e2e-schedules", type=int, default=200, help="0 skips the real-worker phase")
     parser.add_argument("--e2e-duration", type=float, default=15.0)
+    parser.add_argument(
+        "--anchor-seconds", type=float, default=20.0, help="APScheduler 3 anchor's length; 0 skips it"
+    )
     parser.add_argument("--out", default=str(ROOT / "results" / "scheduling.json"))
     args = parser.parse_args()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    load_start = [round(x, 2) for x in os.getloadavg()]
+    anchor = None
+    if args.anchor_seconds:
+        print(
+            f"anchor: APScheduler 3, 1,000 cron jobs every second, {args.anchor_seconds:.0f} s ...",
+            flush=True,
+        )
+        anchor = run_apscheduler_anchor(1000, args.anchor_seconds)
+        print(json.dumps(anchor, indent=2), flush=True)
     results = []
     for size in args.sizes:
         print(f"size {size}: running {args.duration:.0f} s ...", flush=True)
         res = run_size(size, args.duration, args.kill_at, out.parent)
+        if anchor is not None:
+            # The goal: tickwork's publish lag p99 at most half the in-process anchor's dispatch p99.
+            res["publish_lag_p99_vs_apscheduler"] = round(
+                res["publish_lag_ms"]["p99"] / anchor["dispatch_lag_ms"]["p99"], 3
+            )
         brief = {k: v for k, v in res.items() if k != "lag_p99_per_second_ms"}
         print(json.dumps(brief, indent=2), flush=True)
         results.append(res)
@@ -445,6 +521,10 @@ def main() -> None:
     meta = {
         "host_cpus": os.cpu_count(),
         "measured_at": datetime.now(UTC).isoformat(),
+        "machine": os.uname().nodename,
+        "loadavg_start": load_start,
+        "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+        "apscheduler_anchor": anchor,
         "results": results,
         "end_to_end": end_to_end,
     }

@@ -242,6 +242,11 @@ def main() -> int:
         action="store_true",
         help="a third drain per round: successes recorded before the worker thread goes on",
     )
+    parser.add_argument(
+        "--also-mysqlclient",
+        action="store_true",
+        help="a tickwork drain per round on mysqlclient (mysql+mysqldb://), the same code (needs the extra)",
+    )
     parser.add_argument("--skip-latency", action="store_true", help="only the drain")
     parser.add_argument("--driver", choices=sorted(DRIVERS), default="pymysql", help="MySQL driver")
     parser.add_argument(
@@ -305,7 +310,18 @@ def main() -> int:
         broker.declare_queue(tw_queue)
         bare_queue = f"{settings.namespace}.bare"
         rounds: list[dict[str, Any]] = []
-        kinds = ["tickwork", *(["tickwork_sync"] if args.also_sync else [])]
+        kinds = [
+            "tickwork",
+            *(["tickwork_sync"] if args.also_sync else []),
+            *(["tickwork_mysqldb"] if args.also_mysqlclient else []),
+        ]
+        # The same workers and code, another MySQL driver: only the URL's scheme differs.
+        mysqldb_url = settings.database_url.replace(DRIVERS[args.driver], DRIVERS["mysqldb"], 1)
+        kind_env = {
+            "tickwork": None,
+            "tickwork_sync": {"BENCH_SYNC_SUCCESS": "1"},
+            "tickwork_mysqldb": {"TICKWORK_DATABASE_URL": mysqldb_url},
+        }
 
         def load_tickwork() -> tuple[Any, float]:
             """N PENDING rows and their messages, published the way the ticker does."""
@@ -362,10 +378,9 @@ def main() -> int:
                 profile = (
                     Path(args.profile) if args.profile and round_no == 0 and kind == "tickwork" else None
                 )
-                env = {"BENCH_SYNC_SUCCESS": "1"} if kind == "tickwork_sync" else None
                 row[kind] = drain(
                     settings, channel, tw_queue, args.jobs, args, log, tickwork_done, profile,
-                    args.profile_gil, env,
+                    args.profile_gil, kind_env[kind],
                 )  # fmt: skip
                 row[kind]["load_seconds"] = load_seconds
             for _ in range(args.jobs):
@@ -394,11 +409,12 @@ def main() -> int:
             results["tickwork"]["jobs_per_s_median"] / results["bare"]["jobs_per_s_median"], 3
         )
         results["ratio_per_round"] = [r["ratio"] for r in rounds]
-        if args.also_sync:
-            results["ratio_sync"] = round(
-                results["tickwork_sync"]["jobs_per_s_median"] / results["bare"]["jobs_per_s_median"], 3
+        for kind in kinds[1:]:
+            suffix = kind.removeprefix("tickwork")
+            results[f"ratio{suffix}"] = round(
+                results[kind]["jobs_per_s_median"] / results["bare"]["jobs_per_s_median"], 3
             )
-            results["ratio_sync_per_round"] = [r["ratio_sync"] for r in rounds]
+            results[f"ratio{suffix}_per_round"] = [r[f"ratio{suffix}"] for r in rounds]
         print("drain medians:", results["tickwork"], results["bare"], "ratio", results["ratio"], flush=True)
 
         # --- latency at a fixed arrival rate, both kinds consumed by the same workers
@@ -416,6 +432,9 @@ def main() -> int:
             count = int(args.rate * args.latency_seconds)
             for kind in ("tickwork", "bare"):
                 start = time.monotonic()
+                # Where a tickwork latency sample's time goes on the enqueuing side: the row's
+                # insert (a commit) and the publish; the rest is delivery, the claim and the start.
+                parts: dict[str, list[float]] = {"insert": [], "publish": []}
                 for i in range(count):
                     target = start + i / args.rate
                     delay = target - time.monotonic()
@@ -424,15 +443,19 @@ def main() -> int:
                     sent_at = time.time()
                     if kind == "tickwork":
                         fire = utcnow()
+                        t_insert = time.perf_counter()
                         rid = insert_run(
                             engine, job_id=lat_job.id, scheduled_for=fire, attempt=i + 1, now=fire
                         )
+                        t_publish = time.perf_counter()
                         broker.enqueue(
                             build_message(
                                 settings, lat_job, run_id=rid, attempt=i + 1, scheduled_for=fire,
                                 arguments={"args": [sent_at]},
                             )
                         )  # fmt: skip
+                        parts["insert"].append((t_publish - t_insert) * 1000)
+                        parts["publish"].append((time.perf_counter() - t_publish) * 1000)
                     else:
                         jobs_module.bare_latency.send(sent_at)
                 key = f"{jobs_module.LATENCY_KEY}:{kind}"
@@ -448,6 +471,11 @@ def main() -> int:
                     "p99": round(q[98], 2),
                     "max": round(values[-1], 2),
                 }
+                if kind == "tickwork":
+                    for part, samples in parts.items():
+                        pq = statistics.quantiles(samples, n=100)
+                        results["tickwork_latency_ms"][f"{part}_p50"] = round(pq[49], 2)
+                        results["tickwork_latency_ms"][f"{part}_p99"] = round(pq[98], 2)
                 results[f"_{kind}_latency_values"] = values
                 print(f"{kind} latency:", results[f"{kind}_latency_ms"], flush=True)
             results["latency_workers_peak_rss_mb"] = {

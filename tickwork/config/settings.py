@@ -75,8 +75,8 @@ class Settings(BaseSettings):
     #: Total deadline of an http attempt whose job has no ``timeoutSeconds`` (connect, send, read).
     http_timeout_seconds: float = Field(default=DEFAULT_HTTP_TIMEOUT_SECONDS, gt=0, le=86400)
 
-    leader_ttl_ms: int = Field(default=3000, ge=500, le=600_000)
-    leader_renew_ms: int = Field(default=1000, ge=100, le=300_000)
+    leader_ttl_ms: int = Field(default=1500, ge=500, le=600_000)
+    leader_renew_ms: int = Field(default=500, ge=100, le=300_000)
     heartbeat_ttl_seconds: float = Field(default=10.0, gt=0, le=3600)
     heartbeat_interval_seconds: float = Field(default=2.0, gt=0, le=600)
     outbox_grace_seconds: float = Field(default=30.0, gt=0, le=86400)

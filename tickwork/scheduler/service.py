@@ -142,6 +142,8 @@ class SchedulerService:
                 leader_key(settings.namespace),
                 node_id=self.node_id,
                 ttl_ms=settings.leader_ttl_ms,
+                # A standby takes a dead leader's lease the moment it expires (issue 15).
+                wait_ms=int(settings.leader_renew_ms * 0.9),
             )
         else:
             self.lease = LocalLease(
