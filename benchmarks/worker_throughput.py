@@ -247,6 +247,11 @@ def main() -> int:
         action="store_true",
         help="a tickwork drain per round on mysqlclient (mysql+mysqldb://), the same code (needs the extra)",
     )
+    parser.add_argument(
+        "--scale-out", action="store_true", help="only the drain, at each processes x threads point"
+    )
+    parser.add_argument("--scale-processes", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--scale-threads", type=int, nargs="+", default=[4, 8, 16])
     parser.add_argument("--skip-latency", action="store_true", help="only the drain")
     parser.add_argument("--driver", choices=sorted(DRIVERS), default="pymysql", help="MySQL driver")
     parser.add_argument(
@@ -353,28 +358,54 @@ def main() -> int:
             mark_enqueued(engine, ids)
             return now, round(time.monotonic() - t, 2)
 
+        def done_waiter(now: Any) -> Any:
+            def tickwork_done(t0: float, t1: float) -> float:
+                # The drain ends when every run is SUCCESS in the database, not at the last ack.
+                while True:
+                    with engine.connect() as c:
+                        done = c.scalar(
+                            select(func.count()).where(
+                                runs_table.c.job_id == noop_job.id,
+                                runs_table.c.scheduled_for == now,
+                                runs_table.c.status == RunStatus.SUCCESS.value,
+                            )
+                        )
+                    if done >= args.jobs:
+                        return time.monotonic()
+                    if time.monotonic() - t1 > 60:
+                        raise RuntimeError(f"only {done} of {args.jobs} tickwork runs finished")
+                    time.sleep(0.01)
+
+            return tickwork_done
+
+        if args.scale_out:
+            # Workers scaling out: the same drain with 1, 2 and 4 processes at several thread
+            # counts, tickwork and bare Dramatiq alternating at each point.
+            points = []
+            for processes in args.scale_processes:
+                for threads in args.scale_threads:
+                    point_args = argparse.Namespace(
+                        **{**vars(args), "processes": processes, "threads": threads}
+                    )
+                    now, _ = load_tickwork()
+                    tw = drain(settings, channel, tw_queue, args.jobs, point_args, log, done_waiter(now))
+                    for _ in range(args.jobs):
+                        jobs_module.bare_noop.send()
+                    bare = drain(settings, channel, bare_queue, args.jobs, point_args, log)
+                    points.append({"processes": processes, "threads": threads, "tickwork": tw, "bare": bare})
+                    print(
+                        f"{processes}x{threads}: tickwork {tw['jobs_per_s']}/s, bare {bare['jobs_per_s']}/s"
+                        f" (load {os.getloadavg()[0]:.2f})",
+                        flush=True,
+                    )
+            results["scale_out"] = points
+            return finish(results, args, None)
+
         for round_no in range(args.rounds):
             row: dict[str, Any] = {}
             for kind in kinds:
                 now, load_seconds = load_tickwork()
-
-                def tickwork_done(t0: float, t1: float, now: Any = now) -> float:
-                    # The drain ends when every run is SUCCESS in the database, not at the last ack.
-                    while True:
-                        with engine.connect() as c:
-                            done = c.scalar(
-                                select(func.count()).where(
-                                    runs_table.c.job_id == noop_job.id,
-                                    runs_table.c.scheduled_for == now,
-                                    runs_table.c.status == RunStatus.SUCCESS.value,
-                                )
-                            )
-                        if done >= args.jobs:
-                            return time.monotonic()
-                        if time.monotonic() - t1 > 60:
-                            raise RuntimeError(f"only {done} of {args.jobs} tickwork runs finished")
-                        time.sleep(0.01)
-
+                tickwork_done = done_waiter(now)
                 profile = (
                     Path(args.profile) if args.profile and round_no == 0 and kind == "tickwork" else None
                 )
@@ -514,6 +545,8 @@ def finish(results: dict[str, Any], args: argparse.Namespace, values: dict[str, 
     out.write_text(json.dumps(results, indent=2))
     if values is not None:
         plot(results, values, out.with_suffix(".png"))
+    if "scale_out" in results:
+        plot_scale_out(results, out.with_suffix(".png"))
     print(json.dumps(results, indent=2))
     return 0
 
@@ -543,6 +576,35 @@ def plot(results: dict[str, Any], latencies: dict[str, list[float]], path: Path)
     ax2.set_ylabel("CDF")
     ax2.set_title(f"latency at {results['tickwork_latency_ms']['rate_per_s']:.0f} jobs/s")
     ax2.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def plot_scale_out(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    points = results["scale_out"]
+    threads = sorted({p["threads"] for p in points})
+    for kind, style in (("tickwork", "-"), ("bare", "--")):
+        for t in threads:
+            series = sorted((p["processes"], p[kind]["jobs_per_s"]) for p in points if p["threads"] == t)
+            ax.plot(
+                [x for x, _ in series], [y for _, y in series], style, marker="o",
+                label=f"{'bare Dramatiq' if kind == 'bare' else 'tickwork'}, {t} threads",
+            )  # fmt: skip
+    ax.set_xticks(sorted({p["processes"] for p in points}))
+    ax.set_xlabel("worker processes (2 cores; MariaDB and RabbitMQ on the same cores)")
+    ax.set_ylabel("drain rate (jobs/s)")
+    machine = results["machine"]
+    ax.set_title(
+        f"{results['jobs']} no-op jobs per drain, {machine['date']}, "
+        f"load {machine['loadavg_start'][0]}-{machine['loadavg_end'][0]}"
+    )
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
