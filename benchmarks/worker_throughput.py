@@ -176,8 +176,13 @@ def drain(
     profile: Path | None = None,
     gil: bool = False,
     extra_env: dict[str, str] | None = None,
+    starter: Any = None,
 ) -> dict[str, Any]:
-    proc = start_workers(settings, [queue], args.processes, args.threads, log, extra_env)
+    proc = (
+        starter()
+        if starter
+        else start_workers(settings, [queue], args.processes, args.threads, log, extra_env)
+    )
     try:
         deadline = time.monotonic() + 60
         while ready_count(channel, queue) >= n:
@@ -229,6 +234,62 @@ def drain(
     }
 
 
+class CeleryAnchor:
+    """Celery with a run history in MySQL, drained like the others (``benchmarks/celery_app.py``)."""
+
+    def __init__(self, settings: Settings, log: Path, args: argparse.Namespace) -> None:
+        self.n = args.celery_jobs
+        self.log = log
+        self.queue = f"{settings.namespace}.celery"
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("TICKWORK_")},
+            "PYTHONPATH": str(ROOT),
+            "BENCH_CELERY_BROKER": settings.broker_url.replace("%2F", "/"),
+            "BENCH_CELERY_BACKEND": "db+" + settings.database_url.replace("mysqldb", "pymysql"),
+            "BENCH_CELERY_QUEUE": self.queue,
+        }
+        os.environ.update({k: v for k, v in self.env.items() if k.startswith("BENCH_CELERY_")})
+        from benchmarks import celery_app
+
+        self.app = celery_app.app
+        self.task = celery_app.noop
+        self.engine = create_engine(settings.database_url)
+
+    def _start(self) -> Any:
+        argv = [
+            sys.executable, "-m", "celery", "-A", "benchmarks.celery_app", "worker", "-P", "prefork",
+            "-c", "2", "-Q", self.queue, "--loglevel", "WARNING", "--without-gossip", "--without-mingle",
+        ]  # fmt: skip
+        return subprocess.Popen(
+            argv, env=self.env, cwd=ROOT, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+
+    def _succeeded(self) -> int:
+        with self.engine.connect() as c:
+            try:
+                return int(c.scalar(text("SELECT COUNT(*) FROM celery_taskmeta WHERE status = 'SUCCESS'")))
+            except Exception:
+                return 0  # the backend creates its table with the first result
+
+    def drain(self, channel: Any) -> dict[str, Any]:
+        with self.engine.begin() as c, contextlib.suppress(Exception):
+            c.execute(text("DELETE FROM celery_taskmeta"))
+        with self.app.producer_or_acquire() as producer:
+            for _ in range(self.n):
+                self.task.apply_async(producer=producer)
+
+        def done(t0: float, t1: float) -> float:
+            while self._succeeded() < self.n:
+                if time.monotonic() - t1 > 300:
+                    raise RuntimeError(f"only {self._succeeded()} of {self.n} Celery tasks succeeded")
+                time.sleep(0.05)
+            return time.monotonic()
+
+        args = argparse.Namespace(processes=1, threads=2)
+        return drain(None, channel, self.queue, self.n, args, self.log, done, starter=self._start)  # type: ignore[arg-type]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=10000)
@@ -252,6 +313,12 @@ def main() -> int:
     )
     parser.add_argument("--scale-processes", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--scale-threads", type=int, nargs="+", default=[4, 8, 16])
+    parser.add_argument(
+        "--with-celery",
+        action="store_true",
+        help="a Celery drain per round (prefork -c 2, SQLAlchemy backend on MariaDB; the bench extra)",
+    )
+    parser.add_argument("--celery-jobs", type=int, default=2000, help="tasks per Celery drain")
     parser.add_argument("--skip-latency", action="store_true", help="only the drain")
     parser.add_argument("--driver", choices=sorted(DRIVERS), default="pymysql", help="MySQL driver")
     parser.add_argument(
@@ -401,6 +468,9 @@ def main() -> int:
             results["scale_out"] = points
             return finish(results, args, None)
 
+        celery = None
+        if args.with_celery:
+            celery = CeleryAnchor(settings, log, args)
         for round_no in range(args.rounds):
             row: dict[str, Any] = {}
             for kind in kinds:
@@ -417,13 +487,16 @@ def main() -> int:
             for _ in range(args.jobs):
                 jobs_module.bare_noop.send()
             row["bare"] = drain(settings, channel, bare_queue, args.jobs, args, log)
+            if celery is not None:
+                row["celery"] = celery.drain(channel)
+                row["ratio_vs_celery"] = round(row["tickwork"]["jobs_per_s"] / row["celery"]["jobs_per_s"], 3)
             for kind in kinds:
                 suffix = kind.removeprefix("tickwork")
                 row[f"ratio{suffix}"] = round(row[kind]["jobs_per_s"] / row["bare"]["jobs_per_s"], 3)
             rounds.append(row)
             print(
                 f"round {round_no + 1}: "
-                + ", ".join(f"{k} {row[k]['jobs_per_s']}/s" for k in [*kinds, "bare"])
+                + ", ".join(f"{k} {row[k]['jobs_per_s']}/s" for k in [*kinds, "bare", "celery"] if k in row)
                 + f" (load {os.getloadavg()[0]:.2f})",
                 flush=True,
             )
@@ -440,6 +513,18 @@ def main() -> int:
             results["tickwork"]["jobs_per_s_median"] / results["bare"]["jobs_per_s_median"], 3
         )
         results["ratio_per_round"] = [r["ratio"] for r in rounds]
+        if celery is not None:
+            results["celery"] = {
+                "config": "Celery 5, prefork -c 2, SQLAlchemy result backend on MariaDB, "
+                "task_track_started, acks_late, RabbitMQ",
+                "jobs_per_s_median": statistics.median(r["celery"]["jobs_per_s"] for r in rounds),
+                "worker_cpu_ms_per_job_median": statistics.median(
+                    r["celery"]["worker_cpu_ms_per_job"] for r in rounds
+                ),
+            }
+            results["ratio_vs_celery"] = round(
+                results["tickwork"]["jobs_per_s_median"] / results["celery"]["jobs_per_s_median"], 3
+            )
         for kind in kinds[1:]:
             suffix = kind.removeprefix("tickwork")
             results[f"ratio{suffix}"] = round(
