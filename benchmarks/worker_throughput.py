@@ -674,11 +674,12 @@ def plot_scale_out(results: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 4.5))
     points = results["scale_out"]
     threads = sorted({p["threads"] for p in points})
+    colors = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e"]
     for kind, style in (("tickwork", "-"), ("bare", "--")):
-        for t in threads:
+        for t, color in zip(threads, colors, strict=False):
             series = sorted((p["processes"], p[kind]["jobs_per_s"]) for p in points if p["threads"] == t)
             ax.plot(
-                [x for x, _ in series], [y for _, y in series], style, marker="o",
+                [x for x, _ in series], [y for _, y in series], style, marker="o", color=color,
                 label=f"{'bare Dramatiq' if kind == 'bare' else 'tickwork'}, {t} threads",
             )  # fmt: skip
     ax.set_xticks(sorted({p["processes"] for p in points}))
