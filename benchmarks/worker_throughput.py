@@ -318,6 +318,9 @@ def main() -> int:
         action="store_true",
         help="a Celery drain per round (prefork -c 2, SQLAlchemy backend on MariaDB; the bench extra)",
     )
+    parser.add_argument(
+        "--also-committers", type=int, metavar="N", help="a tickwork drain per round with N committer threads"
+    )
     parser.add_argument("--celery-jobs", type=int, default=2000, help="tasks per Celery drain")
     parser.add_argument("--skip-latency", action="store_true", help="only the drain")
     parser.add_argument("--driver", choices=sorted(DRIVERS), default="pymysql", help="MySQL driver")
@@ -386,6 +389,7 @@ def main() -> int:
             "tickwork",
             *(["tickwork_sync"] if args.also_sync else []),
             *(["tickwork_mysqldb"] if args.also_mysqlclient else []),
+            *([f"tickwork_c{args.also_committers}"] if args.also_committers else []),
         ]
         # The same workers and code, another MySQL driver: only the URL's scheme differs.
         mysqldb_url = settings.database_url.replace(DRIVERS[args.driver], DRIVERS["mysqldb"], 1)
@@ -393,6 +397,7 @@ def main() -> int:
             "tickwork": None,
             "tickwork_sync": {"BENCH_SYNC_SUCCESS": "1"},
             "tickwork_mysqldb": {"TICKWORK_DATABASE_URL": mysqldb_url},
+            f"tickwork_c{args.also_committers}": {"BENCH_COMMITTERS": str(args.also_committers)},
         }
 
         def load_tickwork() -> tuple[Any, float]:

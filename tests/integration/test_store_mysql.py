@@ -133,8 +133,9 @@ def test_mark_enqueued_survives_being_the_deadlock_victim(mysql_engine) -> None:
     assert len(stamped) == 2 and all(v is not None for v in stamped)
 
 
-def test_recorder_group_commit_gives_each_statement_its_own_result(mysql_engine) -> None:
-    """90 claims (three workers racing for each of 30 attempts) go through the group committer
+@pytest.mark.parametrize("committers", [1, 2])
+def test_recorder_group_commit_gives_each_statement_its_own_result(mysql_engine, committers: int) -> None:
+    """90 claims (three workers racing for each of 30 attempts) go through the group committer(s)
     (one multi-statement round trip per group): exactly one claim per attempt wins, and only the
     winner can finish it."""
     from tickwork.store.recorder import AttemptRecorder
@@ -144,7 +145,7 @@ def test_recorder_group_commit_gives_each_statement_its_own_result(mysql_engine)
     ids = [
         insert_run(mysql_engine, job_id=job.id, scheduled_for=base + timedelta(seconds=i)) for i in range(30)
     ]
-    recorder = AttemptRecorder(mysql_engine, max_batch=16)
+    recorder = AttemptRecorder(mysql_engine, max_batch=16, committers=committers)
     won: dict[tuple[int, str], bool] = {}
     barrier = threading.Barrier(90)
 

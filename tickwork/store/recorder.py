@@ -38,8 +38,10 @@ logger = logging.getLogger(__name__)
 
 #: The most claims and finishes committed in one transaction.
 DEFAULT_MAX_BATCH = 64
-#: Committer threads per process on MySQL (see :class:`AttemptRecorder`).
-DEFAULT_COMMITTERS = 2
+#: Committer threads per process on MySQL (see :class:`AttemptRecorder`). One: with successes
+#: written without holding a worker thread, a second committer made smaller groups and more CPU
+#: per job, and drained slower (benchmarks/results/worker_committers_1.json, _4.json).
+DEFAULT_COMMITTERS = 1
 
 CLAIM = "claim"
 FINISH = "finish"
@@ -101,8 +103,8 @@ class AttemptRecorder:
       max_batch: the most claims and finishes committed together.
       committers: committer threads (each with its own connection) on MySQL. With one, a claim
         arriving while a group is being committed waits for that group's round trip and log
-        flush before its own starts; with two, the next group goes out at once and InnoDB
-        flushes both in one group commit. SQLite has one writer: always one committer there.
+        flush; with more, the next group goes out at once, but groups are smaller (measured:
+        slower overall). SQLite has one writer: always one committer there.
     """
 
     def __init__(
