@@ -312,7 +312,7 @@ def main() -> int:
         "--scale-out", action="store_true", help="only the drain, at each processes x threads point"
     )
     parser.add_argument("--scale-processes", type=int, nargs="+", default=[1, 2, 4])
-    parser.add_argument("--scale-threads", type=int, nargs="+", default=[4, 8, 16])
+    parser.add_argument("--scale-threads", type=int, nargs="+", default=[8, 16, 32])
     parser.add_argument(
         "--with-celery",
         action="store_true",
