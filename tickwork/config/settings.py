@@ -93,7 +93,7 @@ class Settings(BaseSettings):
     @classmethod
     def _database_url(cls, value: str) -> str:
         if not (value.startswith("sqlite") or value.startswith("mysql")):
-            raise ValueError("must be a sqlite:/// or mysql+pymysql:// URL")
+            raise ValueError("must be a sqlite:///, mysql+pymysql:// or mysql+mysqldb:// URL")
         return value
 
     @field_validator("broker_url")
