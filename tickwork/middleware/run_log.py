@@ -32,20 +32,21 @@ from sqlalchemy import Engine
 
 from tickwork.messaging import HTTP_ACTOR
 from tickwork.middleware.attempt import (
-    Attempt,
-    current_attempt,
+    ClaimedAttempt,
+    attach_attempt,
     describe_failure,
+    detach_attempt,
     failure_http_status,
     failure_traceback,
     format_output,
-    run_options,
+    options_of,
     set_current_attempt,
     track_in_flight,
     untrack_in_flight,
     write_with_retries,
 )
-from tickwork.store.models import RunStatus
 from tickwork.store.recorder import AttemptRecorder
+from tickwork.vocabulary import RunStatus
 
 #: Default cap on the recorded output, in bytes of UTF-8.
 DEFAULT_OUTPUT_MAX_BYTES = 65536
@@ -92,7 +93,7 @@ class RunLog(Middleware):
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         set_current_attempt(None)
-        options = run_options(message)
+        options = options_of(message)
         if options is None:
             return
         worker_id = self.worker_id()
@@ -122,8 +123,9 @@ class RunLog(Middleware):
                 message.message_id,
             )
             raise SkipMessage("attempt already claimed")
-        set_current_attempt(
-            Attempt(options=options, worker_id=worker_id, is_http=message.actor_name == HTTP_ACTOR)
+        attach_attempt(
+            message,
+            ClaimedAttempt(options=options, worker_id=worker_id, is_http=message.actor_name == HTTP_ACTOR),
         )
         self.logger.debug(
             "Run %s attempt %s of job %s started.", options["run_id"], options["attempt"], options["job_name"]
@@ -137,8 +139,7 @@ class RunLog(Middleware):
         result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
-        attempt = current_attempt()
-        set_current_attempt(None)
+        attempt = detach_attempt(message)
         if attempt is None:
             return
         handed_over = False
@@ -180,8 +181,7 @@ class RunLog(Middleware):
 
     def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
         """A later middleware skipped a claimed attempt: it is left to the reaper, not stranded."""
-        attempt = current_attempt()
-        set_current_attempt(None)
+        attempt = detach_attempt(message)
         if attempt is not None:
             untrack_in_flight(attempt.run_id)
 
@@ -190,7 +190,7 @@ class RunLog(Middleware):
 
         Otherwise its row would stay PENDING and the outbox sweep would republish it forever.
         """
-        options = run_options(message)
+        options = options_of(message)
         if options is None or not isinstance(getattr(message, "_exception", None), ActorNotFound):
             return
         worker_id = self.worker_id()
@@ -225,7 +225,7 @@ class RunLog(Middleware):
                 self._pending_cond.wait(left)
         return True
 
-    def _finish_later(self, attempt: Attempt, values: dict[str, Any]) -> None:
+    def _finish_later(self, attempt: ClaimedAttempt, values: dict[str, Any]) -> None:
         with self._pending_cond:
             self._pending += 1
 
@@ -244,13 +244,13 @@ class RunLog(Middleware):
             self._settled(attempt)
             raise
 
-    def _finish_fallback(self, attempt: Attempt, values: dict[str, Any]) -> None:
+    def _finish_fallback(self, attempt: ClaimedAttempt, values: dict[str, Any]) -> None:
         try:
             self._finish(attempt, **values)
         finally:
             self._settled(attempt)
 
-    def _settled(self, attempt: Attempt) -> None:
+    def _settled(self, attempt: ClaimedAttempt) -> None:
         untrack_in_flight(attempt.run_id)
         with self._pending_cond:
             self._pending -= 1
@@ -265,7 +265,7 @@ class RunLog(Middleware):
                 self._fallback_pid = pid
             return self._fallback
 
-    def _not_finished(self, attempt: Attempt, values: dict[str, Any]) -> None:
+    def _not_finished(self, attempt: ClaimedAttempt, values: dict[str, Any]) -> None:
         self.logger.warning(
             "Run %s was no longer RUNNING under worker %s (reaped?); outcome %s not recorded.",
             attempt.run_id,
@@ -273,7 +273,7 @@ class RunLog(Middleware):
             values.get("status"),
         )
 
-    def _finish(self, attempt: Attempt, **values: Any) -> None:
+    def _finish(self, attempt: ClaimedAttempt, **values: Any) -> None:
         try:
             finished = write_with_retries(
                 lambda: self.recorder.finish(attempt.run_id, attempt.worker_id, **values),
