@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import tickwork
-from tickwork.api import dlq, health, jobs, runs
+from tickwork.api import dlq, health, jobs, notifications, runs
 from tickwork.api.auth import Reader
 from tickwork.api.errors import install_error_handlers
 from tickwork.api.state import ApiState, JobChangedHook, redis_wake_hook
@@ -189,6 +189,7 @@ def create_app(
     app.include_router(jobs.router)
     app.include_router(runs.router)
     app.include_router(dlq.router)
+    app.include_router(notifications.router)
     dashboard = _optional_router("tickwork.api.dashboard")
     if dashboard is not None:
         app.include_router(dashboard)

@@ -52,17 +52,35 @@ class JobOut(ApiModel):
     version: int
     created_at: datetime
     updated_at: datetime
+    #: Alerts (issue 13).
+    late_after_seconds: int | None = None
+    pause_after_failures: int | None = None
+    notify_url: str | None = None
+    #: null, ``manual``, or ``auto: N consecutive dead runs``.
+    paused_reason: str | None = None
+    #: ``healthy``, ``late``, ``failing`` or ``paused`` (see docs/operations.md).
+    health: str = "healthy"
+    last_success_at: datetime | None = None
 
     @classmethod
-    def of(cls, job: Job, *, masked: bool = False) -> JobOut:
+    def of(
+        cls,
+        job: Job,
+        *,
+        masked: bool = False,
+        health: str | None = None,
+        last_success_at: datetime | None = None,
+    ) -> JobOut:
         """``masked`` (a ``viewer``'s read): URL userinfo and credential-like header, query and
         JSON values replaced with ``***`` (:mod:`tickwork.redaction`)."""
         out = cls.model_validate(job)
-        return (
-            out.model_copy(update=masked_definition(out.handler_type, out.handler_data, out.parameters))
-            if masked
-            else out
-        )
+        extra: dict[str, Any] = {"last_success_at": last_success_at}
+        if health is not None:
+            extra["health"] = health
+        if masked:
+            extra.update(masked_definition(out.handler_type, out.handler_data, out.parameters))
+            extra["notify_url"] = redact_url(out.notify_url) if out.notify_url else None
+        return out.model_copy(update=extra)
 
 
 def masked_definition(
@@ -158,6 +176,32 @@ class Health(BaseModel):
     checks: dict[str, str] = Field(default_factory=dict)
 
 
+class NotificationOut(ApiModel):
+    """One webhook notification (one event, one target) and how its delivery went."""
+
+    id: int
+    event: str
+    job_id: int | None
+    run_id: int | None
+    target: str
+    status: str
+    attempts: int
+    last_error: str | None
+    next_attempt_at: datetime
+    delivered_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    #: The JSON body as POSTed (and signed).
+    payload: str
+
+
+class NotificationPage(ApiModel):
+    """Newest first; pass ``nextBeforeId`` as ``beforeId`` for the next page (null: no more)."""
+
+    items: list[NotificationOut]
+    next_before_id: int | None
+
+
 class FieldError(BaseModel):
     """One invalid input: ``field`` is the JSON field, query parameter or header; ``reason`` why."""
 
@@ -197,6 +241,9 @@ class JobPatch(ApiModel):
     misfire_grace_seconds: StrictFloat | None = None
     overlap_policy: OverlapPolicy | None = None
     enabled: StrictBool | None = None
+    late_after_seconds: StrictInt | None = None
+    pause_after_failures: StrictInt | None = None
+    notify_url: str | None = None
 
     def changes(self) -> dict[str, Any]:
         """The fields the client sent, by snake_case name."""

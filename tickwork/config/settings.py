@@ -75,6 +75,20 @@ class Settings(BaseSettings):
     #: Total deadline of an http attempt whose job has no ``timeoutSeconds`` (connect, send, read).
     http_timeout_seconds: float = Field(default=DEFAULT_HTTP_TIMEOUT_SECONDS, gt=0, le=86400)
 
+    #: Alerts (issue 13). Every notification is POSTed here (and to the job's ``notifyUrl``).
+    notify_url: str | None = None
+    #: Key of the ``X-Tickwork-Signature`` HMAC; empty: notifications are sent unsigned.
+    notify_secret: str = ""
+    #: First retry of a failed delivery after this long, doubling up to ``notify_max_backoff``.
+    notify_backoff_seconds: float = Field(default=10.0, gt=0, le=86400)
+    notify_max_backoff_seconds: float = Field(default=3600.0, gt=0, le=86400)
+    #: A notification not delivered this long after it was recorded ends FAILED.
+    notify_deadline_seconds: float = Field(default=86400.0, gt=0, le=30 * 86400)
+    #: Total time one delivery POST may take.
+    notify_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    #: How far back the late sweep looks the first time it sees a job (later: from its watermark).
+    late_lookback_seconds: float = Field(default=3600.0, gt=0, le=30 * 86400)
+
     leader_ttl_ms: int = Field(default=3000, ge=500, le=600_000)
     leader_renew_ms: int = Field(default=1000, ge=100, le=300_000)
     heartbeat_ttl_seconds: float = Field(default=10.0, gt=0, le=3600)
@@ -135,6 +149,19 @@ class Settings(BaseSettings):
         # The built-in ranges stay whatever the variable says: it adds, it never replaces.
         return list(dict.fromkeys([*ALWAYS_DENIED_NETWORKS, *value]))
 
+    @field_validator("notify_url")
+    @classmethod
+    def _notify_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        from tickwork.spec import validate_http_url
+
+        try:
+            validate_http_url(value, field="TICKWORK_NOTIFY_URL")
+        except ValueError as exc:
+            raise ValueError(getattr(exc, "reason", str(exc))) from None
+        return value
+
     @field_validator("auth_secret")
     @classmethod
     def _secret(cls, value: str) -> str:
@@ -166,6 +193,20 @@ def check_consistency(settings: Settings) -> None:
             "TICKWORK_HEARTBEAT_INTERVAL_SECONDS",
             f"must be below TICKWORK_HEARTBEAT_TTL_SECONDS ({settings.heartbeat_ttl_seconds:g}): "
             "live workers would be reaped as lost between beats",
+        )
+    if settings.notify_url:  # the http deny list applies to notifications too
+        from urllib.parse import urlsplit
+
+        from tickwork.spec import check_denied_host
+
+        try:
+            check_denied_host(urlsplit(settings.notify_url).hostname or "", settings.http_deny_networks)
+        except ValueError as exc:
+            raise ConfigError("TICKWORK_NOTIFY_URL", str(getattr(exc, "reason", exc))) from None
+    if settings.notify_max_backoff_seconds < settings.notify_backoff_seconds:
+        raise ConfigError(
+            "TICKWORK_NOTIFY_MAX_BACKOFF_SECONDS",
+            f"must be at least TICKWORK_NOTIFY_BACKOFF_SECONDS ({settings.notify_backoff_seconds:g})",
         )
 
 

@@ -25,10 +25,11 @@ from tickwork.middleware.attempt import (
     write_with_retries,
 )
 from tickwork.middleware.backoff import has_retries_left
+from tickwork.store.alerts import finish_dead
 from tickwork.store.attempts import discard_dead_runs, list_dead_runs, replay_dead_run
 from tickwork.store.jobs import get_job
-from tickwork.store.models import JobRun, RunStatus, RunTrigger, utcnow
-from tickwork.store.runs import finish_attempt, mark_enqueued
+from tickwork.store.models import JobRun, RunTrigger, utcnow
+from tickwork.store.runs import mark_enqueued
 
 logger = logging.getLogger(__name__)
 
@@ -67,11 +68,12 @@ class DeadLetter(Middleware):
         attempt.settled = True
         try:
             dead = write_with_retries(
-                lambda: finish_attempt(
+                # Issue 13 hook: DEAD, run.dead and the auto-pause in one transaction.
+                lambda: finish_dead(
                     self.engine,
                     options["run_id"],
                     attempt.worker_id,
-                    status=RunStatus.DEAD,
+                    notify_url=self.settings.notify_url,
                     output=getattr(exception, "output", None),
                     http_status=failure_http_status(exception, attempt),
                     error=error,

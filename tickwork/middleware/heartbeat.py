@@ -28,10 +28,11 @@ from tickwork.messaging import HTTP_ACTOR, build_message, queue_name, run_option
 from tickwork.middleware.attempt import in_flight_runs
 from tickwork.middleware.backoff import DEFAULT_JITTER, backoff_delay
 from tickwork.middleware.dead_letter import dead_letter_payload, publish_dead_letter
+from tickwork.store.alerts import finish_dead
 from tickwork.store.attempts import RunningAttempt, finish_and_retry, running_attempts, running_workers
 from tickwork.store.jobs import get_job
-from tickwork.store.models import HandlerType, RunStatus, RunTrigger, utcnow
-from tickwork.store.runs import finish_attempt, mark_enqueued
+from tickwork.store.models import HandlerType, RunTrigger, utcnow
+from tickwork.store.runs import mark_enqueued
 
 logger = logging.getLogger(__name__)
 
@@ -313,7 +314,8 @@ def _fail_lost_attempt(
         except Exception:
             logger.exception("Publishing retry run %s failed; it stays PENDING for the outbox.", new_id)
         return 1
-    if not finish_attempt(engine, row.id, worker_id, status=RunStatus.DEAD, error=reason):
+    # Issue 13 hook: DEAD, run.dead and the auto-pause in one transaction.
+    if not finish_dead(engine, row.id, worker_id, notify_url=settings.notify_url, error=reason):
         return 0
     logger.warning(
         "Run %s of job %s: %s (worker %s), no retries left: DEAD.", row.id, job.name, reason, worker_id

@@ -52,7 +52,9 @@ from tickwork.messaging import (
 )
 from tickwork.metrics import get_metrics
 from tickwork.middleware.heartbeat import HeartbeatStore, reap_lost_attempts
+from tickwork.notify import Deliverer
 from tickwork.scheduler.leader import LeaderLease, Lease, LocalLease
+from tickwork.store.alerts import sweep_late, sweep_recovered
 from tickwork.store.engine import ensure_migrated, make_engine
 from tickwork.store.fires import (
     Attempt,
@@ -83,6 +85,9 @@ RETENTION_MAX_SECONDS = 20.0
 RETENTION_BATCH = 1000
 #: The ticker writes an imminent fire's rows this long before its instant (adapted to the last
 #: transaction's duration) and publishes at the instant itself.
+#: Issue 13: late fires and recoveries are looked for this often; due notifications too.
+ALERT_SWEEP_SECONDS = 1.0
+NOTIFY_POLL_SECONDS = 1.0
 MIN_LEAD_SECONDS = 0.005
 MAX_LEAD_SECONDS = 0.5
 
@@ -154,6 +159,8 @@ class SchedulerService:
             executors={
                 "default": ThreadPoolExecutor(max_workers=4),
                 "ticker": ThreadPoolExecutor(max_workers=1),
+                # Issue 13: webhook delivery on a thread of its own, never the ticker's.
+                "notify": ThreadPoolExecutor(max_workers=1),
             },
         )
         self._next_wake: datetime | None = None
@@ -165,6 +172,7 @@ class SchedulerService:
         self._stop = threading.Event()
         self._listener: threading.Thread | None = None
         self._heartbeats: HeartbeatStore | None = None
+        self._deliverer = Deliverer(settings, self.engine, keep_going=self._leading)
         self.started_at = utcnow()
         #: Counters for tests, metrics and the benchmark.
         self.stats: dict[str, int] = {"ticks": 0, "published": 0, "republished": 0, "rows": 0}
@@ -208,6 +216,7 @@ class SchedulerService:
             ),
             ("worker-sweep", self.sweep_dead_workers, WORKER_SWEEP_SECONDS),
             ("retention", self.prune_retention, RETENTION_SECONDS),
+            ("alert-sweep", self.sweep_alerts, ALERT_SWEEP_SECONDS),  # issue 13
         ):
             self._scheduler.add_job(
                 func,
@@ -217,6 +226,15 @@ class SchedulerService:
                 coalesce=True,
                 max_instances=1,
             )
+        self._scheduler.add_job(  # issue 13: the notifications outbox, leader only
+            self.deliver_notifications,
+            IntervalTrigger(seconds=NOTIFY_POLL_SECONDS),
+            id="notify",
+            executor="notify",
+            misfire_grace_time=None,
+            coalesce=True,
+            max_instances=1,
+        )
         self._scheduler.start()
         if self.redis is not None:
             self._listener = threading.Thread(target=self._listen, name="tickwork-wake", daemon=True)
@@ -239,6 +257,7 @@ class SchedulerService:
             self._listener.join(timeout=3)
         if self._heartbeats is not None:
             self._heartbeats.close()
+        self._deliverer.close()
         if self._own_broker:
             self.broker.close()
         if self._own_engine:
@@ -478,6 +497,33 @@ class SchedulerService:
             return reap_lost_attempts(self.settings, self.engine, self.broker, self._heartbeats)
         except Exception:
             logger.exception("dead-worker sweep failed", extra={"node_id": self.node_id})
+            return 0
+
+    def _leading(self) -> bool:
+        return self.is_leader and not self._stop.is_set()
+
+    def sweep_alerts(self) -> int:
+        """Issue 13: report late fires (``job.late``) and recoveries (``job.recovered``)."""
+        if not self.is_leader:
+            return 0
+        try:
+            notify_url = self.settings.notify_url
+            late = sweep_late(
+                self.engine, notify_url=notify_url, lookback_seconds=self.settings.late_lookback_seconds
+            )
+            return late + sweep_recovered(self.engine, notify_url=notify_url)
+        except Exception:
+            logger.exception("alert sweep failed", extra={"node_id": self.node_id})
+            return 0
+
+    def deliver_notifications(self) -> int:
+        """Issue 13: POST due webhook notifications (on the ``notify`` thread)."""
+        if not self.is_leader:
+            return 0
+        try:
+            return self._deliverer.deliver_due()
+        except Exception:
+            logger.exception("notification delivery failed", extra={"node_id": self.node_id})
             return 0
 
     def prune_retention(self) -> int:

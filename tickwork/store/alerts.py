@@ -1,0 +1,513 @@
+"""SQL of alerts: health, late fires, auto-pause, recovery, and recording notifications.
+
+Every notification is inserted in the same transaction as the state change it reports (a run
+going DEAD, a job paused, a fire marked late, a job recovered), so a crash either loses both or
+neither: delivery (:mod:`tickwork.notify`) is then at-least-once. Each state change is a
+compare-and-set, so several schedulers (or a worker and a sweep) report a change once.
+The rules themselves are in :mod:`tickwork.alerts`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, case, func, insert, or_, select, update
+from sqlalchemy.sql.elements import ColumnElement
+
+from tickwork.alerts import (
+    Event,
+    Health,
+    auto_pause_reason,
+    fire_is_late,
+    job_document,
+    missing_fire_document,
+    notification_body,
+    notification_targets,
+    run_document,
+)
+from tickwork.store.models import (
+    NotificationStatus,
+    RunStatus,
+    RunTrigger,
+    jobs_table,
+    notifications_table,
+    runs_table,
+    utcnow,
+)
+from tickwork.store.runs import finish_attempt
+
+J = jobs_table.c
+R = runs_table.c
+N = notifications_table.c
+
+#: Fires one late sweep decides per job at most (the rest on the next sweep).
+LATE_SCAN_LIMIT = 1000
+#: Jobs one recovery sweep looks at, at most.
+RECOVERY_SCAN_LIMIT = 1000
+
+# -- health -------------------------------------------------------------------------------------
+
+
+def last_success_at() -> Any:
+    """The finish time of a job's newest SUCCESS attempt (a correlated subquery on ``jobs``)."""
+    return (
+        select(R.finished_at)
+        .where(R.job_id == J.id, R.status == RunStatus.SUCCESS.value)
+        .order_by(R.id.desc())
+        .limit(1)
+        .correlate(jobs_table)
+        .scalar_subquery()
+    )
+
+
+def last_final_status() -> Any:
+    """The status of a job's newest finished run, SUCCESS or DEAD (a correlated subquery)."""
+    return (
+        select(R.status)
+        .where(R.job_id == J.id, R.status.in_([RunStatus.SUCCESS.value, RunStatus.DEAD.value]))
+        .order_by(R.id.desc())
+        .limit(1)
+        .correlate(jobs_table)
+        .scalar_subquery()
+    )
+
+
+def health_expression() -> ColumnElement[str]:
+    """:func:`tickwork.alerts.job_health` in SQL, so ``GET /jobs?health=`` filters and pages."""
+    success = last_success_at()
+    late = and_(J.late_since.is_not(None), or_(success.is_(None), success < J.late_since))
+    return case(
+        (J.enabled.is_(False), Health.PAUSED.value),
+        (late, Health.LATE.value),
+        (last_final_status() == RunStatus.DEAD.value, Health.FAILING.value),
+        else_=Health.HEALTHY.value,
+    )
+
+
+@dataclass(frozen=True)
+class JobHealth:
+    job_id: int
+    name: str
+    health: str
+    last_success_at: datetime | None
+
+
+def health_of(engine: Engine | Connection, job_ids: list[int] | None = None) -> dict[int, JobHealth]:
+    """Health and last success of the given jobs (all jobs when None)."""
+    query = select(J.id, J.name, health_expression().label("health"), last_success_at().label("last_success"))
+    if job_ids is not None:
+        if not job_ids:
+            return {}
+        query = query.where(J.id.in_(job_ids))
+    conn_or_engine = engine
+    if isinstance(conn_or_engine, Engine):
+        with conn_or_engine.connect() as conn:
+            rows = list(conn.execute(query))
+    else:
+        rows = list(conn_or_engine.execute(query))
+    return {
+        int(row.id): JobHealth(int(row.id), row.name, str(row.health), _aware(row.last_success))
+        for row in rows
+    }
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """A scalar subquery's column loses the UTCDateTime type: naive UTC comes back."""
+    from datetime import UTC
+
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+# -- recording ----------------------------------------------------------------------------------
+
+
+def record_notifications(
+    conn: Connection,
+    event: Event,
+    job: Any,
+    run: dict[str, Any] | None,
+    *,
+    notify_url: str | None,
+    now: datetime,
+) -> int:
+    """Insert one PENDING notification per target (none when nothing is configured)."""
+    targets = notification_targets(notify_url, job.notify_url)
+    if not targets:
+        return 0
+    body = notification_body(event, now, job_document(job), run)
+    run_id = run.get("id") if run else None
+    conn.execute(
+        insert(notifications_table),
+        [
+            {
+                "event": event.value,
+                "job_id": job.id,
+                "run_id": run_id,
+                "target": target,
+                "payload": body,
+                "status": NotificationStatus.PENDING.value,
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for target in targets
+        ],
+    )
+    return len(targets)
+
+
+def _job(conn: Connection, job_id: int) -> Any:
+    return conn.execute(select(jobs_table).where(J.id == job_id)).first()
+
+
+def _run(conn: Connection, run_id: int) -> Any:
+    return conn.execute(select(runs_table).where(R.id == run_id)).first()
+
+
+# -- a run goes DEAD ----------------------------------------------------------------------------
+
+
+def finish_dead(
+    engine: Engine,
+    run_id: int,
+    worker_id: str,
+    *,
+    notify_url: str | None,
+    **values: Any,
+) -> bool:
+    """RUNNING → DEAD (as :func:`~tickwork.store.runs.finish_attempt`) and, in the same
+    transaction, what follows a dead run: ``run.dead``, and the auto-pause with ``job.paused``.
+    False (and nothing written) if the attempt was not ours to finish."""
+    now = values.pop("now", None) or utcnow()
+    with engine.begin() as conn:
+        if not finish_attempt(conn, run_id, worker_id, status=RunStatus.DEAD, now=now, **values):
+            return False
+        after_run_dead(conn, run_id, notify_url=notify_url, now=now)
+        return True
+
+
+def after_run_dead(conn: Connection, run_id: int, *, notify_url: str | None, now: datetime) -> bool:
+    """Record ``run.dead`` and pause the job if its last ``pauseAfterFailures`` runs are DEAD.
+
+    Call inside the transaction that made the run DEAD. Returns True if the job was paused
+    (compare-and-set on ``enabled``: of several racing callers one pauses and notifies).
+    """
+    run = _run(conn, run_id)
+    if run is None:
+        return False
+    conn.execute(update(jobs_table).where(J.id == run.job_id).values(failing_since=now))
+    job = _job(conn, run.job_id)
+    if job is None:
+        return False
+    record_notifications(conn, Event.RUN_DEAD, job, run_document(run), notify_url=notify_url, now=now)
+    if not job.enabled or not job.pause_after_failures:
+        return False
+    recent = select(R.status).where(
+        R.job_id == job.id, R.status.in_([RunStatus.SUCCESS.value, RunStatus.DEAD.value])
+    )
+    if job.resumed_at is not None:
+        recent = recent.where(R.created_at >= job.resumed_at)
+    statuses = list(conn.scalars(recent.order_by(R.id.desc()).limit(job.pause_after_failures)))
+    reason = auto_pause_reason(statuses, job.pause_after_failures)
+    if reason is None:
+        return False
+    paused = conn.execute(
+        update(jobs_table)
+        .where(J.id == job.id, J.enabled.is_(True))
+        .values(enabled=False, paused_reason=reason, updated_at=now, version=J.version + 1)
+    )
+    if paused.rowcount != 1:
+        return False
+    job = _job(conn, job.id)
+    record_notifications(conn, Event.JOB_PAUSED, job, run_document(run), notify_url=notify_url, now=now)
+    return True
+
+
+# -- late fires ---------------------------------------------------------------------------------
+
+
+def sweep_late(
+    engine: Engine,
+    *,
+    notify_url: str | None,
+    lookback_seconds: float,
+    now: datetime | None = None,
+) -> int:
+    """Mark late fires of every enabled job with ``lateAfterSeconds`` and record ``job.late``.
+
+    Returns the number of fires reported late. Run by the leading scheduler only; the
+    compare-and-sets (``job_runs.late_at IS NULL``, ``jobs.late_fire_at`` below the fire) keep a
+    second sweep (a deposed leader) from reporting a fire twice.
+    """
+    now = now or utcnow()
+    with engine.connect() as conn:
+        job_ids = list(
+            conn.scalars(
+                select(J.id).where(J.late_after_seconds.is_not(None), J.enabled.is_(True)).order_by(J.id)
+            )
+        )
+    reported = 0
+    for job_id in job_ids:
+        with engine.begin() as conn:
+            reported += _sweep_job_late(
+                conn, job_id, notify_url=notify_url, lookback=lookback_seconds, now=now
+            )
+    return reported
+
+
+def _sweep_job_late(
+    conn: Connection, job_id: int, *, notify_url: str | None, lookback: float, now: datetime
+) -> int:
+    # The job is read first: its next_fire_at and its fire rows are advanced in one transaction,
+    # so a fire below next_fire_at in this snapshot has its row, and one at it has none.
+    job = _job(conn, job_id)
+    if job is None or not job.enabled or not job.late_after_seconds:
+        return 0
+    late_after = int(job.late_after_seconds)
+    decided_until = now - timedelta(seconds=late_after)  # fires before this are decided
+    start = job.late_checked_until or (decided_until - timedelta(seconds=lookback))
+    reported = 0
+    last_reported = job.late_fire_at
+    if (
+        job.next_fire_at is not None
+        and job.next_fire_at < decided_until
+        and (last_reported is None or last_reported < job.next_fire_at)
+    ):
+        # No fire was made at all (every scheduler down, or this one only just back).
+        marked = conn.execute(
+            update(jobs_table)
+            .where(J.id == job.id, or_(J.late_fire_at.is_(None), J.late_fire_at < job.next_fire_at))
+            .values(late_fire_at=job.next_fire_at, late_since=now)
+        )
+        if marked.rowcount == 1:
+            record_notifications(
+                conn,
+                Event.JOB_LATE,
+                job,
+                missing_fire_document(job.next_fire_at),
+                notify_url=notify_url,
+                now=now,
+            )
+            reported += 1
+            last_reported = job.next_fire_at
+    end = decided_until if job.next_fire_at is None else min(decided_until, job.next_fire_at)
+    if end <= start:
+        return reported
+    fires = list(
+        conn.execute(
+            select(R.id, R.scheduled_for)
+            .where(
+                R.job_id == job.id,
+                R.attempt == 1,
+                R.scheduled_for >= start,
+                R.scheduled_for < end,
+                R.late_at.is_(None),
+                R.trigger != RunTrigger.MANUAL.value,
+                R.status != RunStatus.SKIPPED.value,
+            )
+            .order_by(R.scheduled_for)
+            .limit(LATE_SCAN_LIMIT)
+        )
+    )
+    if fires:
+        successes = dict(
+            conn.execute(
+                select(R.scheduled_for, func.min(R.finished_at))
+                .where(
+                    R.job_id == job.id,
+                    R.status == RunStatus.SUCCESS.value,
+                    R.scheduled_for >= fires[0].scheduled_for,
+                    R.scheduled_for <= fires[-1].scheduled_for,
+                )
+                .group_by(R.scheduled_for)
+            ).all()
+        )
+    for fire in fires:
+        scheduled_for = _aware(fire.scheduled_for)
+        assert scheduled_for is not None
+        succeeded = _aware(successes.get(fire.scheduled_for))
+        if not fire_is_late(
+            scheduled_for=scheduled_for, late_after_seconds=late_after, succeeded_at=succeeded, now=now
+        ):
+            continue
+        marked = conn.execute(
+            update(runs_table).where(R.id == fire.id, R.late_at.is_(None)).values(late_at=now)
+        )
+        if marked.rowcount != 1:
+            continue
+        if last_reported is not None and scheduled_for <= last_reported:
+            continue  # reported already as a missing fire, before its row was written
+        newer = or_(J.late_fire_at.is_(None), J.late_fire_at < scheduled_for)
+        conn.execute(
+            update(jobs_table)
+            .where(J.id == job.id)
+            .values(late_since=now, late_fire_at=case((newer, scheduled_for), else_=J.late_fire_at))
+        )
+        last_reported = scheduled_for
+        record_notifications(
+            conn, Event.JOB_LATE, job, run_document(_run(conn, fire.id)), notify_url=notify_url, now=now
+        )
+        reported += 1
+    watermark = end if len(fires) < LATE_SCAN_LIMIT else _aware(fires[-1].scheduled_for)
+    conn.execute(
+        update(jobs_table)
+        .where(J.id == job.id, or_(J.late_checked_until.is_(None), J.late_checked_until < watermark))
+        .values(late_checked_until=watermark)
+    )
+    return reported
+
+
+# -- recovery -----------------------------------------------------------------------------------
+
+
+def sweep_recovered(engine: Engine, *, notify_url: str | None, now: datetime | None = None) -> int:
+    """Jobs that were late or failing and have succeeded since: clear both, record ``job.recovered``."""
+    now = now or utcnow()
+    with engine.connect() as conn:
+        rows = list(
+            conn.execute(
+                select(J.id, J.late_since, J.failing_since)
+                .where(or_(J.late_since.is_not(None), J.failing_since.is_not(None)))
+                .order_by(J.id)
+                .limit(RECOVERY_SCAN_LIMIT)
+            )
+        )
+    recovered = 0
+    for row in rows:
+        since = max(t for t in (row.late_since, row.failing_since) if t is not None)
+        with engine.begin() as conn:
+            success = conn.execute(
+                select(R.id)
+                .where(R.job_id == row.id, R.status == RunStatus.SUCCESS.value, R.finished_at > since)
+                .order_by(R.id)
+                .limit(1)
+            ).first()
+            if success is None:
+                continue
+            cleared = conn.execute(
+                update(jobs_table)
+                .where(
+                    J.id == row.id,
+                    J.late_since.is_not_distinct_from(row.late_since),
+                    J.failing_since.is_not_distinct_from(row.failing_since),
+                )
+                .values(late_since=None, failing_since=None)
+            )
+            if cleared.rowcount != 1:
+                continue
+            job = _job(conn, row.id)
+            record_notifications(
+                conn,
+                Event.JOB_RECOVERED,
+                job,
+                run_document(_run(conn, success.id)),
+                notify_url=notify_url,
+                now=now,
+            )
+            recovered += 1
+    return recovered
+
+
+# -- the outbox ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Due:
+    id: int
+    event: str
+    target: str
+    payload: str
+    attempts: int
+    created_at: datetime
+
+
+def due_notifications(engine: Engine, *, now: datetime | None = None, limit: int = 100) -> list[Due]:
+    """PENDING notifications whose next attempt is due, oldest first."""
+    now = now or utcnow()
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(N.id, N.event, N.target, N.payload, N.attempts, N.created_at)
+            .where(N.status == NotificationStatus.PENDING.value, N.next_attempt_at <= now)
+            .order_by(N.next_attempt_at, N.id)
+            .limit(limit)
+        )
+        return [Due(r.id, r.event, r.target, r.payload, r.attempts, r.created_at) for r in rows]
+
+
+def next_due_at(engine: Engine) -> datetime | None:
+    """When the earliest PENDING notification is due (None: none pending)."""
+    with engine.connect() as conn:
+        value = conn.scalar(
+            select(func.min(N.next_attempt_at)).where(N.status == NotificationStatus.PENDING.value)
+        )
+        return _aware(value)
+
+
+def settle_delivery(
+    engine: Engine,
+    notification_id: int,
+    *,
+    seen_attempts: int,
+    status: NotificationStatus,
+    error: str | None = None,
+    next_attempt_at: datetime | None = None,
+    now: datetime | None = None,
+) -> bool:
+    """Record one delivery attempt (compare-and-set on the attempts seen: one settler wins)."""
+    now = now or utcnow()
+    values: dict[str, Any] = {
+        "status": status.value,
+        "attempts": seen_attempts + 1,
+        "last_error": error,
+        "updated_at": now,
+    }
+    if status == NotificationStatus.DELIVERED:
+        values["delivered_at"] = now
+    if next_attempt_at is not None:
+        values["next_attempt_at"] = next_attempt_at
+    with engine.begin() as conn:
+        result = conn.execute(
+            update(notifications_table)
+            .where(
+                N.id == notification_id,
+                N.status == NotificationStatus.PENDING.value,
+                N.attempts == seen_attempts,
+            )
+            .values(**values)
+        )
+        return bool(result.rowcount == 1)
+
+
+def list_notifications(
+    engine: Engine,
+    *,
+    status: str | None = None,
+    event: str | None = None,
+    job_id: int | None = None,
+    limit: int = 50,
+    before_id: int | None = None,
+) -> list[Any]:
+    """Newest first; ``before_id`` pages back."""
+    query = select(notifications_table)
+    if status:
+        query = query.where(N.status == status)
+    if event:
+        query = query.where(N.event == event)
+    if job_id is not None:
+        query = query.where(N.job_id == job_id)
+    if before_id is not None:
+        query = query.where(N.id < before_id)
+    with engine.connect() as conn:
+        return list(conn.execute(query.order_by(N.id.desc()).limit(limit)))
+
+
+def notification_counts(engine: Engine) -> dict[tuple[str, str], int]:
+    """Notifications by (event, status), for ``tickwork_notifications_total``."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(N.event, N.status, func.count()).group_by(N.event, N.status))
+        return {(str(e), str(s)): int(n) for e, s, n in rows}
