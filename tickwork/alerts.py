@@ -9,7 +9,7 @@ Health of a job, first match wins:
 ``paused``
     the job is disabled (by hand, or by auto-pause: ``pausedReason`` says which);
 ``late``
-    a fire was reported late and the job has not succeeded since;
+    a fire was reported late and no fire has succeeded on time since;
 ``failing``
     the last finished run (SUCCESS or DEAD) is DEAD;
 ``healthy``
@@ -64,9 +64,22 @@ def job_health(*, enabled: bool, late: bool, last_final_status: str | None) -> H
     return Health.HEALTHY
 
 
-def is_late(*, late_since: datetime | None, last_success_at: datetime | None) -> bool:
-    """A job is late from a late report until it next succeeds."""
-    return late_since is not None and (last_success_at is None or last_success_at < late_since)
+def success_recovers(
+    *,
+    finished_at: datetime,
+    scheduled_for: datetime,
+    since: datetime,
+    late: bool,
+    late_after_seconds: int | None,
+) -> bool:
+    """Whether a SUCCESS clears a job's alert state (``job.recovered``): a success after the
+    last report; for a late job, a success on time (a fire that succeeds but late again does
+    not end the lateness: the job would flap between late and recovered)."""
+    if finished_at <= since:
+        return False
+    if late and late_after_seconds:
+        return finished_at <= late_deadline(scheduled_for, late_after_seconds)
+    return True
 
 
 def late_deadline(scheduled_for: datetime, late_after_seconds: int) -> datetime:

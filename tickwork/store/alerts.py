@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, case, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, case, func, insert, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from tickwork.alerts import (
@@ -26,6 +26,7 @@ from tickwork.alerts import (
     notification_body,
     notification_targets,
     run_document,
+    success_recovers,
 )
 from tickwork.store.models import (
     NotificationStatus,
@@ -46,6 +47,8 @@ N = notifications_table.c
 LATE_SCAN_LIMIT = 1000
 #: Jobs one recovery sweep looks at, at most.
 RECOVERY_SCAN_LIMIT = 1000
+#: Successes since the last report looked at per job and sweep (for an on-time one).
+RECOVERY_SUCCESS_LIMIT = 200
 
 # -- health -------------------------------------------------------------------------------------
 
@@ -76,11 +79,9 @@ def last_final_status() -> Any:
 
 def health_expression() -> ColumnElement[str]:
     """:func:`tickwork.alerts.job_health` in SQL, so ``GET /jobs?health=`` filters and pages."""
-    success = last_success_at()
-    late = and_(J.late_since.is_not(None), or_(success.is_(None), success < J.late_since))
     return case(
         (J.enabled.is_(False), Health.PAUSED.value),
-        (late, Health.LATE.value),
+        (J.late_since.is_not(None), Health.LATE.value),
         (last_final_status() == RunStatus.DEAD.value, Health.FAILING.value),
         else_=Health.HEALTHY.value,
     )
@@ -366,12 +367,13 @@ def _sweep_job_late(
 
 
 def sweep_recovered(engine: Engine, *, notify_url: str | None, now: datetime | None = None) -> int:
-    """Jobs that were late or failing and have succeeded since: clear both, record ``job.recovered``."""
+    """Jobs that were late or failing and have succeeded since (on time, if late): clear both
+    and record ``job.recovered`` (compare-and-set on the two instants read)."""
     now = now or utcnow()
     with engine.connect() as conn:
         rows = list(
             conn.execute(
-                select(J.id, J.late_since, J.failing_since)
+                select(J.id, J.late_since, J.failing_since, J.late_after_seconds)
                 .where(or_(J.late_since.is_not(None), J.failing_since.is_not(None)))
                 .order_by(J.id)
                 .limit(RECOVERY_SCAN_LIMIT)
@@ -381,12 +383,26 @@ def sweep_recovered(engine: Engine, *, notify_url: str | None, now: datetime | N
     for row in rows:
         since = max(t for t in (row.late_since, row.failing_since) if t is not None)
         with engine.begin() as conn:
-            success = conn.execute(
-                select(R.id)
+            successes = conn.execute(
+                select(R.id, R.scheduled_for, R.finished_at)
                 .where(R.job_id == row.id, R.status == RunStatus.SUCCESS.value, R.finished_at > since)
                 .order_by(R.id)
-                .limit(1)
-            ).first()
+                .limit(RECOVERY_SUCCESS_LIMIT)
+            )
+            success = next(
+                (
+                    s
+                    for s in successes
+                    if success_recovers(
+                        finished_at=s.finished_at,
+                        scheduled_for=s.scheduled_for,
+                        since=since,
+                        late=row.late_since is not None,
+                        late_after_seconds=row.late_after_seconds,
+                    )
+                ),
+                None,
+            )
             if success is None:
                 continue
             cleared = conn.execute(
