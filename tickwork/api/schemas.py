@@ -17,6 +17,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from tickwork.alerts import job_health
 from tickwork.redaction import redact_http_parameters, redact_json, redact_url
 from tickwork.spec import Instant, check_json_value
 from tickwork.store.models import HandlerType, Job, JobRun, MisfirePolicy, OverlapPolicy
@@ -74,9 +75,11 @@ class JobOut(ApiModel):
         """``masked`` (a ``viewer``'s read): URL userinfo and credential-like header, query and
         JSON values replaced with ``***`` (:mod:`tickwork.redaction`)."""
         out = cls.model_validate(job)
-        extra: dict[str, Any] = {"last_success_at": last_success_at}
-        if health is not None:
-            extra["health"] = health
+        if health is None:  # without the run history: what the job row alone says
+            health = job_health(
+                enabled=out.enabled, late=getattr(job, "late_since", None) is not None, last_final_status=None
+            ).value
+        extra: dict[str, Any] = {"last_success_at": last_success_at, "health": health}
         if masked:
             extra.update(masked_definition(out.handler_type, out.handler_data, out.parameters))
             extra["notify_url"] = redact_url(out.notify_url) if out.notify_url else None
