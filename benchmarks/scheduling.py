@@ -19,6 +19,11 @@ claim) from ``job_runs``.
 
 Run: ``PYTHONPATH=. python benchmarks/scheduling.py --sizes 1000 10000 --duration 24``
 Writes ``results/scheduling.json`` and ``results/scheduling.png``.
+
+``--notify-backlog N`` (issue 13) puts N webhook notifications in the outbox before the run, all
+to a loopback receiver answering 500 at once, with a 50 ms retry backoff: the leader's delivery
+thread POSTs and re-records them for the whole run (the worst case of a receiver down), so the
+publish lag can be compared with a run without (``--notify-backlog 0``).
 """
 
 from __future__ import annotations
@@ -127,9 +132,74 @@ def tickwork_env(url: str, namespace: str, **extra: str) -> dict[str, str]:
     return env
 
 
-def run_size(size: int, duration: float, kill_at: float, workdir: Path) -> dict[str, Any]:
+class RefusingReceiver:
+    """A loopback webhook receiver answering every POST with 500 (and counting them)."""
+
+    def __init__(self) -> None:
+        import http.server
+
+        owner = self
+        self.posts = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("content-length") or 0))
+                owner.posts += 1
+                self.send_response(500)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def fill_outbox(engine: Any, target: str, count: int) -> None:
+    from tickwork.store.models import notifications_table
+
+    now = datetime.now(UTC)
+    rows = [
+        {
+            "event": "run.dead",
+            "job_id": None,
+            "run_id": None,
+            "target": target,
+            "payload": json.dumps({"event": "run.dead", "n": i}),
+            "status": "PENDING",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for i in range(count)
+    ]
+    with engine.begin() as conn:
+        for chunk in range(0, count, 2000):
+            conn.execute(insert(notifications_table), rows[chunk : chunk + 2000])
+
+
+def delivery_attempts(engine: Any) -> int:
+    from sqlalchemy import func
+
+    from tickwork.store.models import notifications_table
+
+    with engine.connect() as conn:
+        return int(conn.scalar(select(func.coalesce(func.sum(notifications_table.c.attempts), 0))) or 0)
+
+
+def run_size(
+    size: int, duration: float, kill_at: float, workdir: Path, notify_backlog: int = 0
+) -> dict[str, Any]:
     name, server, url = create_database("tw_bench")
     procs: list[subprocess.Popen[bytes]] = []
+    refusing: RefusingReceiver | None = None
     try:
         upgrade(url)
         engine = make_engine(url)
@@ -167,7 +237,16 @@ def run_size(size: int, duration: float, kill_at: float, workdir: Path) -> dict[
                 conn.execute(insert(jobs_table), rows[chunk : chunk + 2000])
         receiver = Receiver(AMQP, queue_name(settings, "default"))
         receiver.start()
-        env = tickwork_env(url, name)
+        notify_env: dict[str, str] = {}
+        if notify_backlog:
+            refusing = RefusingReceiver()
+            fill_outbox(engine, refusing.url, notify_backlog)
+            notify_env = {
+                "TICKWORK_NOTIFY_BACKOFF_SECONDS": "0.05",
+                "TICKWORK_NOTIFY_MAX_BACKOFF_SECONDS": "0.05",
+                "TICKWORK_NOTIFY_DEADLINE_SECONDS": "3600",
+            }
+        env = tickwork_env(url, name, **notify_env)
         for i in range(2):
             log = open(workdir / f"bench-{size}-{i}.log", "wb")  # noqa: SIM115
             procs.append(
@@ -287,6 +366,8 @@ def run_size(size: int, duration: float, kill_at: float, workdir: Path) -> dict[
                 default=None,
             ),
             "kill_at_seconds": kill_at,
+            "notify_backlog": notify_backlog,
+            "delivery_attempts": delivery_attempts(engine) if notify_backlog else 0,
             "lag_p99_per_second_ms": {k: pct(v, 0.99) for k, v in sorted(lag_series.items())},
         }
         engine.dispose()
@@ -295,6 +376,8 @@ def run_size(size: int, duration: float, kill_at: float, workdir: Path) -> dict[
         for p in procs:
             if p.poll() is None:
                 p.kill()
+        if refusing is not None:
+            refusing.close()
         with server.connect() as conn:
             conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
         server.dispose()
@@ -407,7 +490,8 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
             list(series.values()),
             marker="o",
             ms=3,
-            label=f"{res['schedules']} schedules",
+            label=f"{res['schedules']} schedules"
+            + (f", {res['notify_backlog']} notifications failing" if res.get("notify_backlog") else ""),
         )
         ax.axvline(res["kill_at_seconds"], color="grey", ls="--", lw=1)
     ax.set_yscale("log")
@@ -427,13 +511,16 @@ def main() -> None:
     parser.add_argument("--e2e-schedules", type=int, default=200, help="0 skips the real-worker phase")
     parser.add_argument("--e2e-duration", type=float, default=15.0)
     parser.add_argument("--out", default=str(ROOT / "results" / "scheduling.json"))
+    parser.add_argument(
+        "--notify-backlog", type=int, default=0, help="notifications failing (500) throughout the run"
+    )
     args = parser.parse_args()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     results = []
     for size in args.sizes:
         print(f"size {size}: running {args.duration:.0f} s ...", flush=True)
-        res = run_size(size, args.duration, args.kill_at, out.parent)
+        res = run_size(size, args.duration, args.kill_at, out.parent, args.notify_backlog)
         brief = {k: v for k, v in res.items() if k != "lag_p99_per_second_ms"}
         print(json.dumps(brief, indent=2), flush=True)
         results.append(res)
