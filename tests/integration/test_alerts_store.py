@@ -20,7 +20,13 @@ from tickwork.alerts import verify
 from tickwork.config import Settings
 from tickwork.notify import Deliverer
 from tickwork.spec import JobSpec
-from tickwork.store.alerts import after_run_dead, due_notifications, sweep_late, sweep_recovered
+from tickwork.store.alerts import (
+    after_run_dead,
+    due_notifications,
+    prune_notifications,
+    sweep_late,
+    sweep_recovered,
+)
 from tickwork.store.jobs import create_job, set_enabled
 from tickwork.store.models import jobs_table, notifications_table, runs_table, utcnow
 from tickwork.store.runs import insert_run
@@ -206,6 +212,9 @@ def test_delivery_signs_retries_and_refuses_a_denied_target(
         last = receiver.received[-1]
         assert verify(last.body, "deliver-secret-123", last.headers["x-tickwork-signature"])
         assert last.body.decode() == delivered.payload
+        # Retention drops delivered and failed rows, never one still to deliver.
+        assert prune_notifications(engine, older_than=utcnow() + timedelta(minutes=1)) == 1
+        assert [n.status for n in events(engine)] == ["PENDING"]
     finally:
         receiver.stop()
 

@@ -11,7 +11,11 @@ APScheduler jobs (all in one ``BackgroundScheduler``):
     ``modify_job(next_run_time=…)``), at :data:`IDLE_POLL_SECONDS` at the latest, and at once
     on :meth:`SchedulerService.wake` (the API publishes on the Redis wake channel).
 ``outbox-sweep``, ``worker-sweep``, ``retention``
-    republish unclaimed PENDING attempts; fail attempts of dead workers; prune old run rows.
+    republish unclaimed PENDING attempts; fail attempts of dead workers; prune old run rows
+    (and delivered or failed notifications).
+``alert-sweep``, ``notify`` (issue 13)
+    report late fires and recoveries (:mod:`tickwork.store.alerts`); deliver due webhook
+    notifications on a thread of their own (:mod:`tickwork.notify`), never the ticker's.
 
 Each act checks the lease first. The ticker's own APScheduler settings are deliberate:
 ``misfire_grace_time=None`` (a late wake-up still runs: never dropped), ``coalesce=True`` and a
@@ -54,7 +58,7 @@ from tickwork.metrics import get_metrics
 from tickwork.middleware.heartbeat import HeartbeatStore, reap_lost_attempts
 from tickwork.notify import Deliverer
 from tickwork.scheduler.leader import LeaderLease, Lease, LocalLease
-from tickwork.store.alerts import sweep_late, sweep_recovered
+from tickwork.store.alerts import prune_notifications, sweep_late, sweep_recovered
 from tickwork.store.engine import ensure_migrated, make_engine
 from tickwork.store.fires import (
     Attempt,
@@ -540,6 +544,7 @@ class SchedulerService:
         )
         if deleted:
             logger.info("pruned %d run rows", deleted, extra={"node_id": self.node_id})
+        prune_notifications(self.engine, older_than=cutoff)  # issue 13: the outbox's history
         return deleted
 
     # -- wake-ups -------------------------------------------------------------------------------

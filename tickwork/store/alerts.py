@@ -247,11 +247,15 @@ def sweep_late(
     """
     now = now or utcnow()
     with engine.connect() as conn:
-        job_ids = list(
-            conn.scalars(
-                select(J.id).where(J.late_after_seconds.is_not(None), J.enabled.is_(True)).order_by(J.id)
+        candidates = list(
+            conn.execute(
+                select(J.id, J.late_after_seconds, J.late_checked_until, J.next_fire_at, J.late_fire_at)
+                .where(J.late_after_seconds.is_not(None), J.enabled.is_(True))
+                .order_by(J.id)
             )
         )
+    # A transaction only for the jobs with something to decide (a minute job: once a minute).
+    job_ids = [row.id for row in candidates if _has_undecided_fires(row, now)]
     reported = 0
     for job_id in job_ids:
         with engine.begin() as conn:
@@ -259,6 +263,15 @@ def sweep_late(
                 conn, job_id, notify_url=notify_url, lookback=lookback_seconds, now=now
             )
     return reported
+
+
+def _has_undecided_fires(row: Any, now: datetime) -> bool:
+    decided_until = now - timedelta(seconds=int(row.late_after_seconds))
+    end = decided_until if row.next_fire_at is None else min(decided_until, row.next_fire_at)
+    missing = row.next_fire_at is not None and row.next_fire_at < decided_until
+    if missing and (row.late_fire_at is None or row.late_fire_at < row.next_fire_at):
+        return True
+    return row.late_checked_until is None or row.late_checked_until < end
 
 
 def _sweep_job_late(
@@ -520,6 +533,25 @@ def list_notifications(
         query = query.where(N.id < before_id)
     with engine.connect() as conn:
         return list(conn.execute(query.order_by(N.id.desc()).limit(limit)))
+
+
+def prune_notifications(engine: Engine, *, older_than: datetime, batch_size: int = 1000) -> int:
+    """Delete DELIVERED and FAILED notifications recorded before ``older_than`` (retention)."""
+    deleted = 0
+    while True:
+        with engine.begin() as conn:
+            ids = list(
+                conn.scalars(
+                    select(N.id)
+                    .where(N.created_at < older_than, N.status != NotificationStatus.PENDING.value)
+                    .order_by(N.id)
+                    .limit(batch_size)
+                )
+            )
+            if not ids:
+                return deleted
+            conn.execute(notifications_table.delete().where(N.id.in_(ids)))
+            deleted += len(ids)
 
 
 def notification_counts(engine: Engine) -> dict[tuple[str, str], int]:
