@@ -26,8 +26,8 @@ from sqlalchemy import Engine
 
 from tickwork.alerts import SIGNATURE_HEADER, delivery_delay, delivery_expired, sign
 from tickwork.config import Settings
-from tickwork.errors import ValidationError
-from tickwork.spec import check_denied_host, request_host
+from tickwork.errors import ConfigError, ValidationError
+from tickwork.spec import check_denied_host, request_host, validate_http_url
 from tickwork.store.alerts import Due, due_notifications, settle_delivery
 from tickwork.store.models import NotificationStatus, utcnow
 
@@ -38,6 +38,17 @@ USER_AGENT = "tickwork-notify/0.1"
 DEFAULT_BATCH = 100
 #: Response text kept in ``last_error``.
 ERROR_MAX_CHARS = 500
+
+
+def check_notify_url(settings: Settings) -> None:
+    """Refuse (:class:`ConfigError` naming ``TICKWORK_NOTIFY_URL``) a global target the http
+    deny list forbids, or whose host is not a valid name; called where processes start."""
+    if not settings.notify_url:
+        return
+    try:
+        validate_http_url(settings.notify_url, settings.http_deny_networks, field="TICKWORK_NOTIFY_URL")
+    except ValidationError as exc:
+        raise ConfigError("TICKWORK_NOTIFY_URL", exc.reason) from None
 
 
 class DeliveryError(Exception):
@@ -66,6 +77,7 @@ class Deliverer:
         self.keep_going = keep_going
         self.batch = batch
         self._client: httpx.Client | None = None
+        check_notify_url(settings)
         if not settings.notify_secret:
             logger.warning("TICKWORK_NOTIFY_SECRET is not set: notifications are sent unsigned")
 
