@@ -65,3 +65,38 @@ def test_scheduler_and_api_exit_2_on_a_denied_notify_url(command: list[str], tmp
     assert result.stderr.strip().splitlines() == [
         "tickwork: invalid TICKWORK_NOTIFY_URL: address 169.254.169.254 is in denied network 169.254.0.0/16"
     ]
+
+
+def test_migration_0003_marks_paused_jobs_manual_and_downgrades(tmp_path: Path) -> None:
+    from alembic import command
+    from sqlalchemy import create_engine, inspect, text
+
+    from tickwork.store.engine import alembic_config, upgrade
+
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    upgrade(url, "0002")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        for name, enabled in (("paused-before", 0), ("running", 1)):
+            conn.execute(
+                text(
+                    "INSERT INTO jobs (name, timezone, handler_type, handler_data, retry_count, "
+                    "retry_backoff_seconds, max_backoff_seconds, queue, misfire_policy, overlap_policy, "
+                    "enabled, source, version, created_at, updated_at) VALUES (:name, 'UTC', 'http', "
+                    "'http://x/', 0, 1, 1, 'default', 'fire_once', 'allow', :enabled, 'api', 1, "
+                    "'2026-01-01', '2026-01-01')"
+                ),
+                {"name": name, "enabled": enabled},
+            )
+    upgrade(url)
+    with engine.connect() as conn:
+        reasons = dict(conn.execute(text("SELECT name, paused_reason FROM jobs")).all())
+    assert reasons == {"paused-before": "manual", "running": None}
+    assert "notifications" in inspect(engine).get_table_names()
+    command.downgrade(alembic_config(url), "0002")
+    engine.dispose()
+    engine = create_engine(url)
+    assert "notifications" not in inspect(engine).get_table_names()
+    assert "late_after_seconds" not in {c["name"] for c in inspect(engine).get_columns("jobs")}
+    assert "late_at" not in {c["name"] for c in inspect(engine).get_columns("job_runs")}
+    engine.dispose()
