@@ -126,6 +126,25 @@ def test_racing_sweeps_report_each_late_fire_exactly_once(engine: Engine) -> Non
     assert marked is not None
 
 
+def test_a_fire_skipped_by_the_misfire_policy_is_late_one_skipped_for_overlap_is_not(engine: Engine) -> None:
+    job_id = make_job(engine, cronExpression="0 * * * * *", lateAfterSeconds=10)
+    base = utcnow().replace(second=0, microsecond=0) - timedelta(minutes=3)
+    missed = insert_run(engine, job_id=job_id, scheduled_for=base, status="SKIPPED", trigger="misfire")
+    overlap = insert_run(
+        engine, job_id=job_id, scheduled_for=base + timedelta(minutes=1), status="SKIPPED", trigger="schedule"
+    )
+    set_job(engine, job_id, next_fire_at=utcnow() + timedelta(minutes=1))
+    assert sweep_late(engine, notify_url=HOOK, lookback_seconds=3600) == 1
+    assert [n.run_id for n in events(engine, "job.late")] == [missed]
+    with engine.connect() as conn:
+        late = dict(
+            conn.execute(
+                select(runs_table.c.id, runs_table.c.late_at).where(runs_table.c.job_id == job_id)
+            ).all()
+        )
+    assert late[missed] is not None and late[overlap] is None
+
+
 def _dead_run(engine: Engine, job_id: int, offset: int) -> int:
     """A fire whose only attempt went DEAD, and what follows (as the worker's hook does)."""
     fire = utcnow().replace(microsecond=0) + timedelta(seconds=offset)

@@ -322,7 +322,9 @@ def _sweep_job_late(
                 R.scheduled_for < end,
                 R.late_at.is_(None),
                 R.trigger != RunTrigger.MANUAL.value,
-                R.status != RunStatus.SKIPPED.value,
+                # Skipped by the overlap policy: deliberate (the fire before it is the late one).
+                # Skipped by the misfire policy: missed while no scheduler ran, so late.
+                or_(R.status != RunStatus.SKIPPED.value, R.trigger == RunTrigger.MISFIRE.value),
             )
             .order_by(R.scheduled_for)
             .limit(LATE_SCAN_LIMIT)
