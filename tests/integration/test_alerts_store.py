@@ -64,8 +64,8 @@ def make_job(engine: Engine, **fields: Any) -> int:
 def test_a_missing_fire_is_reported_once_and_not_again_when_its_row_appears(engine: Engine) -> None:
     job_id = make_job(engine, cronExpression="0 * * * * *", lateAfterSeconds=30, notifyUrl=HOOK)
     missed = utcnow().replace(microsecond=0) - timedelta(minutes=5)
-    with engine.begin() as conn:  # every scheduler down for five minutes: next_fire_at stayed
-        conn.execute(update(jobs_table).where(jobs_table.c.id == job_id).values(next_fire_at=missed))
+    # Every scheduler down for five minutes (since before the sweep last looked): next_fire_at stayed.
+    set_job(engine, job_id, next_fire_at=missed, late_checked_until=missed - timedelta(minutes=1))
     assert sweep_late(engine, notify_url=None, lookback_seconds=3600) == 1
     assert sweep_late(engine, notify_url=None, lookback_seconds=3600) == 0
     [late] = events(engine, "job.late")
@@ -73,12 +73,7 @@ def test_a_missing_fire_is_reported_once_and_not_again_when_its_row_appears(engi
     assert '"status":"MISSING"' in late.payload
     # A scheduler comes back and makes the fire (catch-up): its row is marked, not re-reported.
     run_id = insert_run(engine, job_id=job_id, scheduled_for=missed)
-    with engine.begin() as conn:
-        conn.execute(
-            update(jobs_table)
-            .where(jobs_table.c.id == job_id)
-            .values(next_fire_at=utcnow() + timedelta(minutes=1))
-        )
+    set_job(engine, job_id, next_fire_at=utcnow() + timedelta(minutes=1))
     assert sweep_late(engine, notify_url=None, lookback_seconds=3600) == 0
     with engine.connect() as conn:
         assert conn.scalar(select(runs_table.c.late_at).where(runs_table.c.id == run_id)) is not None
@@ -96,12 +91,7 @@ def test_racing_sweeps_report_each_late_fire_exactly_once(engine: Engine) -> Non
             if index % 3 == 0:
                 values = {"status": "SUCCESS", "finished_at": fire + timedelta(seconds=1)}
             conn.execute(update(runs_table).where(runs_table.c.id == run_id).values(**values))
-    with engine.begin() as conn:
-        conn.execute(
-            update(jobs_table)
-            .where(jobs_table.c.id == job_id)
-            .values(next_fire_at=utcnow() + timedelta(hours=1))
-        )
+    set_job(engine, job_id, next_fire_at=utcnow() + timedelta(hours=1), late_checked_until=start)
     results: list[int] = []
     barrier = threading.Barrier(3)
 
@@ -133,7 +123,7 @@ def test_a_fire_skipped_by_the_misfire_policy_is_late_one_skipped_for_overlap_is
     overlap = insert_run(
         engine, job_id=job_id, scheduled_for=base + timedelta(minutes=1), status="SKIPPED", trigger="schedule"
     )
-    set_job(engine, job_id, next_fire_at=utcnow() + timedelta(minutes=1))
+    set_job(engine, job_id, next_fire_at=utcnow() + timedelta(minutes=1), late_checked_until=base)
     assert sweep_late(engine, notify_url=HOOK, lookback_seconds=3600) == 1
     assert [n.run_id for n in events(engine, "job.late")] == [missed]
     with engine.connect() as conn:
@@ -143,6 +133,21 @@ def test_a_fire_skipped_by_the_misfire_policy_is_late_one_skipped_for_overlap_is
             ).all()
         )
     assert late[missed] is not None and late[overlap] is None
+
+
+def test_turning_the_switch_on_does_not_judge_past_fires(api: Api, engine: Engine) -> None:
+    job = api.create(name="was-failing", cronExpression="* * * * * *")
+    start = utcnow().replace(microsecond=0) - timedelta(minutes=5)
+    for i in range(30):  # thirty past seconds that never succeeded
+        insert_run(engine, job_id=job["id"], scheduled_for=start + timedelta(seconds=i), status="DEAD")
+    patched = api.client.patch(f"/jobs/{job['id']}", json={"lateAfterSeconds": 5}, headers=api.admin)
+    assert patched.status_code == 200 and patched.json()["lateAfterSeconds"] == 5
+    set_job(engine, job["id"], next_fire_at=utcnow() + timedelta(hours=1))
+    assert sweep_late(engine, notify_url=HOOK, lookback_seconds=3600) == 0
+    assert events(engine, "job.late") == []
+    # The same fires with no watermark (a job the sweep never saw) are judged, back to the lookback.
+    set_job(engine, job["id"], late_checked_until=None)
+    assert sweep_late(engine, notify_url=HOOK, lookback_seconds=3600) == 30
 
 
 def _dead_run(engine: Engine, job_id: int, offset: int) -> int:

@@ -65,6 +65,8 @@ def create_job(engine: Engine, spec: JobSpec, *, source: str = "api", now: datet
     job = Job(**row, source=source, next_fire_at=next_fire, created_at=now, updated_at=now)
     if not spec.enabled:
         job.paused_reason = MANUAL_PAUSE
+    if spec.late_after_seconds is not None:
+        job.late_checked_until = now  # lateness is judged from here on, never retroactively
     with session_factory(engine)() as session:
         session.add(job)
         try:
@@ -139,6 +141,12 @@ def update_job(engine: Engine, job_id: int, spec: JobSpec, *, now: datetime | No
         )
         resumed = row["enabled"] and not job.enabled
         paused = job.enabled and not row["enabled"]
+        if row["late_after_seconds"] != job.late_after_seconds:
+            # A new (or changed) lateAfterSeconds judges the fires from now on, not the past
+            # hour's at once; turned off, the job is no longer late.
+            job.late_checked_until = now
+            if row["late_after_seconds"] is None:
+                job.late_since = None
         for key, value in row.items():
             setattr(job, key, value)
         if resumed:
