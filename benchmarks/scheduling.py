@@ -20,6 +20,9 @@ claim) from ``job_runs``.
 Run: ``PYTHONPATH=. python benchmarks/scheduling.py --sizes 1000 10000 --duration 24``
 Writes ``results/scheduling.json`` and ``results/scheduling.png``.
 
+``--late-after N`` (issue 13) sets ``lateAfterSeconds`` on every job, so the leader's alert sweep
+decides every fire (nothing runs them here: every fire is late once N seconds pass).
+
 ``--notify-backlog N`` (issue 13) puts N webhook notifications in the outbox before the run, all
 to a loopback receiver answering 500 at once, with a 50 ms retry backoff: the leader's delivery
 thread POSTs and re-records them for the whole run (the worst case of a receiver down), so the
@@ -185,6 +188,13 @@ def fill_outbox(engine: Any, target: str, count: int) -> None:
             conn.execute(insert(notifications_table), rows[chunk : chunk + 2000])
 
 
+def late_marked(engine: Any) -> int:
+    from sqlalchemy import func
+
+    with engine.connect() as conn:
+        return int(conn.scalar(select(func.count()).where(runs_table.c.late_at.is_not(None))) or 0)
+
+
 def delivery_attempts(engine: Any) -> int:
     from sqlalchemy import func
 
@@ -195,7 +205,12 @@ def delivery_attempts(engine: Any) -> int:
 
 
 def run_size(
-    size: int, duration: float, kill_at: float, workdir: Path, notify_backlog: int = 0
+    size: int,
+    duration: float,
+    kill_at: float,
+    workdir: Path,
+    notify_backlog: int = 0,
+    late_after: int | None = None,
 ) -> dict[str, Any]:
     name, server, url = create_database("tw_bench")
     procs: list[subprocess.Popen[bytes]] = []
@@ -227,6 +242,7 @@ def run_size(
                     "enabled": True,
                     "source": "api",
                     "next_fire_at": first,
+                    "late_after_seconds": late_after,
                     "version": 1,
                     "created_at": now,
                     "updated_at": now,
@@ -235,6 +251,11 @@ def run_size(
         with engine.begin() as conn:
             for chunk in range(0, size, 2000):
                 conn.execute(insert(jobs_table), rows[chunk : chunk + 2000])
+            if late_after:
+                from tickwork.store.models import watermarks_table
+
+                ids = list(conn.scalars(select(jobs_table.c.id)))
+                conn.execute(insert(watermarks_table), [{"job_id": i, "checked_until": now} for i in ids])
         receiver = Receiver(AMQP, queue_name(settings, "default"))
         receiver.start()
         notify_env: dict[str, str] = {}
@@ -367,6 +388,8 @@ def run_size(
             ),
             "kill_at_seconds": kill_at,
             "notify_backlog": notify_backlog,
+            "late_after_seconds": late_after,
+            "fires_marked_late": late_marked(engine) if late_after else 0,
             "delivery_attempts": delivery_attempts(engine) if notify_backlog else 0,
             "lag_p99_per_second_ms": {k: pct(v, 0.99) for k, v in sorted(lag_series.items())},
         }
@@ -512,6 +535,9 @@ def main() -> None:
     parser.add_argument("--e2e-duration", type=float, default=15.0)
     parser.add_argument("--out", default=str(ROOT / "results" / "scheduling.json"))
     parser.add_argument(
+        "--late-after", type=int, default=None, help="lateAfterSeconds on every job (the alert sweep's cost)"
+    )
+    parser.add_argument(
         "--notify-backlog", type=int, default=0, help="notifications failing (500) throughout the run"
     )
     args = parser.parse_args()
@@ -520,7 +546,7 @@ def main() -> None:
     results = []
     for size in args.sizes:
         print(f"size {size}: running {args.duration:.0f} s ...", flush=True)
-        res = run_size(size, args.duration, args.kill_at, out.parent, args.notify_backlog)
+        res = run_size(size, args.duration, args.kill_at, out.parent, args.notify_backlog, args.late_after)
         brief = {k: v for k, v in res.items() if k != "lag_p99_per_second_ms"}
         print(json.dumps(brief, indent=2), flush=True)
         results.append(res)

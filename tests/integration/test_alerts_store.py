@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, delete, select, update
+from sqlalchemy import Engine, delete, insert, select, update
 
 from tests.conftest import SEED
 from tests.integration.api_support import Api, make_api
@@ -28,7 +28,7 @@ from tickwork.store.alerts import (
     sweep_recovered,
 )
 from tickwork.store.jobs import create_job, set_enabled
-from tickwork.store.models import jobs_table, notifications_table, runs_table, utcnow
+from tickwork.store.models import jobs_table, notifications_table, runs_table, utcnow, watermarks_table
 from tickwork.store.runs import insert_run
 
 pytestmark = pytest.mark.integration
@@ -51,9 +51,16 @@ def events(engine: Engine, event: str | None = None) -> list[Any]:
         return list(conn.execute(query))
 
 
-def set_job(engine: Engine, job_id: int, **values: Any) -> None:
+def set_job(engine: Engine, job_id: int, *, late_checked_until: Any = "keep", **values: Any) -> None:
+    """Change a job's row (and its late watermark: None removes it)."""
     with engine.begin() as conn:
-        conn.execute(update(jobs_table).where(jobs_table.c.id == job_id).values(**values))
+        if values:
+            conn.execute(update(jobs_table).where(jobs_table.c.id == job_id).values(**values))
+        if late_checked_until != "keep":
+            conn.execute(delete(watermarks_table).where(watermarks_table.c.job_id == job_id))
+            if late_checked_until is not None:
+                mark = insert(watermarks_table).values(job_id=job_id, checked_until=late_checked_until)
+                conn.execute(mark)
 
 
 def make_job(engine: Engine, **fields: Any) -> int:

@@ -513,7 +513,10 @@ class SchedulerService:
         try:
             notify_url = self.settings.notify_url
             late = sweep_late(
-                self.engine, notify_url=notify_url, lookback_seconds=self.settings.late_lookback_seconds
+                self.engine,
+                notify_url=notify_url,
+                lookback_seconds=self.settings.late_lookback_seconds,
+                keep_going=self._leading,
             )
             return late + sweep_recovered(self.engine, notify_url=notify_url)
         except Exception:

@@ -9,11 +9,13 @@ The rules themselves are in :mod:`tickwork.alerts`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, case, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, case, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
 from tickwork.alerts import (
@@ -36,15 +38,19 @@ from tickwork.store.models import (
     notifications_table,
     runs_table,
     utcnow,
+    watermarks_table,
 )
 from tickwork.store.runs import finish_attempt
 
 J = jobs_table.c
 R = runs_table.c
 N = notifications_table.c
+W = watermarks_table.c
 
-#: Fires one late sweep decides per job at most (the rest on the next sweep).
-LATE_SCAN_LIMIT = 1000
+#: Jobs decided in one transaction of the late sweep.
+LATE_SWEEP_CHUNK = 100
+#: Fires one transaction of the late sweep looks at, at most (the rest on the next sweep).
+LATE_SCAN_LIMIT = 2000
 #: Jobs one recovery sweep looks at, at most.
 RECOVERY_SCAN_LIMIT = 1000
 #: Successes since the last report looked at per job and sweep (for an on-time one).
@@ -238,143 +244,188 @@ def sweep_late(
     notify_url: str | None,
     lookback_seconds: float,
     now: datetime | None = None,
+    keep_going: Callable[[], bool] = lambda: True,
 ) -> int:
     """Mark late fires of every enabled job with ``lateAfterSeconds`` and record ``job.late``.
 
     Returns the number of fires reported late. Run by the leading scheduler only; the
     compare-and-sets (``job_runs.late_at IS NULL``, ``jobs.late_fire_at`` below the fire) keep a
-    second sweep (a deposed leader) from reporting a fire twice.
+    second sweep (a deposed leader) from reporting a fire twice. Jobs are decided
+    :data:`LATE_SWEEP_CHUNK` to a transaction, and ``jobs`` rows are written only when a job
+    turns late (the ticker skips a locked ``jobs`` row: the watermark has its own table).
+    ``keep_going`` is checked between chunks (the scheduler passes "still leading").
     """
     now = now or utcnow()
     with engine.connect() as conn:
         candidates = list(
             conn.execute(
-                select(J.id, J.late_after_seconds, J.late_checked_until, J.next_fire_at, J.late_fire_at)
+                select(J.id, J.late_after_seconds, J.next_fire_at, J.late_fire_at, W.checked_until)
+                .select_from(jobs_table.outerjoin(watermarks_table, W.job_id == J.id))
                 .where(J.late_after_seconds.is_not(None), J.enabled.is_(True))
                 .order_by(J.id)
             )
         )
-    # A transaction only for the jobs with something to decide (a minute job: once a minute).
-    job_ids = [row.id for row in candidates if _has_undecided_fires(row, now)]
+    # Only jobs with something to decide (a minute job: once a minute).
+    due = [row.id for row in candidates if _has_undecided_fires(row, now)]
     reported = 0
-    for job_id in job_ids:
+    for index in range(0, len(due), LATE_SWEEP_CHUNK):
+        if not keep_going():
+            break
         with engine.begin() as conn:
-            reported += _sweep_job_late(
-                conn, job_id, notify_url=notify_url, lookback=lookback_seconds, now=now
+            reported += _sweep_chunk(
+                conn,
+                due[index : index + LATE_SWEEP_CHUNK],
+                notify_url=notify_url,
+                lookback=lookback_seconds,
+                now=now,
             )
     return reported
 
 
-def _has_undecided_fires(row: Any, now: datetime) -> bool:
+def _window_end(row: Any, now: datetime) -> datetime:
+    """Fires before this are decided now: their deadline passed, and (below ``next_fire_at``,
+    read in the same snapshot as the rows) their row exists if they were made."""
     decided_until = now - timedelta(seconds=int(row.late_after_seconds))
-    end = decided_until if row.next_fire_at is None else min(decided_until, row.next_fire_at)
-    missing = row.next_fire_at is not None and row.next_fire_at < decided_until
-    if missing and (row.late_fire_at is None or row.late_fire_at < row.next_fire_at):
-        return True
-    return row.late_checked_until is None or row.late_checked_until < end
+    return decided_until if row.next_fire_at is None else min(decided_until, row.next_fire_at)
 
 
-def _sweep_job_late(
-    conn: Connection, job_id: int, *, notify_url: str | None, lookback: float, now: datetime
+def _missing_fire(row: Any, now: datetime) -> bool:
+    """The next fire is past its deadline and was never made (nor reported yet)."""
+    decided_until = now - timedelta(seconds=int(row.late_after_seconds))
+    return (
+        row.next_fire_at is not None
+        and row.next_fire_at < decided_until
+        and (row.late_fire_at is None or row.late_fire_at < row.next_fire_at)
+    )
+
+
+def _has_undecided_fires(row: Any, now: datetime) -> bool:
+    return _missing_fire(row, now) or row.checked_until is None or row.checked_until < _window_end(row, now)
+
+
+def _sweep_chunk(
+    conn: Connection, job_ids: list[int], *, notify_url: str | None, lookback: float, now: datetime
 ) -> int:
-    # The job is read first: its next_fire_at and its fire rows are advanced in one transaction,
-    # so a fire below next_fire_at in this snapshot has its row, and one at it has none.
-    job = _job(conn, job_id)
-    if job is None or not job.enabled or not job.late_after_seconds:
-        return 0
-    late_after = int(job.late_after_seconds)
-    decided_until = now - timedelta(seconds=late_after)  # fires before this are decided
-    start = job.late_checked_until or (decided_until - timedelta(seconds=lookback))
-    reported = 0
-    last_reported = job.late_fire_at
-    if (
-        job.next_fire_at is not None
-        and job.next_fire_at < decided_until
-        and (last_reported is None or last_reported < job.next_fire_at)
-    ):
-        # No fire was made at all (every scheduler down, or this one only just back).
-        marked = conn.execute(
-            update(jobs_table)
-            .where(J.id == job.id, or_(J.late_fire_at.is_(None), J.late_fire_at < job.next_fire_at))
-            .values(late_fire_at=job.next_fire_at, late_since=now)
+    # The jobs are read first: a job's next_fire_at and its fire rows are advanced in one
+    # transaction, so a fire below next_fire_at in this snapshot has its row, one at it has none.
+    jobs = {
+        row.id: row
+        for row in conn.execute(
+            select(jobs_table, W.checked_until)
+            .select_from(jobs_table.outerjoin(watermarks_table, W.job_id == J.id))
+            .where(J.id.in_(job_ids))
         )
-        if marked.rowcount == 1:
-            record_notifications(
-                conn,
-                Event.JOB_LATE,
-                job,
-                missing_fire_document(job.next_fire_at),
-                notify_url=notify_url,
-                now=now,
+    }
+    reported = 0
+    windows: dict[int, tuple[datetime, datetime]] = {}
+    suppressed: dict[int, datetime | None] = {}
+    turned_late: set[int] = set()
+    for job in jobs.values():
+        if not job.enabled or not job.late_after_seconds:
+            continue
+        suppressed[job.id] = job.late_fire_at
+        if _missing_fire(job, now):
+            # No fire was made at all (every scheduler down, or this one only just back).
+            marked = conn.execute(
+                update(jobs_table)
+                .where(J.id == job.id, or_(J.late_fire_at.is_(None), J.late_fire_at < job.next_fire_at))
+                .values(late_fire_at=job.next_fire_at, late_since=func.coalesce(J.late_since, now))
             )
-            reported += 1
-            last_reported = job.next_fire_at
-    end = decided_until if job.next_fire_at is None else min(decided_until, job.next_fire_at)
-    if end <= start:
+            if marked.rowcount == 1:
+                document = missing_fire_document(job.next_fire_at)
+                record_notifications(conn, Event.JOB_LATE, job, document, notify_url=notify_url, now=now)
+                reported += 1
+                suppressed[job.id] = job.next_fire_at
+                turned_late.add(job.id)
+        lookback_start = now - timedelta(seconds=int(job.late_after_seconds) + lookback)
+        start, end = job.checked_until or lookback_start, _window_end(job, now)
+        if end > start:
+            windows[job.id] = (start, end)
+    if not windows:
         return reported
+    in_windows = or_(
+        *(
+            and_(R.job_id == job_id, R.scheduled_for >= start, R.scheduled_for < end)
+            for job_id, (start, end) in windows.items()
+        )
+    )
     fires = list(
         conn.execute(
-            select(R.id, R.scheduled_for)
+            select(R.id, R.job_id, R.scheduled_for)
             .where(
-                R.job_id == job.id,
+                in_windows,
                 R.attempt == 1,
-                R.scheduled_for >= start,
-                R.scheduled_for < end,
                 R.late_at.is_(None),
                 R.trigger != RunTrigger.MANUAL.value,
                 # Skipped by the overlap policy: deliberate (the fire before it is the late one).
                 # Skipped by the misfire policy: missed while no scheduler ran, so late.
                 or_(R.status != RunStatus.SKIPPED.value, R.trigger == RunTrigger.MISFIRE.value),
             )
-            .order_by(R.scheduled_for)
+            .order_by(R.job_id, R.scheduled_for)
             .limit(LATE_SCAN_LIMIT)
         )
     )
+    successes: dict[tuple[int, datetime], datetime | None] = {}
     if fires:
-        successes = dict(
-            conn.execute(
-                select(R.scheduled_for, func.min(R.finished_at))
-                .where(
-                    R.job_id == job.id,
-                    R.status == RunStatus.SUCCESS.value,
-                    R.scheduled_for >= fires[0].scheduled_for,
-                    R.scheduled_for <= fires[-1].scheduled_for,
-                )
-                .group_by(R.scheduled_for)
-            ).all()
+        rows = conn.execute(
+            select(R.job_id, R.scheduled_for, func.min(R.finished_at))
+            .where(in_windows, R.status == RunStatus.SUCCESS.value)
+            .group_by(R.job_id, R.scheduled_for)
         )
+        successes = {(job_id, _aware(fire)): _aware(done) for job_id, fire, done in rows}  # type: ignore[misc]
     for fire in fires:
+        job = jobs[fire.job_id]
         scheduled_for = _aware(fire.scheduled_for)
         assert scheduled_for is not None
-        succeeded = _aware(successes.get(fire.scheduled_for))
         if not fire_is_late(
-            scheduled_for=scheduled_for, late_after_seconds=late_after, succeeded_at=succeeded, now=now
+            scheduled_for=scheduled_for,
+            late_after_seconds=int(job.late_after_seconds),
+            succeeded_at=successes.get((fire.job_id, scheduled_for)),
+            now=now,
         ):
             continue
         marked = conn.execute(
             update(runs_table).where(R.id == fire.id, R.late_at.is_(None)).values(late_at=now)
         )
         if marked.rowcount != 1:
-            continue
-        if last_reported is not None and scheduled_for <= last_reported:
+            continue  # another sweep decided it
+        last = suppressed.get(job.id)
+        if last is not None and scheduled_for <= last:
             continue  # reported already as a missing fire, before its row was written
-        newer = or_(J.late_fire_at.is_(None), J.late_fire_at < scheduled_for)
-        conn.execute(
-            update(jobs_table)
-            .where(J.id == job.id)
-            .values(late_since=now, late_fire_at=case((newer, scheduled_for), else_=J.late_fire_at))
-        )
-        last_reported = scheduled_for
-        record_notifications(
-            conn, Event.JOB_LATE, job, run_document(_run(conn, fire.id)), notify_url=notify_url, now=now
-        )
+        if job.late_since is None and job.id not in turned_late:
+            # The job turns late: the only ``jobs`` write of a late fire (the row stays unlocked
+            # for the ticker while the job keeps being late).
+            conn.execute(
+                update(jobs_table).where(J.id == job.id, J.late_since.is_(None)).values(late_since=now)
+            )
+            turned_late.add(job.id)
+        document = run_document(_run(conn, fire.id))
+        record_notifications(conn, Event.JOB_LATE, job, document, notify_url=notify_url, now=now)
         reported += 1
-    watermark = end if len(fires) < LATE_SCAN_LIMIT else _aware(fires[-1].scheduled_for)
-    conn.execute(
-        update(jobs_table)
-        .where(J.id == job.id, or_(J.late_checked_until.is_(None), J.late_checked_until < watermark))
-        .values(late_checked_until=watermark)
-    )
+    # Advance the watermarks (their own table). A scan cut by the limit stops at its last fire.
+    marks: dict[int, datetime] = {job_id: end for job_id, (_start, end) in windows.items()}
+    if len(fires) >= LATE_SCAN_LIMIT:
+        last_fire = fires[-1]
+        for job_id in windows:
+            if job_id > last_fire.job_id:
+                del marks[job_id]
+        last_at = _aware(last_fire.scheduled_for)
+        assert last_at is not None
+        marks[last_fire.job_id] = last_at
+    existing = [job_id for job_id in marks if jobs[job_id].checked_until is not None]
+    if existing:
+        conn.execute(
+            update(watermarks_table)
+            .where(W.job_id == bindparam("jid"), W.checked_until < bindparam("until"))
+            .values(checked_until=bindparam("until")),
+            [{"jid": job_id, "until": marks[job_id]} for job_id in existing],
+        )
+    for job_id in (j for j in marks if jobs[j].checked_until is None):
+        try:
+            with conn.begin_nested():
+                conn.execute(insert(watermarks_table).values(job_id=job_id, checked_until=marks[job_id]))
+        except IntegrityError:
+            pass  # another sweep made it at the same moment: the next sweep moves it
     return reported
 
 

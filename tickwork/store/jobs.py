@@ -14,7 +14,7 @@ from tickwork.errors import Conflict, NotFound
 from tickwork.scheduler.cron import next_fire_time
 from tickwork.spec import JobSpec
 from tickwork.store.engine import session_factory
-from tickwork.store.models import Job, jobs_table, utcnow
+from tickwork.store.models import Job, JobLateWatermark, jobs_table, utcnow
 
 #: The fields a ``@job`` decorator defines: the code owns them, and an API edit of one is
 #: refused (it would be reverted when the next worker or scheduler registers the code). The
@@ -65,11 +65,13 @@ def create_job(engine: Engine, spec: JobSpec, *, source: str = "api", now: datet
     job = Job(**row, source=source, next_fire_at=next_fire, created_at=now, updated_at=now)
     if not spec.enabled:
         job.paused_reason = MANUAL_PAUSE
-    if spec.late_after_seconds is not None:
-        job.late_checked_until = now  # lateness is judged from here on, never retroactively
     with session_factory(engine)() as session:
         session.add(job)
         try:
+            if spec.late_after_seconds is not None:
+                session.flush()  # the id, for the watermark
+                # Lateness is judged from here on, never retroactively.
+                session.add(JobLateWatermark(job_id=job.id, checked_until=now))
             session.commit()
         except IntegrityError:
             session.rollback()
@@ -144,7 +146,7 @@ def update_job(engine: Engine, job_id: int, spec: JobSpec, *, now: datetime | No
         if row["late_after_seconds"] != job.late_after_seconds:
             # A new (or changed) lateAfterSeconds judges the fires from now on, not the past
             # hour's at once; turned off, the job is no longer late.
-            job.late_checked_until = now
+            session.merge(JobLateWatermark(job_id=job.id, checked_until=now))
             if row["late_after_seconds"] is None:
                 job.late_since = None
         for key, value in row.items():

@@ -144,8 +144,6 @@ class Job(Base):
     late_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: When the job last went DEAD without a success since (a ``job.recovered`` is owed).
     failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    #: Fires scheduled before this instant are decided (late or on time) by the late sweep.
-    late_checked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: The scheduled time of the last fire reported late (a missing fire has no run row to mark).
     late_fire_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
@@ -195,6 +193,19 @@ class JobRun(Base):
     )
 
 
+class JobLateWatermark(Base):
+    """Fires of the job scheduled before ``checked_until`` are decided (late or on time).
+
+    Its own table, not a ``jobs`` column: the late sweep moves it every second for a per-second
+    job, and a ``jobs`` row it locked would be skipped by the ticker (``FOR UPDATE SKIP LOCKED``).
+    """
+
+    __tablename__ = "job_late_watermarks"
+
+    job_id: Mapped[int] = mapped_column(BigId, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    checked_until: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class NotificationStatus(enum.StrEnum):
     PENDING = "PENDING"  # recorded (with the state change it reports); not delivered yet
     DELIVERED = "DELIVERED"  # the target answered 2xx
@@ -231,3 +242,4 @@ class Notification(Base):
 jobs_table = cast(Table, Job.__table__)
 runs_table = cast(Table, JobRun.__table__)
 notifications_table = cast(Table, Notification.__table__)
+watermarks_table = cast(Table, JobLateWatermark.__table__)

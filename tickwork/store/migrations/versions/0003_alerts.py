@@ -30,7 +30,6 @@ JOB_COLUMNS = (
     ("resumed_at", _instant),
     ("late_since", _instant),
     ("failing_since", _instant),
-    ("late_checked_until", _instant),
     ("late_fire_at", _instant),
 )
 
@@ -61,9 +60,15 @@ def upgrade() -> None:
         sqlite_autoincrement=True,
     )
     op.create_index("ix_notifications_status_next", "notifications", ["status", "next_attempt_at"])
+    op.create_table(
+        "job_late_watermarks",
+        sa.Column("job_id", BigId, sa.ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column("checked_until", _instant(), nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("job_late_watermarks")
     op.drop_index("ix_notifications_status_next", table_name="notifications")
     op.drop_table("notifications")
     with op.batch_alter_table("job_runs") as batch:
