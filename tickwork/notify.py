@@ -78,8 +78,7 @@ class Deliverer:
         self.batch = batch
         self._client: httpx.Client | None = None
         check_notify_url(settings)
-        if not settings.notify_secret:
-            logger.warning("TICKWORK_NOTIFY_SECRET is not set: notifications are sent unsigned")
+        self._warned_unsigned = False
 
     def client(self) -> httpx.Client:
         if self._client is None:
@@ -118,6 +117,9 @@ class Deliverer:
         headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
         if self.settings.notify_secret:
             headers[SIGNATURE_HEADER] = sign(body, self.settings.notify_secret)
+        elif not self._warned_unsigned:
+            logger.warning("TICKWORK_NOTIFY_SECRET is not set: notifications are sent unsigned")
+            self._warned_unsigned = True
         try:
             self._check_target(due.target)
             response = self.client().post(due.target, content=body, headers=headers)

@@ -132,6 +132,32 @@ def _aware(value: datetime | None) -> datetime | None:
 # -- recording ----------------------------------------------------------------------------------
 
 
+def notification_rows(
+    event: Event, job: Any, run: dict[str, Any] | None, *, notify_url: str | None, now: datetime
+) -> list[dict[str, Any]]:
+    """The outbox rows of one event: one PENDING row per target (none when nothing is set)."""
+    targets = notification_targets(notify_url, job.notify_url)
+    if not targets:
+        return []
+    body = notification_body(event, now, job_document(job), run)
+    run_id = run.get("id") if run else None
+    return [
+        {
+            "event": event.value,
+            "job_id": job.id,
+            "run_id": run_id,
+            "target": target,
+            "payload": body,
+            "status": NotificationStatus.PENDING.value,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for target in targets
+    ]
+
+
 def record_notifications(
     conn: Connection,
     event: Event,
@@ -141,31 +167,11 @@ def record_notifications(
     notify_url: str | None,
     now: datetime,
 ) -> int:
-    """Insert one PENDING notification per target (none when nothing is configured)."""
-    targets = notification_targets(notify_url, job.notify_url)
-    if not targets:
-        return 0
-    body = notification_body(event, now, job_document(job), run)
-    run_id = run.get("id") if run else None
-    conn.execute(
-        insert(notifications_table),
-        [
-            {
-                "event": event.value,
-                "job_id": job.id,
-                "run_id": run_id,
-                "target": target,
-                "payload": body,
-                "status": NotificationStatus.PENDING.value,
-                "attempts": 0,
-                "next_attempt_at": now,
-                "created_at": now,
-                "updated_at": now,
-            }
-            for target in targets
-        ],
-    )
-    return len(targets)
+    """Insert one PENDING notification per target, in the caller's transaction."""
+    rows = notification_rows(event, job, run, notify_url=notify_url, now=now)
+    if rows:
+        conn.execute(insert(notifications_table), rows)
+    return len(rows)
 
 
 def _job(conn: Connection, job_id: int) -> Any:
@@ -373,24 +379,39 @@ def _sweep_chunk(
             .group_by(R.job_id, R.scheduled_for)
         )
         successes = {(job_id, _aware(fire)): _aware(done) for job_id, fire, done in rows}  # type: ignore[misc]
-    for fire in fires:
+    late = [
+        fire
+        for fire in fires
+        if fire_is_late(
+            scheduled_for=_aware(fire.scheduled_for),  # type: ignore[arg-type]
+            late_after_seconds=int(jobs[fire.job_id].late_after_seconds),
+            succeeded_at=successes.get((fire.job_id, _aware(fire.scheduled_for))),  # type: ignore[arg-type]
+            now=now,
+        )
+    ]
+    ours: dict[int, Any] = {}
+    if late:
+        # Compare-and-set of the lot: the rows still unmarked, locked (a racing sweep waits, then
+        # finds them marked), are this sweep's to mark and report.
+        locked = list(
+            conn.scalars(
+                select(R.id)
+                .where(R.id.in_(sorted(f.id for f in late)), R.late_at.is_(None))
+                .order_by(R.id)
+                .with_for_update()
+            )
+        )
+        if locked:
+            conn.execute(update(runs_table).where(R.id.in_(locked)).values(late_at=now))
+            ours = {row.id: row for row in conn.execute(select(runs_table).where(R.id.in_(locked)))}
+    outbox: list[dict[str, Any]] = []
+    for fire in late:
+        if fire.id not in ours:
+            continue  # another sweep decided it
         job = jobs[fire.job_id]
         scheduled_for = _aware(fire.scheduled_for)
-        assert scheduled_for is not None
-        if not fire_is_late(
-            scheduled_for=scheduled_for,
-            late_after_seconds=int(job.late_after_seconds),
-            succeeded_at=successes.get((fire.job_id, scheduled_for)),
-            now=now,
-        ):
-            continue
-        marked = conn.execute(
-            update(runs_table).where(R.id == fire.id, R.late_at.is_(None)).values(late_at=now)
-        )
-        if marked.rowcount != 1:
-            continue  # another sweep decided it
         last = suppressed.get(job.id)
-        if last is not None and scheduled_for <= last:
+        if last is not None and scheduled_for is not None and scheduled_for <= last:
             continue  # reported already as a missing fire, before its row was written
         if job.late_since is None and job.id not in turned_late:
             # The job turns late: the only ``jobs`` write of a late fire (the row stays unlocked
@@ -399,9 +420,11 @@ def _sweep_chunk(
                 update(jobs_table).where(J.id == job.id, J.late_since.is_(None)).values(late_since=now)
             )
             turned_late.add(job.id)
-        document = run_document(_run(conn, fire.id))
-        record_notifications(conn, Event.JOB_LATE, job, document, notify_url=notify_url, now=now)
+        document = run_document(ours[fire.id])
+        outbox += notification_rows(Event.JOB_LATE, job, document, notify_url=notify_url, now=now)
         reported += 1
+    if outbox:
+        conn.execute(insert(notifications_table), outbox)
     # Advance the watermarks (their own table). A scan cut by the limit stops at its last fire.
     marks: dict[int, datetime] = {job_id: end for job_id, (_start, end) in windows.items()}
     if len(fires) >= LATE_SCAN_LIMIT:
