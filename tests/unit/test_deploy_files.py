@@ -83,8 +83,10 @@ def test_grafana_uses_the_provisioned_datasource_and_real_metric_names() -> None
         pending_runs=lambda: 0,
         queue_depths=lambda: {"q": 0},
         cluster_state=lambda: {"leader": None, "schedulers": [], "workers": []},
+        job_health=lambda: [("job", 1.0, "late")],
+        notification_counts=lambda: {("job.late", "PENDING"): 1},
     )
-    exported |= {family.name for family in cluster.collect()}
+    exported |= {family.name + ("_total" if family.type == "counter" else "") for family in cluster.collect()}
     used: set[str] = set()
     for panel in dashboard["panels"]:
         assert panel["datasource"]["uid"] == datasource["uid"], panel["title"]
