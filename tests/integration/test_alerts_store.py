@@ -4,6 +4,7 @@ the resume, the health filter, delivery against a receiver, and every bad input 
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -305,3 +306,33 @@ def test_health_filter_and_fields(api: Api, engine: Engine) -> None:
     listed = api.client.get(f"/notifications?jobId={failing['id']}", headers=api.viewer).json()["items"]
     assert [n["event"] for n in listed] == ["run.dead"] and listed[0]["status"] == "PENDING"
     assert "pw" not in listed[0]["target"]
+
+
+def test_cli_notifications_list_and_jobs_health(cluster_settings: Settings, engine: Engine) -> None:
+    from tests.integration.test_cli import run
+
+    job_id = make_job(engine, name="cli-failing", cronExpression="0 0 * * * *", notifyUrl=HOOK)
+    _dead_run(engine, job_id, 1)
+    listed = run(cluster_settings, "notifications", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    items = json.loads(listed.stdout)["items"]
+    assert [(n["event"], n["jobId"], n["target"], n["status"], n["attempts"]) for n in items] == [
+        ("run.dead", job_id, HOOK, "PENDING", 0)
+    ]
+    table = run(cluster_settings, "notifications", "list", "--status", "PENDING")
+    assert table.returncode == 0 and "run.dead" in table.stdout and HOOK in table.stdout
+    bad = run(cluster_settings, "notifications", "list", "--status", "LOST")
+    assert bad.returncode == 2 and "--status" in bad.stderr
+    jobs = run(cluster_settings, "jobs", "list", "--health", "failing")
+    assert (
+        jobs.returncode == 0
+        and "cli-failing" in jobs.stdout
+        and "failing (last success never)" in jobs.stdout
+    )
+    late = run(
+        cluster_settings, "jobs", "add", "--name", "x", "--http", "http://127.0.0.1:9/", "--late-after", "-1"
+    )
+    assert late.returncode == 2
+    assert late.stderr.strip() == (
+        "tickwork: invalid --late-after (lateAfterSeconds): Input should be greater than or equal to 1"
+    )
