@@ -87,11 +87,11 @@ WORKER_SWEEP_SECONDS = 5.0
 RETENTION_SECONDS = 60.0
 RETENTION_MAX_SECONDS = 20.0
 RETENTION_BATCH = 1000
-#: The ticker writes an imminent fire's rows this long before its instant (adapted to the last
-#: transaction's duration) and publishes at the instant itself.
 #: Issue 13: late fires and recoveries are looked for this often; due notifications too.
 ALERT_SWEEP_SECONDS = 1.0
 NOTIFY_POLL_SECONDS = 1.0
+#: The ticker writes an imminent fire's rows this long before its instant (adapted to the last
+#: transaction's duration) and publishes at the instant itself.
 MIN_LEAD_SECONDS = 0.005
 MAX_LEAD_SECONDS = 0.5
 
