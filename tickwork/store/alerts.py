@@ -544,15 +544,6 @@ def due_notifications(engine: Engine, *, now: datetime | None = None, limit: int
         return [Due(r.id, r.event, r.target, r.payload, r.attempts, r.created_at) for r in rows]
 
 
-def next_due_at(engine: Engine) -> datetime | None:
-    """When the earliest PENDING notification is due (None: none pending)."""
-    with engine.connect() as conn:
-        value = conn.scalar(
-            select(func.min(N.next_attempt_at)).where(N.status == NotificationStatus.PENDING.value)
-        )
-        return _aware(value)
-
-
 def settle_delivery(
     engine: Engine,
     notification_id: int,
