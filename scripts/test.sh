@@ -61,6 +61,8 @@ ruff check .
 ruff format --check .
 echo "test.sh: mypy"
 mypy tickwork
+echo "test.sh: import-linter (layers point down; pyproject.toml [tool.importlinter])"
+lint-imports
 echo "test.sh: pytest"
 set +e
 python -m pytest "$@"

@@ -24,7 +24,7 @@ from tickwork.config import Settings
 from tickwork.config.settings import resolve_auth_secret
 from tickwork.errors import TickworkError, ValidationError
 from tickwork.store.engine import ensure_migrated, make_engine, upgrade
-from tickwork.store.models import RunStatus
+from tickwork.vocabulary import RunStatus
 
 log = logging.getLogger(__name__)
 

@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Any, NotRequired, TypedDict
+from typing import Any, NotRequired, Protocol, TypedDict
 
 import dramatiq
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
-from sqlalchemy import Engine
 
 from tickwork import amqp
 from tickwork.amqp import PreparedBatch
 from tickwork.config import Settings
-from tickwork.store.models import HandlerType, Job, RunTrigger, utcnow
-from tickwork.store.runs import insert_run, mark_enqueued
+from tickwork.vocabulary import HandlerType, RunTrigger
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +43,31 @@ class RunOptions(TypedDict):
     trigger: NotRequired[str]
 
 
+class JobFields(Protocol):
+    """What a message is built from: a stored ``Job`` or the scheduler's ``JobSnapshot``."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def handler_type(self) -> str: ...
+    @property
+    def handler_data(self) -> str: ...
+    @property
+    def parameters(self) -> dict[str, Any] | None: ...
+    @property
+    def retry_count(self) -> int: ...
+    @property
+    def retry_backoff_seconds(self) -> int: ...
+    @property
+    def max_backoff_seconds(self) -> int: ...
+    @property
+    def timeout_seconds(self) -> float | None: ...
+    @property
+    def queue(self) -> str: ...
+
+
 def queue_name(settings: Settings, queue: str) -> str:
     """The broker queue of a job queue: namespaced, so test runs never share a live queue."""
     return f"{settings.namespace}.{queue}"
@@ -57,12 +81,16 @@ def make_broker(settings: Settings, *, middleware: list[Any] | None = None) -> d
     """RabbitMQ for ``amqp://`` URLs, Dramatiq's in-process broker otherwise."""
     if settings.embedded_broker:
         return StubBroker(middleware=middleware)
-    from dramatiq.brokers.rabbitmq import RabbitmqBroker
-
     return RabbitmqBroker(url=settings.broker_url, middleware=middleware, confirm_delivery=False)
 
 
-def run_options(job: Job, *, run_id: int, attempt: int, scheduled_for: datetime) -> RunOptions:
+def is_rabbitmq(broker: dramatiq.Broker) -> bool:
+    """True for Dramatiq's RabbitMQ broker (and subclasses): the transport :mod:`tickwork.amqp` speaks."""
+    return isinstance(broker, RabbitmqBroker)
+
+
+def job_run_options(job: JobFields, *, run_id: int, attempt: int, scheduled_for: datetime) -> RunOptions:
+    """The ``options["tickwork"]`` of an attempt of ``job`` (``middleware.attempt.options_of`` reads them)."""
     return RunOptions(
         run_id=run_id,
         job_id=job.id,
@@ -78,7 +106,7 @@ def run_options(job: Job, *, run_id: int, attempt: int, scheduled_for: datetime)
 
 def build_message(
     settings: Settings,
-    job: Job,
+    job: JobFields,
     *,
     run_id: int,
     attempt: int,
@@ -87,7 +115,7 @@ def build_message(
     trigger: str = RunTrigger.SCHEDULE.value,
 ) -> dramatiq.Message[Any]:
     """The Dramatiq message for one attempt of ``job`` (no actor import needed to build it)."""
-    tickwork_options = run_options(job, run_id=run_id, attempt=attempt, scheduled_for=scheduled_for)
+    tickwork_options = job_run_options(job, run_id=run_id, attempt=attempt, scheduled_for=scheduled_for)
     tickwork_options["trigger"] = str(trigger)
     options: dict[str, Any] = {
         OPTION: tickwork_options,
@@ -113,6 +141,26 @@ def build_message(
     )
 
 
+def retry_message(
+    message: Any, *, run_id: int, attempt: int, trigger: str = RunTrigger.RETRY.value
+) -> dramatiq.Message[Any]:
+    """The message of the next attempt of ``message``: same actor, queue and arguments, new run.
+
+    Built from the failed message itself (its options hold the retry policy), so a retry needs
+    no read of the job.
+    """
+    options: RunOptions = message.options[OPTION]
+    next_options = RunOptions(**{**options, "run_id": run_id, "attempt": attempt, "trigger": trigger})  # type: ignore[typeddict-item]
+    carried = {k: v for k, v in message.options.items() if k in ("time_limit", "max_retries")}
+    return dramatiq.Message(
+        queue_name=message.queue_name,
+        actor_name=message.actor_name,
+        args=tuple(message.args),
+        kwargs=dict(message.kwargs),
+        options={**carried, OPTION: next_options},
+    )
+
+
 def prepare_publish(
     broker: dramatiq.Broker, messages: list[dramatiq.Message[Any]], *, delay_ms: int | None = None
 ) -> PreparedBatch:
@@ -121,7 +169,7 @@ def prepare_publish(
     On RabbitMQ the messages are encoded and marshalled into AMQP frames (:mod:`tickwork.amqp`);
     the in-memory broker has nothing to prepare.
     """
-    if type(broker).__name__ == "RabbitmqBroker" and messages:
+    if is_rabbitmq(broker) and messages:
         return amqp.prepare(broker, messages, delay_ms=delay_ms)
     return PreparedBatch(messages=messages, delay_ms=delay_ms)
 
@@ -133,7 +181,7 @@ def publish_batch(broker: dramatiq.Broker, batch: PreparedBatch) -> None:
     On RabbitMQ the batch is one transaction on this thread's transactional channel: when this
     returns, RabbitMQ has taken every message of it. The in-memory broker enqueues one by one.
     """
-    if type(broker).__name__ == "RabbitmqBroker":
+    if is_rabbitmq(broker):
         amqp.publish_prepared(broker, batch)
         return
     declared = broker.get_declared_queues()
@@ -155,7 +203,7 @@ def publish(
 def ready_messages(broker: dramatiq.Broker, queue: str) -> int | None:
     """Messages waiting in ``queue`` (not counting those a consumer holds); None if unknown."""
     try:
-        if type(broker).__name__ == "RabbitmqBroker":
+        if is_rabbitmq(broker):
             rabbit: Any = broker
             rabbit.declare_queue(queue, ensure=True)
             if rabbit.connection.is_closed:
@@ -165,7 +213,7 @@ def ready_messages(broker: dramatiq.Broker, queue: str) -> int | None:
         return int(queues[queue].qsize()) if queue in queues else 0
     except Exception:
         logger.warning("Could not read the depth of queue %s.", queue, exc_info=True)
-        if type(broker).__name__ == "RabbitmqBroker":
+        if is_rabbitmq(broker):
             # Dramatiq keeps a thread's dead connection and channel: drop them, so that the next
             # call reconnects instead of failing forever (the outbox would then wait its backlog
             # limit before republishing a lost attempt).
@@ -176,42 +224,10 @@ def ready_messages(broker: dramatiq.Broker, queue: str) -> int | None:
         return None
 
 
-def fire_now(
-    settings: Settings,
-    engine: Engine,
-    broker: dramatiq.Broker | None,
-    job: Job,
-    *,
-    trigger: RunTrigger = RunTrigger.MANUAL,
-    arguments: dict[str, Any] | None = None,
-) -> int:
-    """Run ``job`` now, outside its schedule: write the PENDING row (the outbox), then publish.
+def __getattr__(name: str) -> Any:
+    # ``fire_now`` moved to tickwork.lifecycle (above this module): imported on first use only.
+    if name == "fire_now":
+        from tickwork.lifecycle import fire_now
 
-    Returns the run id once the row is committed. A failed publish is logged, not raised: the
-    row stays PENDING and the outbox sweep publishes it (raising would invite the caller to try
-    again, and the run would then happen twice). Without a broker (``None``: the embedded mode
-    outside `tickwork dev`) the row is left unpublished for the sweep of the process that owns
-    the in-process broker, which publishes never-published rows within seconds.
-    """
-    now = utcnow()
-    run_id = insert_run(
-        engine, job_id=job.id, scheduled_for=now, trigger=trigger, arguments=arguments, now=now
-    )
-    if broker is None:
-        logger.info("Run %s of job %s is PENDING for `tickwork dev` to publish.", run_id, job.name)
-        return run_id
-    message = build_message(
-        settings, job, run_id=run_id, attempt=1, scheduled_for=now, arguments=arguments, trigger=trigger
-    )
-    try:
-        publish(broker, [message])
-    except Exception:
-        logger.warning(
-            "Publishing run %s of job %s failed; it stays PENDING for the outbox sweep.",
-            run_id,
-            job.name,
-            exc_info=True,
-        )
-        return run_id
-    mark_enqueued(engine, [run_id])
-    return run_id
+        return fire_now
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

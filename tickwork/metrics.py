@@ -451,17 +451,12 @@ class RabbitQueueDepths:
         self._names_at: float | None = None
 
     def queue_names(self) -> list[str]:
-        from sqlalchemy import select
-
         from tickwork.messaging import dlq_name, queue_name
-        from tickwork.store.models import jobs_table
+        from tickwork.store.jobs import stored_queues
 
         now = self.clock()
         if self._names_at is None or now - self._names_at >= QUEUE_NAMES_CACHE_SECONDS:
-            with self.engine.connect() as conn:
-                queues = sorted(
-                    {str(q) for q in conn.scalars(select(jobs_table.c.queue).distinct())} | {"default"}
-                )
+            queues = sorted(stored_queues(self.engine) | {"default"})
             names = []
             for queue in queues:
                 names += [queue_name(self.settings, queue), queue_name(self.settings, queue) + ".DQ"]

@@ -13,16 +13,18 @@ from urllib.parse import urlsplit
 import dramatiq
 from sqlalchemy import Engine
 
+from tickwork import dlq
 from tickwork.config import Settings
 from tickwork.errors import ValidationError
-from tickwork.messaging import build_message, fire_now, publish, queue_name
-from tickwork.middleware import dead_letter
+from tickwork.lifecycle import fire_now, publish_committed
+from tickwork.messaging import build_message, queue_name
 from tickwork.spec import JobSpec, check_denied_host
 from tickwork.store.attempts import replay_dead_run
 from tickwork.store.handlers import is_registered_handler
 from tickwork.store.jobs import get_job
-from tickwork.store.models import HandlerType, Job, JobRun, RunTrigger, utcnow
-from tickwork.store.runs import get_run, mark_enqueued
+from tickwork.store.models import Job, JobRun
+from tickwork.store.runs import get_run
+from tickwork.vocabulary import HandlerType, RunTrigger, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +83,6 @@ def publish_run(settings: Settings, engine: Engine, broker: dramatiq.Broker, run
     delay_ms = int((run.available_at - utcnow()).total_seconds() * 1000) if run.available_at else 0
     try:
         _declare(settings, broker, job)
-        publish(broker, [message], delay_ms=delay_ms if delay_ms > 0 else None)
     except Exception:
         log.warning(
             "publish failed; the run stays PENDING for the outbox sweep",
@@ -89,12 +90,19 @@ def publish_run(settings: Settings, engine: Engine, broker: dramatiq.Broker, run
             exc_info=True,
         )
         return
-    mark_enqueued(engine, [run_id])
+    publish_committed(
+        engine,
+        broker,
+        [run_id],
+        [message],
+        delay_ms=delay_ms if delay_ms > 0 else None,
+        extra={"job_id": job.id},
+    )
 
 
 def replay(settings: Settings, engine: Engine, broker: dramatiq.Broker, run_id: int) -> int:
     """Replay a dead run as a new attempt (and drop its RabbitMQ dead letter); the new run's id."""
-    return dead_letter.replay(settings, engine, broker, run_id)
+    return dlq.replay(settings, engine, broker, run_id)
 
 
 def replay_later(engine: Engine, run_id: int) -> int:
@@ -106,11 +114,11 @@ def purge(
     settings: Settings, engine: Engine, broker: dramatiq.Broker, run_ids: list[int] | None = None
 ) -> int:
     """Discard dead runs (all, or those listed) and their RabbitMQ dead letters; returns how many."""
-    return dead_letter.purge(settings, engine, broker, run_ids)
+    return dlq.purge(settings, engine, broker, run_ids)
 
 
 def list_dead(
     engine: Engine, *, job_id: int | None = None, limit: int = 50, before_id: int | None = None
 ) -> list[JobRun]:
     """Dead runs with their reason, newest first."""
-    return dead_letter.list_dead(engine, job_id=job_id, limit=limit, before_id=before_id)
+    return dlq.list_dead(engine, job_id=job_id, limit=limit, before_id=before_id)

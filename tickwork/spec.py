@@ -30,8 +30,8 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from tickwork.errors import ValidationError
-from tickwork.scheduler.cron import CronSchedule, parse_run_at, parse_timezone
-from tickwork.store.models import HandlerType, MisfirePolicy, OverlapPolicy
+from tickwork.schedule.cron import CronSchedule, parse_run_at, parse_timezone
+from tickwork.vocabulary import HandlerType, MisfirePolicy, OverlapPolicy
 
 # Used with fullmatch: ``$`` alone would also match before a trailing newline.
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,199}")

@@ -19,7 +19,7 @@ from typing import Any
 
 import dramatiq
 from dramatiq.middleware import AgeLimit, Callbacks, Middleware, Pipelines, ShutdownNotifications
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
 from tickwork.actors.binding import bind_http_actor, bind_job
 from tickwork.actors.registry import (
@@ -30,17 +30,18 @@ from tickwork.actors.registry import (
     set_runtime,
 )
 from tickwork.config import Settings, configure_logging, get_settings
+from tickwork.heartbeats import HeartbeatStore, current_worker_id
 from tickwork.messaging import make_broker, queue_name
 from tickwork.middleware.backoff import Backoff
 from tickwork.middleware.dead_letter import DeadLetter
 from tickwork.middleware.event_loop import EventLoop
-from tickwork.middleware.heartbeat import Heartbeat, HeartbeatStore, current_worker_id
+from tickwork.middleware.heartbeat import Heartbeat
 from tickwork.middleware.log_context import LogContext
 from tickwork.middleware.metrics import Metrics
 from tickwork.middleware.run_log import RunLog
 from tickwork.middleware.time_limit import TimeLimit
 from tickwork.store.engine import ensure_migrated, make_engine
-from tickwork.store.models import jobs_table
+from tickwork.store.jobs import stored_queues
 
 logger = logging.getLogger(__name__)
 
@@ -134,8 +135,7 @@ class WorkerProcess(Middleware):
 
 def declare_stored_queues(settings: Settings, engine: Engine, broker: dramatiq.Broker) -> None:
     """Consume every queue a stored job names (declaring a queue starts a consumer in a worker)."""
-    with engine.connect() as conn:
-        queues = {str(q) for q in conn.scalars(select(jobs_table.c.queue).distinct())}
+    queues = stored_queues(engine)
     declared = broker.get_declared_queues()
     for queue in sorted(queues):
         if queue_name(settings, queue) not in declared:
@@ -154,12 +154,39 @@ def register_jobs(settings: Settings, engine: Engine, broker: dramatiq.Broker) -
     declare_stored_queues(settings, engine, broker)
 
 
-def build_middleware(settings: Settings, engine: Engine) -> list[Middleware]:
-    """Tickwork's middleware in hook order (``after_*`` hooks run in reverse: Backoff, DeadLetter, RunLog).
+#: Tickwork's middleware in the order Dramatiq runs their ``before_*`` hooks; ``after_*`` hooks run
+#: in reverse. The order is behaviour (tests/unit/test_middleware_order.py fails if it changes):
+#:
+#: - LogContext first: every later hook of a message logs with its job, run and attempt ids.
+#: - Heartbeat before RunLog: the process beats before it claims anything.
+#: - RunLog before DeadLetter and Backoff: it claims the attempt and attaches it to the message
+#:   before the actor runs; its ``after_process_message`` runs after theirs, so it writes the
+#:   outcome only of an attempt neither of them settled (``ClaimedAttempt.settled``: a success, or a
+#:   failure on a broker without them).
+#: - DeadLetter and Backoff each take only their side of :func:`tickwork.lifecycle.next_step`
+#:   (dead, retry) and mark the attempt settled before their write, so RunLog never writes a
+#:   failure they own, even when that write fails (the reaper then settles it).
+#: - TimeLimit after them: a timeout surfaces as the actor's exception that Backoff sees.
+#: - Dramatiq's ``Retries`` is left out: Backoff owns retries (two retriers enqueue twice).
+MIDDLEWARE_ORDER = (
+    "LogContext",
+    "Metrics",
+    "Heartbeat",
+    "RunLog",
+    "DeadLetter",
+    "Backoff",
+    "TimeLimit",
+    "AgeLimit",
+    "ShutdownNotifications",
+    "Callbacks",
+    "Pipelines",
+    "EventLoop",
+)
 
-    Dramatiq's ``Retries`` is left out: Backoff owns retries.
-    """
-    return [
+
+def build_middleware(settings: Settings, engine: Engine) -> list[Middleware]:
+    """Tickwork's middleware in :data:`MIDDLEWARE_ORDER` (see there why the order matters)."""
+    middleware: list[Middleware] = [
         LogContext(worker_id=current_worker_id),
         Metrics(),
         Heartbeat(
@@ -176,6 +203,8 @@ def build_middleware(settings: Settings, engine: Engine) -> list[Middleware]:
         Pipelines(),
         EventLoop(),
     ]
+    assert tuple(type(m).__name__ for m in middleware) == MIDDLEWARE_ORDER
+    return middleware
 
 
 def setup_broker(

@@ -37,15 +37,15 @@ pytestmark = [pytest.mark.chaos, pytest.mark.timeout(120)]
 #: A scheduler node whose publish is a SIGKILL of itself: it commits a fire, then dies.
 CRASHER = """
 import os, signal, sys
-import tickwork.scheduler.service as service
+import tickwork.lifecycle as service
 
 def die(*args, **kwargs):
     print("crasher: publish replaced by SIGKILL", flush=True)
     os.kill(os.getpid(), signal.SIGKILL)
 
-# The name the service module imported from tickwork.messaging to send a committed batch.
+# The name tickwork.lifecycle (publish after commit) sends a committed batch with.
 if not hasattr(service, "publish_batch"):
-    sys.exit("crasher: tickwork.scheduler.service has no publish_batch to replace")
+    sys.exit("crasher: tickwork.lifecycle has no publish_batch to replace")
 service.publish_batch = die
 print("crasher: replaced service.publish_batch", flush=True)
 from tickwork.cli import main

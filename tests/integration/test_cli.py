@@ -410,3 +410,36 @@ def test_scheduler_registers_the_job_definitions_it_imports(
 
     job = get_job_by_name(mysql_engine, "tw_record")
     assert (job.source, job.handler_type, job.handler_data) == ("decorator", "python", "tw_record")
+
+
+def test_cli_edits_wake_the_schedulers(cluster_settings: Settings, mysql_engine: Engine) -> None:
+    """`jobs add`, `pause` and `resume` publish on the schedulers' wake channel (as the API does),
+    so a running scheduler re-reads the jobs at once instead of at its next idle poll."""
+    import time
+
+    import redis
+
+    from tickwork.keys import scheduler_wake_channel
+
+    client = redis.Redis.from_url(cluster_settings.redis_url or "")
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(scheduler_wake_channel(cluster_settings.namespace))
+    try:
+
+        def next_wake() -> bytes:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                message = pubsub.get_message(timeout=1.0)
+                if message is not None:
+                    return bytes(message["data"])
+            raise AssertionError("no wake-up published")
+
+        ok(cluster_settings, "jobs", "add", "--name", "woken", "--http", "http://127.0.0.1/x")
+        assert next_wake() == b"created"
+        ok(cluster_settings, "jobs", "pause", "woken")
+        assert next_wake() == b"paused"
+        ok(cluster_settings, "jobs", "resume", "woken")
+        assert next_wake() == b"resumed"
+    finally:
+        pubsub.close()
+        client.close()

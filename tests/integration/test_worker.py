@@ -303,9 +303,9 @@ def test_a_failed_retry_write_is_retried_never_dead_lettered(
     into DEAD (DeadLetter once did that when Backoff's write raised)."""
     from sqlalchemy.exc import OperationalError
 
-    from tickwork.middleware import backoff
+    from tickwork import lifecycle
 
-    real = backoff.finish_and_retry
+    real = lifecycle.finish_and_retry
     calls = itertools.count()
 
     def flaky(*args: Any, **kwargs: Any) -> Any:
@@ -313,7 +313,7 @@ def test_a_failed_retry_write_is_retried_never_dead_lettered(
             raise OperationalError("UPDATE job_runs", {}, Exception("server has gone away"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(backoff, "finish_and_retry", flaky)
+    monkeypatch.setattr(lifecycle, "finish_and_retry", flaky)
     handle = start_worker(cluster_settings, publisher, threads=2)
     try:
         first = worker_jobs.tw_always_fails.send(str(tmp_path / "fails.txt"))

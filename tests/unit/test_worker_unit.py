@@ -238,12 +238,12 @@ def test_send_keeps_the_run_when_the_publish_fails(
     """The row is committed before the publish: raising then would make a retrying caller run
     the job twice, so send returns the run id and the outbox sweep publishes it."""
     from tests import worker_jobs
-    from tickwork import messaging
+    from tickwork import lifecycle
 
     def broken(*_args: Any, **_kwargs: Any) -> None:
         raise ConnectionError("broker down")
 
-    monkeypatch.setattr(messaging, "publish", broken)
+    monkeypatch.setattr(lifecycle, "publish_batch", broken)
     run_id = worker_jobs.tw_add.send(1, 2)
     run = get_run(sqlite_engine, run_id)
     assert (run.status, run.enqueued_at, run.arguments) == (

@@ -13,7 +13,7 @@ import pydantic
 from tickwork.actors.registry import get_runtime, register
 from tickwork.errors import ValidationError
 from tickwork.spec import JobSpec
-from tickwork.store.models import HandlerType, RunTrigger
+from tickwork.vocabulary import HandlerType, RunTrigger
 
 #: Defaults of the decorator (the same as an API-defined job's).
 DEFAULT_BACKOFF_SECONDS = 10
@@ -48,7 +48,7 @@ class JobFunction:
         Returns the run id. If the publish fails, the row stays PENDING and the outbox sweep
         publishes it. Arguments must be JSON-serializable.
         """
-        from tickwork.messaging import fire_now
+        from tickwork.lifecycle import fire_now
         from tickwork.store.jobs import upsert_decorated_job
 
         arguments = {"args": list(args), "kwargs": dict(kwargs)}

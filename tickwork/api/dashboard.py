@@ -31,12 +31,12 @@ from tickwork.api.jobs import READ_ERRORS
 from tickwork.api.schemas import ApiModel, masked_definition
 from tickwork.api.state import ApiState, State
 from tickwork.config import Settings
+from tickwork.heartbeats import HeartbeatStore
 from tickwork.keys import leader_key
 from tickwork.metrics import read_cluster_state
-from tickwork.middleware.heartbeat import HeartbeatStore
 from tickwork.scheduler.leader import LocalLease
 from tickwork.store import stats
-from tickwork.store.models import utcnow
+from tickwork.vocabulary import utcnow
 
 STATIC_DIR = Path(__file__).parent / "static"
 STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css", "favicon.svg": "image/svg+xml"}

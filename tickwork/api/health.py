@@ -11,11 +11,11 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
 
 from tickwork.api.schemas import Health
 from tickwork.api.state import State
 from tickwork.config import Settings
+from tickwork.store.engine import ping
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
@@ -53,8 +53,7 @@ def _check(probe: Any) -> str:
 
 
 def _database(engine: Any) -> str:
-    with engine.connect() as conn:
-        conn.execute(text("SELECT 1"))
+    ping(engine)
     return "ok"
 
 

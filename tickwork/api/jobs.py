@@ -28,12 +28,13 @@ from tickwork.api.schemas import (
 )
 from tickwork.api.state import ApiState, State
 from tickwork.errors import ValidationError
-from tickwork.scheduler.cron import CronSchedule
+from tickwork.schedule.cron import CronSchedule
 from tickwork.spec import JobSpec
 from tickwork.store import jobs as job_store
 from tickwork.store import runs as run_store
 from tickwork.store.alerts import health_of
-from tickwork.store.models import HandlerType, Job, RunStatus, utcnow
+from tickwork.store.models import Job
+from tickwork.vocabulary import HandlerType, RunStatus, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from tickwork.api.jobs import ONE_JOB_ERRORS, READ_ERRORS, aware, run_page
 from tickwork.api.schemas import RunOut, RunPage
 from tickwork.api.state import State
 from tickwork.store import runs as run_store
-from tickwork.store.models import RunStatus
+from tickwork.vocabulary import RunStatus
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 

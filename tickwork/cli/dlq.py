@@ -12,8 +12,8 @@ from tickwork.cli.common import LIMIT, RUN_ID, migrated_engine, print_json, sett
 from tickwork.cli.runs import print_runs, run_json
 from tickwork.errors import Conflict, NotFound, ValidationError
 from tickwork.messaging import make_broker
-from tickwork.store.models import RunStatus
 from tickwork.store.runs import get_run
+from tickwork.vocabulary import RunStatus
 
 
 def register(sub: Any) -> None:

@@ -12,7 +12,6 @@ from sqlalchemy import Engine
 
 from tickwork import operations
 from tickwork.alerts import Health
-from tickwork.api.schemas import JobOut, RunOut
 from tickwork.cli.common import (
     LIMIT,
     MAX_ID,
@@ -27,12 +26,15 @@ from tickwork.config import Settings
 from tickwork.errors import ValidationError
 from tickwork.field_errors import first_error
 from tickwork.messaging import make_broker
-from tickwork.scheduler.cron import CronSchedule
+from tickwork.schedule.cron import CronSchedule
+from tickwork.scheduler.wake import wake_schedulers
 from tickwork.spec import MAX_JSON_DEPTH, JobSpec
 from tickwork.store import jobs as job_store
 from tickwork.store.alerts import JobHealth, health_of
-from tickwork.store.models import Job, RunTrigger, utcnow
+from tickwork.store.models import Job
 from tickwork.store.runs import get_run, insert_run, list_runs
+from tickwork.views import JobOut, RunOut
+from tickwork.vocabulary import RunTrigger, utcnow
 
 #: JSON field → the flag that sets it, so a CLI error names what the user typed.
 FLAGS = {
@@ -197,6 +199,7 @@ def cmd_add(args: argparse.Namespace) -> int:
     engine = migrated_engine(settings)
     _check(settings, engine, spec)
     job = job_store.create_job(engine, spec, source="cli")
+    wake_schedulers(settings, "created")
     if args.json:
         print_json(job_json(job))
     else:
@@ -311,6 +314,7 @@ def _set_enabled(args: argparse.Namespace, enabled: bool) -> int:
     settings = settings_and_logging(one_shot=True)
     engine = migrated_engine(settings)
     job = job_store.set_enabled(engine, resolve_job(engine, args.job).id, enabled)
+    wake_schedulers(settings, "resumed" if enabled else "paused")
     if args.json:
         print_json(job_json(job))
     else:

@@ -6,10 +6,10 @@ import argparse
 from typing import Any
 
 from tickwork.alerts import Event
-from tickwork.api.schemas import NotificationOut
 from tickwork.cli.common import LIMIT, migrated_engine, print_json, print_table, settings_and_logging
 from tickwork.store.alerts import list_notifications
 from tickwork.store.models import NotificationStatus
+from tickwork.views import NotificationOut
 
 
 def register(sub: Any) -> None:

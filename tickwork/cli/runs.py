@@ -6,7 +6,6 @@ import argparse
 from datetime import UTC, datetime
 from typing import Any
 
-from tickwork.api.schemas import RunOut
 from tickwork.cli.common import (
     LIMIT,
     RUN_ID,
@@ -17,8 +16,10 @@ from tickwork.cli.common import (
     settings_and_logging,
 )
 from tickwork.cli.jobs import resolve_job
-from tickwork.store.models import JobRun, RunStatus
+from tickwork.store.models import JobRun
 from tickwork.store.runs import get_run, list_runs
+from tickwork.views import RunOut
+from tickwork.vocabulary import RunStatus
 
 STATUSES = [s.value for s in RunStatus]
 

@@ -1,8 +1,11 @@
 """The attempt a worker thread is executing, shared by the middleware and the actor wrappers.
 
-RunLog sets it after a successful claim and clears it when the message is done; Backoff and
-DeadLetter mark it settled once they have written its final state, so RunLog does not write it
-a second time.
+RunLog attaches it to the message after a successful claim (:func:`attach_attempt`) and
+detaches it when the message is done; the middleware read it from the message
+(:func:`attempt_of`), and the actor wrappers from this thread (:func:`current_attempt`). Backoff
+and DeadLetter set ``ClaimedAttempt.settled`` once they own its final write, so RunLog, whose
+``after_process_message`` runs after theirs (``worker.build_middleware`` states the order),
+does not write it a second time.
 """
 
 from __future__ import annotations
@@ -15,12 +18,14 @@ import traceback as tb
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeVar
 
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 
 from tickwork.errors import TickworkError
-from tickwork.messaging import OPTION, RunOptions
+from tickwork.lifecycle import FailedAttempt, Failure
+from tickwork.messaging import HTTP_ACTOR, OPTION, RunOptions
 from tickwork.store.engine import is_unreachable
 
 T = TypeVar("T")
@@ -66,8 +71,8 @@ class JobFailed(TickworkError):
 
 
 @dataclass
-class Attempt:
-    """One claimed attempt on this thread."""
+class ClaimedAttempt:
+    """The attempt this worker claimed and is executing (RunLog attaches it to its message)."""
 
     options: RunOptions
     worker_id: str
@@ -75,6 +80,7 @@ class Attempt:
     result: Any = None
     #: The HTTP status code of an http attempt's response (None: no response, or not http).
     http_status: int | None = None
+    #: True once Backoff or DeadLetter owns the attempt's final write (RunLog then skips it).
     settled: bool = False
     started: float = field(default_factory=time.monotonic)
 
@@ -87,18 +93,83 @@ class Attempt:
         return self.options.get("timeout_seconds")
 
 
-def run_options(message: Any) -> RunOptions | None:
+def options_of(message: Any) -> RunOptions | None:
     """The tickwork options of a message, or None for a message that is not a tickwork run."""
     options: RunOptions | None = message.options.get(OPTION)
     return options
 
 
-def current_attempt() -> Attempt | None:
-    attempt: Attempt | None = getattr(_local, "attempt", None)
+#: The old name of :func:`options_of` (``messaging.job_run_options`` builds them from a job).
+run_options = options_of
+
+
+#: The attribute of a message (Dramatiq's per-delivery ``MessageProxy``) holding its attempt.
+_ATTEMPT_ATTRIBUTE = "tickwork_attempt"
+
+
+def attach_attempt(message: Any, attempt: ClaimedAttempt) -> None:
+    """Make ``attempt`` the claimed attempt of ``message`` (and of this thread, for the actor)."""
+    setattr(message, _ATTEMPT_ATTRIBUTE, attempt)
+    set_current_attempt(attempt)
+
+
+def detach_attempt(message: Any) -> ClaimedAttempt | None:
+    """The attempt of ``message``, no longer attached to it or to this thread."""
+    attempt = attempt_of(message)
+    if attempt is not None:
+        setattr(message, _ATTEMPT_ATTRIBUTE, None)
+    set_current_attempt(None)
     return attempt
 
 
-def set_current_attempt(attempt: Attempt | None) -> None:
+def attempt_of(message: Any) -> ClaimedAttempt | None:
+    """The claimed attempt of ``message``; None for a message that is not a claimed tickwork run."""
+    attempt: ClaimedAttempt | None = getattr(message, _ATTEMPT_ATTRIBUTE, None)
+    return attempt
+
+
+def failed_attempt(message: Any, attempt: ClaimedAttempt) -> FailedAttempt:
+    """What :mod:`tickwork.lifecycle` needs of the failed attempt, from its message (no read)."""
+    options = attempt.options
+    return FailedAttempt(
+        run_id=options["run_id"],
+        worker_id=attempt.worker_id,
+        job_id=options["job_id"],
+        job_name=options["job_name"],
+        attempt=options["attempt"],
+        scheduled_for=datetime.fromisoformat(options["scheduled_for"]),
+        retry_count=options["retry_count"],
+        retry_backoff_seconds=options["retry_backoff_seconds"],
+        max_backoff_seconds=options["max_backoff_seconds"],
+        # An http retry is built from the job again; a Python one keeps its call's arguments.
+        arguments=None
+        if message.actor_name == HTTP_ACTOR
+        else {"args": list(message.args), "kwargs": dict(message.kwargs)},
+        actor_name=message.actor_name,
+        queue_name=message.queue_name,
+    )
+
+
+def failure_of(exception: BaseException, attempt: ClaimedAttempt) -> Failure:
+    """How the attempt failed, as its row records it."""
+    return Failure(
+        error=describe_failure(exception, attempt.timeout_seconds),
+        output=getattr(exception, "output", None),
+        http_status=failure_http_status(exception, attempt),
+        traceback=failure_traceback(exception, attempt),
+    )
+
+
+#: The old name of :class:`ClaimedAttempt`.
+Attempt = ClaimedAttempt
+
+
+def current_attempt() -> ClaimedAttempt | None:
+    attempt: ClaimedAttempt | None = getattr(_local, "attempt", None)
+    return attempt
+
+
+def set_current_attempt(attempt: ClaimedAttempt | None) -> None:
     _local.attempt = attempt
 
 
@@ -123,7 +194,7 @@ def is_expected_failure(exception: BaseException) -> bool:
     )
 
 
-def failure_traceback(exception: BaseException, attempt: Attempt) -> str | None:
+def failure_traceback(exception: BaseException, attempt: ClaimedAttempt) -> str | None:
     """The traceback stored with a failed attempt: only for an unexpected exception in a Python
     handler. The http actor's failures (and any expected failure) are described by ``error``."""
     if attempt.is_http or is_expected_failure(exception):
@@ -131,7 +202,7 @@ def failure_traceback(exception: BaseException, attempt: Attempt) -> str | None:
     return format_traceback(exception)
 
 
-def failure_http_status(exception: BaseException, attempt: Attempt) -> int | None:
+def failure_http_status(exception: BaseException, attempt: ClaimedAttempt) -> int | None:
     """The HTTP status code recorded with a failed attempt (None without a response)."""
     status: int | None = getattr(exception, "http_status", None)
     return status if status is not None else attempt.http_status

@@ -16,7 +16,7 @@ from dramatiq.middleware import Middleware
 
 from tickwork.messaging import OPTION
 from tickwork.metrics import TickworkMetrics, get_metrics
-from tickwork.store.models import RunTrigger
+from tickwork.vocabulary import RunTrigger
 
 #: Label for messages that name no queue (never the case for a tickwork message).
 DEFAULT_QUEUE_LABEL = "default"

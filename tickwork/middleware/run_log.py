@@ -20,20 +20,21 @@ from sqlalchemy import Engine
 
 from tickwork.messaging import HTTP_ACTOR
 from tickwork.middleware.attempt import (
-    Attempt,
-    current_attempt,
+    ClaimedAttempt,
+    attach_attempt,
     describe_failure,
+    detach_attempt,
     failure_http_status,
     failure_traceback,
     format_output,
-    run_options,
+    options_of,
     set_current_attempt,
     track_in_flight,
     untrack_in_flight,
     write_with_retries,
 )
-from tickwork.store.models import RunStatus
 from tickwork.store.recorder import AttemptRecorder
+from tickwork.vocabulary import RunStatus
 
 #: Default cap on the recorded output, in bytes of UTF-8.
 DEFAULT_OUTPUT_MAX_BYTES = 65536
@@ -71,7 +72,7 @@ class RunLog(Middleware):
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         set_current_attempt(None)
-        options = run_options(message)
+        options = options_of(message)
         if options is None:
             return
         worker_id = self.worker_id()
@@ -101,8 +102,9 @@ class RunLog(Middleware):
                 message.message_id,
             )
             raise SkipMessage("attempt already claimed")
-        set_current_attempt(
-            Attempt(options=options, worker_id=worker_id, is_http=message.actor_name == HTTP_ACTOR)
+        attach_attempt(
+            message,
+            ClaimedAttempt(options=options, worker_id=worker_id, is_http=message.actor_name == HTTP_ACTOR),
         )
         self.logger.debug(
             "Run %s attempt %s of job %s started.", options["run_id"], options["attempt"], options["job_name"]
@@ -116,8 +118,7 @@ class RunLog(Middleware):
         result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
-        attempt = current_attempt()
-        set_current_attempt(None)
+        attempt = detach_attempt(message)
         if attempt is None:
             return
         try:
@@ -153,8 +154,7 @@ class RunLog(Middleware):
 
     def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
         """A later middleware skipped a claimed attempt: it is left to the reaper, not stranded."""
-        attempt = current_attempt()
-        set_current_attempt(None)
+        attempt = detach_attempt(message)
         if attempt is not None:
             untrack_in_flight(attempt.run_id)
 
@@ -163,7 +163,7 @@ class RunLog(Middleware):
 
         Otherwise its row would stay PENDING and the outbox sweep would republish it forever.
         """
-        options = run_options(message)
+        options = options_of(message)
         if options is None or not isinstance(getattr(message, "_exception", None), ActorNotFound):
             return
         worker_id = self.worker_id()
@@ -179,7 +179,7 @@ class RunLog(Middleware):
         except Exception:
             self.logger.exception("Recording the unknown handler of run %s failed.", options["run_id"])
 
-    def _finish(self, attempt: Attempt, **values: Any) -> None:
+    def _finish(self, attempt: ClaimedAttempt, **values: Any) -> None:
         try:
             finished = write_with_retries(
                 lambda: self.recorder.finish(attempt.run_id, attempt.worker_id, **values),

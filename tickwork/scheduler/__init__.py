@@ -1,6 +1,6 @@
-"""Scheduling: schedule math (pure), the ticker, leader election, sweeps."""
+"""The scheduler node: lease, ticker, publisher, sweeps, reaper (schedule math: :mod:`tickwork.schedule`)."""
 
-from tickwork.scheduler.cron import (
+from tickwork.schedule.cron import (
     CronSchedule,
     next_fire_time,
     normalize_expression,

@@ -14,7 +14,7 @@ from sqlalchemy import Engine, and_, func, select, update
 from tickwork.errors import Conflict, NotFound
 from tickwork.store.engine import session_factory
 from tickwork.store.models import JobRun, RunStatus, RunTrigger, runs_table, utcnow
-from tickwork.store.runs import finish_attempt, insert_run
+from tickwork.store.runs import finish_attempt, get_run, insert_run
 
 
 def finish_and_retry(
@@ -31,13 +31,11 @@ def finish_and_retry(
     error: str | None,
     traceback: str | None,
     http_status: int | None = None,
-    finished_status: RunStatus = RunStatus.FAILED,
-    reaping: bool = False,
 ) -> int | None:
     """Attempt n FAILED and attempt n+1 PENDING in one transaction; None if n was not ours to fail.
 
-    ``reaping`` fails the attempt of another (lost) worker: the compare-and-set then matches
-    that worker's id, exactly as the worker itself would.
+    The compare-and-set matches ``worker_id``: the worker itself, or the reaper failing the
+    attempt of a lost worker in its name.
     """
     now = utcnow()
     with engine.begin() as conn:
@@ -45,7 +43,7 @@ def finish_and_retry(
             conn,
             run_id,
             worker_id,
-            status=finished_status,
+            status=RunStatus.FAILED,
             output=output,
             error=error,
             traceback=traceback,
@@ -162,7 +160,7 @@ def replay_dead_run(engine: Engine, run_id: int) -> tuple[JobRun, int, int]:
             arguments=row.arguments,
             now=now,
         )
-    return get_run_row(engine, run_id), new_id, attempt
+    return get_run(engine, run_id), new_id, attempt
 
 
 def discard_dead_runs(engine: Engine, run_ids: list[int] | None = None) -> list[int]:
@@ -196,11 +194,3 @@ def discard_dead_runs(engine: Engine, run_ids: list[int] | None = None) -> list[
                 .values(status=RunStatus.DISCARDED.value, updated_at=now)
             )
     return ids
-
-
-def get_run_row(engine: Engine, run_id: int) -> JobRun:
-    with session_factory(engine)() as session:
-        run = session.get(JobRun, run_id)
-        if run is None:
-            raise NotFound(f"run {run_id} not found")
-        return run

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -88,6 +88,12 @@ def head_revision() -> str:
 def current_revision(engine: Engine) -> str | None:
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
+
+
+def ping(engine: Engine) -> None:
+    """One ``SELECT 1``: raises if the database cannot answer (the API's readiness check)."""
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
 
 
 def ensure_database_exists(url: str | Settings) -> None:

@@ -4,7 +4,7 @@
 
 1. ``SELECT … FOR UPDATE SKIP LOCKED`` the enabled jobs whose ``next_fire_at <= now``
    (plain ``SELECT`` on SQLite, which has one writer anyway);
-2. plan each job's fires (:mod:`tickwork.scheduler.policy`: misfire, overlap, one-time);
+2. plan each job's fires (:mod:`tickwork.schedule.policy`: misfire, overlap, one-time);
 3. advance ``next_fire_at`` with compare-and-set on its old value and the job's ``version``;
 4. insert one row per fire: ``PENDING`` (to publish), or ``MISSED`` / ``SKIPPED``.
 
@@ -23,18 +23,18 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
-from tickwork.scheduler.policy import FirePlan, apply_overlap, plan_fires
+from tickwork.schedule.policy import FirePlan, apply_overlap, plan_fires
 from tickwork.store.engine import retry_transient
 from tickwork.store.models import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
-    Job,
+    JOB_SNAPSHOT_COLUMNS,
+    JobSnapshot,
     OverlapPolicy,
     RunStatus,
     RunTrigger,
@@ -48,35 +48,16 @@ logger = logging.getLogger(__name__)
 #: Jobs claimed per transaction; a bigger due set takes several transactions in one tick.
 DEFAULT_CLAIM_LIMIT = 1000
 
-#: The ``jobs`` columns a message needs (see :func:`tickwork.messaging.build_message`).
-_JOB_COLUMNS = (
-    "id",
-    "name",
-    "cron_expression",
-    "run_at",
-    "timezone",
-    "handler_type",
-    "handler_data",
-    "parameters",
-    "retry_count",
-    "retry_backoff_seconds",
-    "max_backoff_seconds",
-    "timeout_seconds",
-    "queue",
-    "misfire_policy",
-    "misfire_grace_seconds",
-    "overlap_policy",
-    "next_fire_at",
-    "version",
-)
+#: The ``jobs`` columns a fire reads (see :class:`~tickwork.store.models.JobSnapshot`).
+_JOB_COLUMNS = JOB_SNAPSHOT_COLUMNS
 
 
 @dataclass(frozen=True)
-class Attempt:
+class PendingAttempt:
     """A PENDING attempt row to publish, with the job snapshot its message is built from."""
 
     run_id: int
-    job: Job
+    job: JobSnapshot
     scheduled_for: datetime
     attempt: int = 1
     arguments: dict[str, Any] | None = None
@@ -86,11 +67,15 @@ class Attempt:
     trigger: str = RunTrigger.SCHEDULE.value
 
 
+#: The old name of :class:`PendingAttempt`.
+Attempt = PendingAttempt
+
+
 @dataclass
 class FireResult:
     """What one call of :func:`fire_due_jobs` did."""
 
-    to_publish: list[Attempt] = field(default_factory=list)
+    to_publish: list[PendingAttempt] = field(default_factory=list)
     claimed_jobs: int = 0
     #: Rows written, by status (``PENDING``, ``MISSED``, ``SKIPPED``).
     rows: Counter[str] = field(default_factory=Counter)
@@ -104,10 +89,8 @@ class PartialAdvance(Exception):
     """Another ticker advanced some jobs of a group between our read and our write."""
 
 
-def _job_snapshot(row: Any) -> Job:
-    # A plain attribute bag, not an ORM instance: building 1,000 ORM objects costs ~70 ms a tick,
-    # and a message needs only these attributes (see ``build_message``).
-    return cast(Job, SimpleNamespace(**{name: row[name] for name in _JOB_COLUMNS}))
+def _job_snapshot(row: Any) -> JobSnapshot:
+    return JobSnapshot(*[row[name] for name in _JOB_COLUMNS])
 
 
 def _claim_due(conn: Connection, now: datetime, limit: int, job_ids: list[int] | None) -> list[Any]:
@@ -223,7 +206,7 @@ def fire_due_jobs(
         active = _active_jobs(conn, guarded)
         replaced = [r["id"] for r in rows if r["overlap_policy"] == OverlapPolicy.REPLACE.value]
         params: list[dict[str, Any]] = []
-        snapshots: dict[int, Job] = {}
+        snapshots: dict[int, JobSnapshot] = {}
         for row in rows:
             fires = apply_overlap(plans[row["id"]].fires, row["overlap_policy"], active=row["id"] in active)
             if row["overlap_policy"] == OverlapPolicy.REPLACE.value and not any(f.runs for f in fires):
@@ -276,7 +259,7 @@ def fire_due_jobs(
             for run_id, job_id, scheduled_for, status, trigger in inserted:
                 if status == RunStatus.PENDING.value:
                     result.to_publish.append(
-                        Attempt(int(run_id), snapshots[int(job_id)], scheduled_for, trigger=trigger)
+                        PendingAttempt(int(run_id), snapshots[int(job_id)], scheduled_for, trigger=trigger)
                     )
     result.to_publish.sort(key=lambda a: a.scheduled_for)
     return result
@@ -391,7 +374,7 @@ def pending_unclaimed(
     unpublished_grace_seconds: float | None = None,
     now: datetime | None = None,
     limit: int = 1000,
-) -> list[Attempt]:
+) -> list[PendingAttempt]:
     """PENDING attempts no worker claimed within ``grace_seconds`` of being due and published,
     and those never published (``enqueued_at`` NULL: the ticker died between commit and publish)
     ``unpublished_grace_seconds`` after they became due (default: ``grace_seconds``).
@@ -427,15 +410,15 @@ def pending_unclaimed(
         .order_by(runs_table.c.enqueued_at.is_(None).desc(), runs_table.c.available_at)
         .limit(limit)
     )
-    attempts: list[Attempt] = []
+    attempts: list[PendingAttempt] = []
     with engine.connect() as conn:
         for row in conn.execute(query).mappings():
             job_row = {name: row[name] for name in _JOB_COLUMNS if name != "id"}
             job_row["id"] = row["id_of_job"]
             attempts.append(
-                Attempt(
+                PendingAttempt(
                     run_id=int(row["id"]),
-                    job=cast(Job, SimpleNamespace(**job_row)),
+                    job=JobSnapshot(**job_row),
                     scheduled_for=row["scheduled_for"],
                     attempt=int(row["attempt"]),
                     arguments=row["arguments"],

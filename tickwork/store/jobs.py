@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from tickwork.alerts import MANUAL_PAUSE
 from tickwork.errors import Conflict, NotFound
-from tickwork.scheduler.cron import next_fire_time
+from tickwork.schedule.cron import next_fire_time
 from tickwork.spec import JobSpec
 from tickwork.store.engine import session_factory
 from tickwork.store.models import Job, JobLateWatermark, jobs_table, utcnow
@@ -229,3 +229,9 @@ def upsert_decorated_job(engine: Engine, spec: JobSpec, *, now: datetime | None 
     if current == spec:
         return existing
     return update_job(engine, existing.id, spec, now=now)
+
+
+def stored_queues(engine: Engine) -> set[str]:
+    """The queues stored jobs name (workers consume them; metrics report their depth)."""
+    with engine.connect() as conn:
+        return {str(q) for q in conn.scalars(select(jobs_table.c.queue).distinct())}

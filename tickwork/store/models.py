@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import enum
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -24,6 +24,41 @@ from sqlalchemy import (
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# The vocabulary lives in tickwork.vocabulary (below the store); re-exported for old imports.
+from tickwork.vocabulary import (
+    ACTIVE_STATUSES,
+    FINAL_STATUSES,
+    HandlerType,
+    MisfirePolicy,
+    NotificationStatus,
+    OverlapPolicy,
+    RunStatus,
+    RunTrigger,
+    utcnow,
+)
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "FINAL_STATUSES",
+    "JOB_SNAPSHOT_COLUMNS",
+    "Base",
+    "BigId",
+    "HandlerType",
+    "Job",
+    "JobRun",
+    "JobSnapshot",
+    "LongText",
+    "MisfirePolicy",
+    "NotificationStatus",
+    "OverlapPolicy",
+    "RunStatus",
+    "RunTrigger",
+    "UTCDateTime",
+    "jobs_table",
+    "runs_table",
+    "utcnow",
+]
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -50,53 +85,6 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 LongText = Text().with_variant(mysql.MEDIUMTEXT(), "mysql")
 BigId = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements INTEGER only
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-class RunStatus(enum.StrEnum):
-    """Life of one attempt row."""
-
-    PENDING = "PENDING"  # written with the fire; the outbox row until a worker claims it
-    RUNNING = "RUNNING"  # claimed by exactly one worker
-    SUCCESS = "SUCCESS"
-    FAILED = "FAILED"  # this attempt failed; a retry row may follow
-    DEAD = "DEAD"  # retries spent: in the dead-letter queue
-    REPLAYED = "REPLAYED"  # was DEAD, replayed as a new attempt
-    DISCARDED = "DISCARDED"  # was DEAD, purged from the dead-letter queue
-    MISSED = "MISSED"  # a fire not made: no scheduler ran in time (misfire policy)
-    SKIPPED = "SKIPPED"  # a fire not made by policy (overlap forbid, misfire skip)
-
-
-ACTIVE_STATUSES = (RunStatus.PENDING, RunStatus.RUNNING)
-FINAL_STATUSES = tuple(s for s in RunStatus if s not in ACTIVE_STATUSES)
-
-
-class HandlerType(enum.StrEnum):
-    HTTP = "http"
-    PYTHON = "python"
-
-
-class MisfirePolicy(enum.StrEnum):
-    FIRE_ONCE = "fire_once"
-    FIRE_ALL = "fire_all"
-    SKIP = "skip"
-
-
-class OverlapPolicy(enum.StrEnum):
-    ALLOW = "allow"
-    FORBID = "forbid"
-    REPLACE = "replace"
-
-
-class RunTrigger(enum.StrEnum):
-    SCHEDULE = "schedule"
-    MANUAL = "manual"
-    RETRY = "retry"
-    REPLAY = "replay"
-    MISFIRE = "misfire"
 
 
 class Base(DeclarativeBase):
@@ -206,12 +194,6 @@ class JobLateWatermark(Base):
     checked_until: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
-class NotificationStatus(enum.StrEnum):
-    PENDING = "PENDING"  # recorded (with the state change it reports); not delivered yet
-    DELIVERED = "DELIVERED"  # the target answered 2xx
-    FAILED = "FAILED"  # retried until the delivery deadline, never answered 2xx
-
-
 class Notification(Base):
     """The outbox of webhook notifications: one row per event and target."""
 
@@ -238,6 +220,38 @@ class Notification(Base):
         {"sqlite_autoincrement": True},
     )
 
+
+@dataclass(slots=True)
+class JobSnapshot:
+    """The ``jobs`` columns a fire needs (its plan and its message), read without the ORM.
+
+    Building 1,000 ORM objects costs ~70 ms a tick; one of these costs ~0.5 µs (not frozen: a
+    frozen dataclass's ``__init__`` costs ~2 µs, 2 ms a tick of 1,000 fires). Read-only by
+    convention. Its field names are the column names: :data:`JOB_SNAPSHOT_COLUMNS` lists them.
+    """
+
+    id: int
+    name: str
+    cron_expression: str | None
+    run_at: datetime | None
+    timezone: str
+    handler_type: str
+    handler_data: str
+    parameters: dict[str, Any] | None
+    retry_count: int
+    retry_backoff_seconds: int
+    max_backoff_seconds: int
+    timeout_seconds: float | None
+    queue: str
+    misfire_policy: str
+    misfire_grace_seconds: float | None
+    overlap_policy: str
+    next_fire_at: datetime | None
+    version: int
+
+
+#: The ``jobs`` columns of a :class:`JobSnapshot`, in its field order.
+JOB_SNAPSHOT_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(JobSnapshot))
 
 jobs_table = cast(Table, Job.__table__)
 runs_table = cast(Table, JobRun.__table__)

@@ -9,7 +9,7 @@ jobs are paged by primary key (keyset, no OFFSET), a page's last runs come from
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -48,6 +48,12 @@ class JobSummary:
     last_success_at: datetime | None = None
 
 
+#: Fields of a :class:`JobSummary` computed from other tables (the newest run, the health).
+_DERIVED = ("last_run_id", "last_status", "last_run_at", "health", "last_success_at")
+#: The ``jobs`` columns of a :class:`JobSummary` (its fields, less the derived ones).
+JOB_SUMMARY_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(JobSummary) if f.name not in _DERIVED)
+
+
 def job_summaries(
     engine: Engine,
     *,
@@ -63,21 +69,7 @@ def job_summaries(
     jobs table once.
     """
     j = jobs_table.c
-    query = select(
-        j.id,
-        j.name,
-        j.cron_expression,
-        j.run_at,
-        j.timezone,
-        j.handler_type,
-        j.handler_data,
-        j.queue,
-        j.retry_count,
-        j.enabled,
-        j.next_fire_at,
-        j.last_fire_at,
-        j.paused_reason,
-    ).where(j.id > after_id)
+    query = select(*(j[name] for name in JOB_SUMMARY_COLUMNS)).where(j.id > after_id)
     if name_contains:
         query = query.where(j.name.contains(name_contains, autoescape=True))
     if health:

@@ -1,0 +1,87 @@
+"""tickwork.amqp writes AMQP frames itself, through pika internals (a channel's ``_impl``, the
+connection's ``_body_max_length`` and ``_output_marshaled_frames``). A pika release that renames
+or changes them must fail here, not in production: the frames are checked byte for byte
+against what pika's own ``basic_publish`` writes, and a batch is sent to RabbitMQ and read back.
+"""
+
+from __future__ import annotations
+
+import dramatiq
+import pika
+import pytest
+
+from tickwork import amqp
+from tickwork.config import Settings
+from tickwork.messaging import is_rabbitmq, make_broker, queue_name
+
+pytestmark = pytest.mark.integration
+
+
+def messages(settings: Settings, count: int, *, big: bool = False) -> list[dramatiq.Message[object]]:
+    queue = queue_name(settings, "default")
+    # A body over the frame size is split into several body frames, as pika splits it.
+    payload = "x" * (300_000 if big else 10)
+    return [
+        dramatiq.Message(queue_name=queue, actor_name="tw_noop", args=(i, payload), kwargs={}, options={})
+        for i in range(count)
+    ]
+
+
+def test_the_pika_internals_amqp_uses_are_there(cluster_settings: Settings) -> None:
+    broker = make_broker(cluster_settings)
+    try:
+        assert is_rabbitmq(broker)
+        channel = amqp.tx_channel(broker)
+        impl = channel._impl
+        assert isinstance(impl.channel_number, int)
+        assert isinstance(impl.connection._body_max_length, int) and impl.connection._body_max_length > 0
+        assert callable(impl.connection._output_marshaled_frames)
+        assert callable(impl.connection._send_message)
+    finally:
+        broker.close()
+
+
+@pytest.mark.parametrize("big", [False, True], ids=["small", "split-body"])
+def test_prepared_frames_are_the_frames_pika_writes(cluster_settings: Settings, big: bool) -> None:
+    broker = make_broker(cluster_settings)
+    try:
+        batch = amqp.prepare(broker, messages(cluster_settings, 3, big=big))
+        channel = amqp.tx_channel(broker)
+        assert batch.channel is channel
+        connection = channel._impl.connection
+        written: list[bytes] = []
+        real = connection._output_marshaled_frames
+        connection._output_marshaled_frames = written.extend
+        try:
+            for routed in batch.routed:
+                channel._impl.basic_publish(
+                    exchange="",
+                    routing_key=routed.queue_name,
+                    body=routed.encode(),
+                    properties=pika.BasicProperties(
+                        delivery_mode=2, priority=routed.options.get("broker_priority")
+                    ),
+                )
+        finally:
+            connection._output_marshaled_frames = real
+        assert b"".join(written) == batch.data
+    finally:
+        broker.close()
+
+
+def test_a_prepared_batch_arrives_whole_and_persistent(cluster_settings: Settings) -> None:
+    broker = make_broker(cluster_settings)
+    try:
+        sent = messages(cluster_settings, 5) + messages(cluster_settings, 1, big=True)
+        amqp.publish_prepared(broker, amqp.prepare(broker, sent))
+        channel = broker.channel  # type: ignore[attr-defined]
+        received = []
+        for _ in range(len(sent)):
+            method, properties, body = channel.basic_get(sent[0].queue_name, auto_ack=True)
+            assert method is not None, "a message of the batch is missing"
+            assert properties.delivery_mode == 2
+            received.append(dramatiq.Message.decode(body))
+        assert [m.message_id for m in received] == [m.message_id for m in sent]
+        assert [list(m.args) for m in received] == [list(m.args) for m in sent]
+    finally:
+        broker.close()
