@@ -56,3 +56,9 @@ class RunTrigger(enum.StrEnum):
     RETRY = "retry"
     REPLAY = "replay"
     MISFIRE = "misfire"
+
+
+class NotificationStatus(enum.StrEnum):
+    PENDING = "PENDING"  # recorded (with the state change it reports); not delivered yet
+    DELIVERED = "DELIVERED"  # the target answered 2xx
+    FAILED = "FAILED"  # retried until the delivery deadline, never answered 2xx

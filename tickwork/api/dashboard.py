@@ -24,6 +24,7 @@ from fastapi.responses import FileResponse, RedirectResponse
 from pydantic.alias_generators import to_camel
 from starlette.concurrency import run_in_threadpool
 
+from tickwork.alerts import Health
 from tickwork.api.auth import Reader
 from tickwork.api.ids import MAX_ID, PLAIN_DECIMAL
 from tickwork.api.jobs import READ_ERRORS
@@ -61,6 +62,9 @@ class JobRow(ApiModel):
     last_run_id: int | None
     last_status: str | None
     last_run_at: datetime | None
+    health: str
+    paused_reason: str | None
+    last_success_at: datetime | None
 
 
 class JobRows(ApiModel):
@@ -119,11 +123,19 @@ def static_file(name: str) -> FileResponse:
 def dashboard_jobs(
     state: State,
     who: Reader,
+    *,
     after_id: Annotated[int, PLAIN_DECIMAL, Query(alias="afterId", ge=0, le=MAX_ID)] = 0,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     name: Annotated[str | None, Query(max_length=200, description="substring of the name")] = None,
+    health: Annotated[Health | None, Query(description="healthy, late, failing or paused")] = None,
 ) -> JobRows:
-    items, next_after = stats.job_summaries(state.engine, after_id=after_id, limit=limit, name_contains=name)
+    items, next_after = stats.job_summaries(
+        state.engine,
+        after_id=after_id,
+        limit=limit,
+        name_contains=name,
+        health=health.value if health else None,
+    )
     rows = [JobRow.model_validate(i) for i in items]
     if who.masked:
         rows = [row.model_copy(update=_masked_handler(row)) for row in rows]

@@ -12,6 +12,7 @@ from pydantic.alias_generators import to_camel
 from starlette.concurrency import run_in_threadpool
 
 from tickwork import operations
+from tickwork.alerts import Health
 from tickwork.api.auth import Principal, Reader, Writer
 from tickwork.api.ids import MAX_ID, PLAIN_DECIMAL
 from tickwork.api.schemas import (
@@ -31,6 +32,7 @@ from tickwork.schedule.cron import CronSchedule
 from tickwork.spec import JobSpec
 from tickwork.store import jobs as job_store
 from tickwork.store import runs as run_store
+from tickwork.store.alerts import health_of
 from tickwork.store.models import Job
 from tickwork.vocabulary import HandlerType, RunStatus, utcnow
 
@@ -69,6 +71,17 @@ def audit(event: str, who: Principal, **ids: int) -> None:
     log.info("%s by %s (%s)", event, who.subject, who.role.value, extra=ids)
 
 
+def job_out(state: ApiState, job: Job, *, masked: bool = False) -> JobOut:
+    """A job as the API answers it, with its health (issue 13)."""
+    found = health_of(state.engine, [job.id]).get(job.id)
+    return JobOut.of(
+        job,
+        masked=masked,
+        health=found.health if found else None,
+        last_success_at=found.last_success_at if found else None,
+    )
+
+
 def check_spec(state: ApiState, spec: JobSpec) -> None:
     operations.check_spec(state.settings, state.engine, spec)
 
@@ -90,7 +103,7 @@ def create_job(spec: JobSpec, state: State, who: Writer) -> JobOut:
     job = job_store.create_job(state.engine, spec)
     audit("job created", who, job_id=job.id)
     state.job_changed(job.id)
-    return JobOut.of(job)
+    return job_out(state, job)
 
 
 @router.get("", response_model=JobPage, responses=READ_ERRORS, summary="List jobs")
@@ -101,6 +114,7 @@ def list_jobs(
     enabled: bool | None = None,
     name: Annotated[str | None, Query(max_length=200, description="substring of the name")] = None,
     handler_type: Annotated[HandlerType | None, Query(alias="handlerType")] = None,
+    health: Annotated[Health | None, Query(description="healthy, late, failing or paused")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> JobPage:
@@ -109,17 +123,28 @@ def list_jobs(
         enabled=enabled,
         name_contains=name,
         handler_type=handler_type.value if handler_type else None,
+        health=health.value if health else None,
         limit=limit,
         offset=offset,
     )
-    return JobPage(
-        items=[JobOut.of(j, masked=who.masked) for j in jobs], total=total, limit=limit, offset=offset
-    )
+    healths = health_of(state.engine, [j.id for j in jobs])
+    items = []
+    for j in jobs:
+        found = healths.get(j.id)
+        items.append(
+            JobOut.of(
+                j,
+                masked=who.masked,
+                health=found.health if found else None,
+                last_success_at=found.last_success_at if found else None,
+            )
+        )
+    return JobPage(items=items, total=total, limit=limit, offset=offset)
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=ONE_JOB_ERRORS, summary="Get a job")
 def get_job(job_id: JobId, state: State, who: Reader) -> JobOut:
-    return JobOut.of(job_store.get_job(state.engine, job_id), masked=who.masked)
+    return job_out(state, job_store.get_job(state.engine, job_id), masked=who.masked)
 
 
 @router.put("/{job_id}", response_model=JobOut, responses=WRITE_ERRORS, summary="Replace a job")
@@ -130,7 +155,7 @@ def replace_job(job_id: JobId, spec: JobSpec, state: State, who: Writer) -> JobO
     job = job_store.update_job(state.engine, job_id, spec)
     audit("job replaced", who, job_id=job.id)
     state.job_changed(job.id)
-    return JobOut.of(job)
+    return job_out(state, job)
 
 
 @router.patch("/{job_id}", response_model=JobOut, responses=WRITE_ERRORS, summary="Change some fields")
@@ -150,7 +175,7 @@ def patch_job(job_id: JobId, patch: JobPatch, state: State, who: Writer) -> JobO
     job = job_store.update_job(state.engine, job_id, spec)
     audit(f"job changed ({', '.join(to_camel(k) for k in sorted(changes))})", who, job_id=job.id)
     state.job_changed(job.id)
-    return JobOut.of(job)
+    return job_out(state, job)
 
 
 @router.delete(
@@ -170,7 +195,7 @@ def delete_job(job_id: JobId, state: State, who: Writer) -> Response:
 def pause_job(job_id: JobId, state: State, who: Writer) -> JobOut:
     job = job_store.set_enabled(state.engine, job_id, False)
     audit("job paused", who, job_id=job.id)
-    return JobOut.of(job)
+    return job_out(state, job)
 
 
 @router.post("/{job_id}/resume", response_model=JobOut, responses=ONE_JOB_ERRORS, summary="Resume a job")
@@ -178,7 +203,7 @@ def resume_job(job_id: JobId, state: State, who: Writer) -> JobOut:
     job = job_store.set_enabled(state.engine, job_id, True)
     audit("job resumed", who, job_id=job.id)
     state.job_changed(job.id)
-    return JobOut.of(job)
+    return job_out(state, job)
 
 
 @router.post(
