@@ -19,6 +19,14 @@ claim) from ``job_runs``.
 
 Run: ``PYTHONPATH=. python benchmarks/scheduling.py --sizes 1000 10000 --duration 24``
 Writes ``results/scheduling.json`` and ``results/scheduling.png``.
+
+``--late-after N`` (issue 13) sets ``lateAfterSeconds`` on every job, so the leader's alert sweep
+decides every fire (nothing runs them here: every fire is late once N seconds pass).
+
+``--notify-backlog N`` (issue 13) puts N webhook notifications in the outbox before the run, all
+to a loopback receiver answering 500 at once, with a 50 ms retry backoff: the leader's delivery
+thread POSTs and re-records them for the whole run (the worst case of a receiver down), so the
+publish lag can be compared with a run without (``--notify-backlog 0``).
 """
 
 from __future__ import annotations
@@ -127,9 +135,86 @@ def tickwork_env(url: str, namespace: str, **extra: str) -> dict[str, str]:
     return env
 
 
-def run_size(size: int, duration: float, kill_at: float, workdir: Path) -> dict[str, Any]:
+class RefusingReceiver:
+    """A loopback webhook receiver answering every POST with 500 (and counting them)."""
+
+    def __init__(self) -> None:
+        import http.server
+
+        owner = self
+        self.posts = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("content-length") or 0))
+                owner.posts += 1
+                self.send_response(500)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def fill_outbox(engine: Any, target: str, count: int) -> None:
+    from tickwork.store.models import notifications_table
+
+    now = datetime.now(UTC)
+    rows = [
+        {
+            "event": "run.dead",
+            "job_id": None,
+            "run_id": None,
+            "target": target,
+            "payload": json.dumps({"event": "run.dead", "n": i}),
+            "status": "PENDING",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for i in range(count)
+    ]
+    with engine.begin() as conn:
+        for chunk in range(0, count, 2000):
+            conn.execute(insert(notifications_table), rows[chunk : chunk + 2000])
+
+
+def late_marked(engine: Any) -> int:
+    from sqlalchemy import func
+
+    with engine.connect() as conn:
+        return int(conn.scalar(select(func.count()).where(runs_table.c.late_at.is_not(None))) or 0)
+
+
+def delivery_attempts(engine: Any) -> int:
+    from sqlalchemy import func
+
+    from tickwork.store.models import notifications_table
+
+    with engine.connect() as conn:
+        return int(conn.scalar(select(func.coalesce(func.sum(notifications_table.c.attempts), 0))) or 0)
+
+
+def run_size(
+    size: int,
+    duration: float,
+    kill_at: float,
+    workdir: Path,
+    notify_backlog: int = 0,
+    late_after: int | None = None,
+) -> dict[str, Any]:
     name, server, url = create_database("tw_bench")
     procs: list[subprocess.Popen[bytes]] = []
+    refusing: RefusingReceiver | None = None
     try:
         upgrade(url)
         engine = make_engine(url)
@@ -157,6 +242,7 @@ def run_size(size: int, duration: float, kill_at: float, workdir: Path) -> dict[
                     "enabled": True,
                     "source": "api",
                     "next_fire_at": first,
+                    "late_after_seconds": late_after,
                     "version": 1,
                     "created_at": now,
                     "updated_at": now,
@@ -165,9 +251,23 @@ def run_size(size: int, duration: float, kill_at: float, workdir: Path) -> dict[
         with engine.begin() as conn:
             for chunk in range(0, size, 2000):
                 conn.execute(insert(jobs_table), rows[chunk : chunk + 2000])
+            if late_after:
+                from tickwork.store.models import watermarks_table
+
+                ids = list(conn.scalars(select(jobs_table.c.id)))
+                conn.execute(insert(watermarks_table), [{"job_id": i, "checked_until": now} for i in ids])
         receiver = Receiver(AMQP, queue_name(settings, "default"))
         receiver.start()
-        env = tickwork_env(url, name)
+        notify_env: dict[str, str] = {}
+        if notify_backlog:
+            refusing = RefusingReceiver()
+            fill_outbox(engine, refusing.url, notify_backlog)
+            notify_env = {
+                "TICKWORK_NOTIFY_BACKOFF_SECONDS": "0.05",
+                "TICKWORK_NOTIFY_MAX_BACKOFF_SECONDS": "0.05",
+                "TICKWORK_NOTIFY_DEADLINE_SECONDS": "3600",
+            }
+        env = tickwork_env(url, name, **notify_env)
         for i in range(2):
             log = open(workdir / f"bench-{size}-{i}.log", "wb")  # noqa: SIM115
             procs.append(
@@ -287,6 +387,10 @@ def run_size(size: int, duration: float, kill_at: float, workdir: Path) -> dict[
                 default=None,
             ),
             "kill_at_seconds": kill_at,
+            "notify_backlog": notify_backlog,
+            "late_after_seconds": late_after,
+            "fires_marked_late": late_marked(engine) if late_after else 0,
+            "delivery_attempts": delivery_attempts(engine) if notify_backlog else 0,
             "lag_p99_per_second_ms": {k: pct(v, 0.99) for k, v in sorted(lag_series.items())},
         }
         engine.dispose()
@@ -295,6 +399,8 @@ def run_size(size: int, duration: float, kill_at: float, workdir: Path) -> dict[
         for p in procs:
             if p.poll() is None:
                 p.kill()
+        if refusing is not None:
+            refusing.close()
         with server.connect() as conn:
             conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
         server.dispose()
@@ -393,6 +499,65 @@ def run_end_to_end(size: int, duration: float, workdir: Path) -> dict[str, Any]:
         conn2.close()
 
 
+def run_apscheduler_anchor(jobs: int, duration: float, warmup: float = 3.0) -> dict[str, Any]:
+    """The anchor: APScheduler 3 in this process, ``jobs`` cron jobs firing every second (no store,
+    no broker), its defaults otherwise (BackgroundScheduler, a 10-thread pool, max_instances 1).
+
+    ``dispatch`` lag: scheduled time → the job handed to the executor (the listener of
+    EVENT_JOB_SUBMITTED, which APScheduler dispatches right after the submission): what
+    tickwork's publish lag is to a broker. ``start`` lag: scheduled time → the job function
+    running, taken as the time past the whole second (valid while every lag is under 1 s;
+    ``start_valid`` says whether it was).
+    """
+    from apscheduler.events import EVENT_JOB_SUBMITTED
+    from apscheduler.schedulers.background import BackgroundScheduler
+    from apscheduler.triggers.cron import CronTrigger
+
+    dispatch: list[tuple[float, float]] = []  # (scheduled, lag s)
+    starts: list[float] = []
+    lock = threading.Lock()
+
+    def listener(event: Any) -> None:
+        now = time.time()
+        with lock:
+            dispatch.extend((t.timestamp(), now - t.timestamp()) for t in event.scheduled_run_times)
+
+    def noop() -> None:
+        now = time.time()
+        with lock:
+            starts.append(now)
+
+    scheduler = BackgroundScheduler(
+        timezone="UTC", job_defaults={"misfire_grace_time": None, "coalesce": False}
+    )
+    scheduler.add_listener(listener, EVENT_JOB_SUBMITTED)
+    for i in range(jobs):
+        scheduler.add_job(noop, CronTrigger(second="*", timezone="UTC"), id=f"anchor-{i}")
+    cpu0 = time.process_time()
+    began = time.time()
+    scheduler.start()
+    time.sleep(duration)
+    scheduler.shutdown(wait=False)
+    cpu = time.process_time() - cpu0
+    measured_from = began + warmup
+    lags = [lag * 1000 for at, lag in dispatch if at >= measured_from]
+    start_lags = [(t - math.floor(t)) * 1000 for t in starts if t >= measured_from + 1]
+    return {
+        "jobs": jobs,
+        "fires_per_second_scheduled": jobs,
+        "seconds": duration,
+        "fires_dispatched": len(dispatch),
+        "dispatch_lag_ms": {"p50": pct(lags, 0.5), "p99": pct(lags, 0.99), "max": max(lags, default=0)},
+        "start_lag_ms": {
+            "p50": pct(start_lags, 0.5),
+            "p99": pct(start_lags, 0.99),
+            "max": max(start_lags, default=0),
+        },
+        "start_valid": bool(lags) and max(lags) < 900,
+        "cpu_percent": round(cpu / duration * 100, 1),
+    }
+
+
 def plot(results: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
@@ -407,7 +572,8 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
             list(series.values()),
             marker="o",
             ms=3,
-            label=f"{res['schedules']} schedules",
+            label=f"{res['schedules']} schedules"
+            + (f", {res['notify_backlog']} notifications failing" if res.get("notify_backlog") else ""),
         )
         ax.axvline(res["kill_at_seconds"], color="grey", ls="--", lw=1)
     ax.set_yscale("log")
@@ -426,14 +592,37 @@ def main() -> None:
     parser.add_argument("--kill-at", type=float, default=14.0)
     parser.add_argument("--e2e-schedules", type=int, default=200, help="0 skips the real-worker phase")
     parser.add_argument("--e2e-duration", type=float, default=15.0)
+    parser.add_argument(
+        "--anchor-seconds", type=float, default=20.0, help="APScheduler 3 anchor's length; 0 skips it"
+    )
     parser.add_argument("--out", default=str(ROOT / "results" / "scheduling.json"))
+    parser.add_argument(
+        "--late-after", type=int, default=None, help="lateAfterSeconds on every job (the alert sweep's cost)"
+    )
+    parser.add_argument(
+        "--notify-backlog", type=int, default=0, help="notifications failing (500) throughout the run"
+    )
     args = parser.parse_args()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    load_start = [round(x, 2) for x in os.getloadavg()]
+    anchor = None
+    if args.anchor_seconds:
+        print(
+            f"anchor: APScheduler 3, 1,000 cron jobs every second, {args.anchor_seconds:.0f} s ...",
+            flush=True,
+        )
+        anchor = run_apscheduler_anchor(1000, args.anchor_seconds)
+        print(json.dumps(anchor, indent=2), flush=True)
     results = []
     for size in args.sizes:
         print(f"size {size}: running {args.duration:.0f} s ...", flush=True)
-        res = run_size(size, args.duration, args.kill_at, out.parent)
+        res = run_size(size, args.duration, args.kill_at, out.parent, args.notify_backlog, args.late_after)
+        if anchor is not None:
+            # The goal: tickwork's publish lag p99 at most half the in-process anchor's dispatch p99.
+            res["publish_lag_p99_vs_apscheduler"] = round(
+                res["publish_lag_ms"]["p99"] / anchor["dispatch_lag_ms"]["p99"], 3
+            )
         brief = {k: v for k, v in res.items() if k != "lag_p99_per_second_ms"}
         print(json.dumps(brief, indent=2), flush=True)
         results.append(res)
@@ -445,6 +634,10 @@ def main() -> None:
     meta = {
         "host_cpus": os.cpu_count(),
         "measured_at": datetime.now(UTC).isoformat(),
+        "machine": os.uname().nodename,
+        "loadavg_start": load_start,
+        "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+        "apscheduler_anchor": anchor,
         "results": results,
         "end_to_end": end_to_end,
     }

@@ -19,8 +19,10 @@ Writes results/worker_throughput.json and results/worker_throughput.png.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import platform
 import signal
 import statistics
 import subprocess
@@ -43,7 +45,51 @@ from tickwork.store.models import RunStatus, runs_table, utcnow
 from tickwork.store.runs import insert_run, mark_enqueued
 
 ROOT = Path(__file__).resolve().parents[1]
-MYSQL = "mysql+pymysql://root@127.0.0.1:3306"
+MYSQL_HOST = "root@127.0.0.1:3306"
+#: ``--driver`` → the SQLAlchemy URL scheme (the same code runs on either driver).
+DRIVERS = {"pymysql": "mysql+pymysql", "mysqldb": "mysql+mysqldb"}
+
+
+def machine() -> dict[str, Any]:
+    """Where and under what load the figures were taken (the machine is shared)."""
+    model = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "host": platform.node(),
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def service_pids() -> dict[str, list[int]]:
+    """mariadbd and RabbitMQ's beam.smp: their CPU during a drain is part of the cost per job."""
+    found: dict[str, list[int]] = {"mariadbd": [], "beam.smp": []}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                comm = Path(f"/proc/{entry}/comm").read_text().strip()
+            except OSError:
+                continue
+            if comm in found:
+                found[comm].append(int(entry))
+    return found
+
+
+def services_cpu(pids: dict[str, list[int]]) -> dict[str, float]:
+    out = {}
+    for name, plist in pids.items():
+        total = 0.0
+        for pid in plist:
+            with contextlib.suppress(OSError):
+                total += cpu_seconds(pid)
+        out[name] = total
+    return out
 
 
 def worker_env(settings: Settings) -> dict[str, str]:
@@ -60,14 +106,21 @@ def worker_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def start_workers(settings: Settings, queues: list[str], processes: int, threads: int, log: Path) -> Any:
+def start_workers(
+    settings: Settings,
+    queues: list[str],
+    processes: int,
+    threads: int,
+    log: Path,
+    extra_env: dict[str, str] | None = None,
+) -> Any:
     argv = [
         sys.executable, "-m", "dramatiq", "tickwork.worker", "benchmarks.worker_throughput_jobs",
         "--processes", str(processes), "--threads", str(threads), "--queues", *queues,
     ]  # fmt: skip
     return subprocess.Popen(
         argv,
-        env=worker_env(settings),
+        env={**worker_env(settings), **(extra_env or {})},
         cwd=ROOT,
         stdout=open(log, "ab"),
         stderr=subprocess.STDOUT,
@@ -120,8 +173,16 @@ def drain(
     args: argparse.Namespace,
     log: Path,
     extra: Any = None,
+    profile: Path | None = None,
+    gil: bool = False,
+    extra_env: dict[str, str] | None = None,
+    starter: Any = None,
 ) -> dict[str, Any]:
-    proc = start_workers(settings, [queue], args.processes, args.threads, log)
+    proc = (
+        starter()
+        if starter
+        else start_workers(settings, [queue], args.processes, args.threads, log, extra_env)
+    )
     try:
         deadline = time.monotonic() + 60
         while ready_count(channel, queue) >= n:
@@ -130,6 +191,20 @@ def drain(
             time.sleep(0.01)
         t0 = time.monotonic()
         cpu0 = sum(cpu_seconds(pid) for pid in group_pids(proc.pid))
+        services = service_pids()
+        svc0 = services_cpu(services)
+        spies = []
+        if profile is not None:
+            # py-spy on every worker process for the drain (SIGINT at the end writes the stacks).
+            for pid in group_pids(proc.pid):
+                out = profile.with_name(f"{profile.stem}.{pid}.txt")
+                spies.append(
+                    subprocess.Popen(
+                        ["py-spy", "record", "--pid", str(pid), "--rate", "250", "--format", "raw",
+                         "--nonblocking", "--threads", *(["--gil"] if gil else []), "-o", str(out)],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                    )
+                )  # fmt: skip
         while ready_count(channel, queue) > 0:
             if time.monotonic() > deadline + 120:
                 raise RuntimeError(f"{queue} did not drain; see {log}")
@@ -139,6 +214,11 @@ def drain(
             t1 = extra(t0, t1)
         rss = {pid: round(peak_rss_mb(pid), 1) for pid in group_pids(proc.pid)}
         cpu = sum(cpu_seconds(pid) for pid in group_pids(proc.pid)) - cpu0
+        svc1 = services_cpu(services)
+        for spy in spies:
+            spy.send_signal(signal.SIGINT)
+        for spy in spies:
+            spy.wait(30)
     finally:
         stop_workers(proc)
     seconds = t1 - t0
@@ -148,8 +228,66 @@ def drain(
         "jobs_per_s": round(n / seconds, 1),
         "worker_cpu_ms_per_job": round(cpu * 1000 / n, 3),
         "worker_cpu_utilisation": round(cpu / seconds, 2),
+        # Everything on the machine runs these services (other users' tests too): indicative.
+        "service_cpu_ms_per_job": {k: round((svc1[k] - svc0[k]) * 1000 / n, 3) for k in svc0},
         "peak_rss_mb": rss,
     }
+
+
+class CeleryAnchor:
+    """Celery with a run history in MySQL, drained like the others (``benchmarks/celery_app.py``)."""
+
+    def __init__(self, settings: Settings, log: Path, args: argparse.Namespace) -> None:
+        self.n = args.celery_jobs
+        self.log = log
+        self.queue = f"{settings.namespace}.celery"
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("TICKWORK_")},
+            "PYTHONPATH": str(ROOT),
+            "BENCH_CELERY_BROKER": settings.broker_url.replace("%2F", "/"),
+            "BENCH_CELERY_BACKEND": "db+" + settings.database_url.replace("mysqldb", "pymysql"),
+            "BENCH_CELERY_QUEUE": self.queue,
+        }
+        os.environ.update({k: v for k, v in self.env.items() if k.startswith("BENCH_CELERY_")})
+        from benchmarks import celery_app
+
+        self.app = celery_app.app
+        self.task = celery_app.noop
+        self.engine = create_engine(settings.database_url)
+
+    def _start(self) -> Any:
+        argv = [
+            sys.executable, "-m", "celery", "-A", "benchmarks.celery_app", "worker", "-P", "prefork",
+            "-c", "2", "-Q", self.queue, "--loglevel", "WARNING", "--without-gossip", "--without-mingle",
+        ]  # fmt: skip
+        return subprocess.Popen(
+            argv, env=self.env, cwd=ROOT, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+
+    def _succeeded(self) -> int:
+        with self.engine.connect() as c:
+            try:
+                return int(c.scalar(text("SELECT COUNT(*) FROM celery_taskmeta WHERE status = 'SUCCESS'")))
+            except Exception:
+                return 0  # the backend creates its table with the first result
+
+    def drain(self, channel: Any) -> dict[str, Any]:
+        with self.engine.begin() as c, contextlib.suppress(Exception):
+            c.execute(text("DELETE FROM celery_taskmeta"))
+        with self.app.producer_or_acquire() as producer:
+            for _ in range(self.n):
+                self.task.apply_async(producer=producer)
+
+        def done(t0: float, t1: float) -> float:
+            while self._succeeded() < self.n:
+                if time.monotonic() - t1 > 300:
+                    raise RuntimeError(f"only {self._succeeded()} of {self.n} Celery tasks succeeded")
+                time.sleep(0.05)
+            return time.monotonic()
+
+        args = argparse.Namespace(processes=1, threads=2)
+        return drain(None, channel, self.queue, self.n, args, self.log, done, starter=self._start)  # type: ignore[arg-type]
 
 
 def main() -> int:
@@ -160,16 +298,49 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--rate", type=float, default=200.0, help="arrivals/s in the latency phase")
     parser.add_argument("--latency-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--also-sync",
+        action="store_true",
+        help="a third drain per round: successes recorded before the worker thread goes on",
+    )
+    parser.add_argument(
+        "--also-mysqlclient",
+        action="store_true",
+        help="a tickwork drain per round on mysqlclient (mysql+mysqldb://), the same code (needs the extra)",
+    )
+    parser.add_argument(
+        "--scale-out", action="store_true", help="only the drain, at each processes x threads point"
+    )
+    parser.add_argument("--scale-processes", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--scale-threads", type=int, nargs="+", default=[8, 16, 32])
+    parser.add_argument(
+        "--with-celery",
+        action="store_true",
+        help="a Celery drain per round (prefork -c 2, SQLAlchemy backend on MariaDB; the bench extra)",
+    )
+    parser.add_argument(
+        "--also-committers", type=int, metavar="N", help="a tickwork drain per round with N committer threads"
+    )
+    parser.add_argument("--celery-jobs", type=int, default=2000, help="tasks per Celery drain")
+    parser.add_argument("--skip-latency", action="store_true", help="only the drain")
+    parser.add_argument("--driver", choices=sorted(DRIVERS), default="pymysql", help="MySQL driver")
+    parser.add_argument(
+        "--profile", metavar="PREFIX", help="py-spy the first tickwork drain (PREFIX.<pid>.txt)"
+    )
+    parser.add_argument(
+        "--profile-gil", action="store_true", help="sample only the thread holding the GIL (Python CPU)"
+    )
     parser.add_argument("--out", default=str(ROOT / "results" / "worker_throughput.json"))
     args = parser.parse_args()
+    mysql = f"{DRIVERS[args.driver]}://{MYSQL_HOST}"
 
     run = uuid.uuid4().hex[:8]
     dbname = f"tickwork_bench_{run}"
-    server = create_engine(MYSQL, isolation_level="AUTOCOMMIT")
+    server = create_engine(mysql, isolation_level="AUTOCOMMIT")
     with server.connect() as conn:
         conn.execute(text(f"CREATE DATABASE `{dbname}` CHARACTER SET utf8mb4"))
     settings = load_settings(
-        database_url=f"{MYSQL}/{dbname}",
+        database_url=f"{mysql}/{dbname}",
         broker_url="amqp://guest:guest@127.0.0.1:5672/%2F",
         redis_url="redis://127.0.0.1:6379/0",
         namespace=f"twbench_{run}",
@@ -189,7 +360,13 @@ def main() -> int:
     conn = pika.BlockingConnection(pika.URLParameters(settings.broker_url))
     channel = conn.channel()
     rds = redis.Redis.from_url(settings.redis_url or "")
-    results: dict[str, Any] = {"jobs": args.jobs, "processes": args.processes, "threads": args.threads}
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "driver": args.driver,
+        "jobs": args.jobs,
+        "processes": args.processes,
+        "threads": args.threads,
+    }
     try:
         noop_job = create_job(
             engine,
@@ -208,7 +385,23 @@ def main() -> int:
         broker.declare_queue(tw_queue)
         bare_queue = f"{settings.namespace}.bare"
         rounds: list[dict[str, Any]] = []
-        for round_no in range(args.rounds):
+        kinds = [
+            "tickwork",
+            *(["tickwork_sync"] if args.also_sync else []),
+            *(["tickwork_mysqldb"] if args.also_mysqlclient else []),
+            *([f"tickwork_c{args.also_committers}"] if args.also_committers else []),
+        ]
+        # The same workers and code, another MySQL driver: only the URL's scheme differs.
+        mysqldb_url = settings.database_url.replace(DRIVERS[args.driver], DRIVERS["mysqldb"], 1)
+        kind_env = {
+            "tickwork": None,
+            "tickwork_sync": {"BENCH_SYNC_SUCCESS": "1"},
+            "tickwork_mysqldb": {"TICKWORK_DATABASE_URL": mysqldb_url},
+            f"tickwork_c{args.also_committers}": {"BENCH_COMMITTERS": str(args.also_committers)},
+        }
+
+        def load_tickwork() -> tuple[Any, float]:
+            """N PENDING rows and their messages, published the way the ticker does."""
             now = utcnow()
             t = time.monotonic()
             with engine.begin() as c:
@@ -235,9 +428,11 @@ def main() -> int:
             for start in range(0, len(messages), 500):
                 publish(broker, messages[start : start + 500])
             mark_enqueued(engine, ids)
-            load_seconds = round(time.monotonic() - t, 2)
+            return now, round(time.monotonic() - t, 2)
 
-            def tickwork_done(t0: float, t1: float, now: Any = now) -> float:
+        def done_waiter(now: Any) -> Any:
+            def tickwork_done(t0: float, t1: float) -> float:
+                # The drain ends when every run is SUCCESS in the database, not at the last ack.
                 while True:
                     with engine.connect() as c:
                         done = c.scalar(
@@ -253,20 +448,65 @@ def main() -> int:
                         raise RuntimeError(f"only {done} of {args.jobs} tickwork runs finished")
                     time.sleep(0.01)
 
-            tw = drain(settings, channel, tw_queue, args.jobs, args, log, tickwork_done)
-            tw["load_seconds"] = load_seconds
+            return tickwork_done
+
+        if args.scale_out:
+            # Workers scaling out: the same drain with 1, 2 and 4 processes at several thread
+            # counts, tickwork and bare Dramatiq alternating at each point.
+            points = []
+            for processes in args.scale_processes:
+                for threads in args.scale_threads:
+                    point_args = argparse.Namespace(
+                        **{**vars(args), "processes": processes, "threads": threads}
+                    )
+                    now, _ = load_tickwork()
+                    tw = drain(settings, channel, tw_queue, args.jobs, point_args, log, done_waiter(now))
+                    for _ in range(args.jobs):
+                        jobs_module.bare_noop.send()
+                    bare = drain(settings, channel, bare_queue, args.jobs, point_args, log)
+                    points.append({"processes": processes, "threads": threads, "tickwork": tw, "bare": bare})
+                    print(
+                        f"{processes}x{threads}: tickwork {tw['jobs_per_s']}/s, bare {bare['jobs_per_s']}/s"
+                        f" (load {os.getloadavg()[0]:.2f})",
+                        flush=True,
+                    )
+            results["scale_out"] = points
+            return finish(results, args, None)
+
+        celery = None
+        if args.with_celery:
+            celery = CeleryAnchor(settings, log, args)
+        for round_no in range(args.rounds):
+            row: dict[str, Any] = {}
+            for kind in kinds:
+                now, load_seconds = load_tickwork()
+                tickwork_done = done_waiter(now)
+                profile = (
+                    Path(args.profile) if args.profile and round_no == 0 and kind == "tickwork" else None
+                )
+                row[kind] = drain(
+                    settings, channel, tw_queue, args.jobs, args, log, tickwork_done, profile,
+                    args.profile_gil, kind_env[kind],
+                )  # fmt: skip
+                row[kind]["load_seconds"] = load_seconds
             for _ in range(args.jobs):
                 jobs_module.bare_noop.send()
-            bare = drain(settings, channel, bare_queue, args.jobs, args, log)
-            rounds.append(
-                {"tickwork": tw, "bare": bare, "ratio": round(tw["jobs_per_s"] / bare["jobs_per_s"], 3)}
-            )
+            row["bare"] = drain(settings, channel, bare_queue, args.jobs, args, log)
+            if celery is not None:
+                row["celery"] = celery.drain(channel)
+                row["ratio_vs_celery"] = round(row["tickwork"]["jobs_per_s"] / row["celery"]["jobs_per_s"], 3)
+            for kind in kinds:
+                suffix = kind.removeprefix("tickwork")
+                row[f"ratio{suffix}"] = round(row[kind]["jobs_per_s"] / row["bare"]["jobs_per_s"], 3)
+            rounds.append(row)
             print(
-                f"round {round_no + 1}: tickwork {tw['jobs_per_s']}/s, bare {bare['jobs_per_s']}/s",
+                f"round {round_no + 1}: "
+                + ", ".join(f"{k} {row[k]['jobs_per_s']}/s" for k in [*kinds, "bare", "celery"] if k in row)
+                + f" (load {os.getloadavg()[0]:.2f})",
                 flush=True,
             )
         results["rounds"] = rounds
-        for kind in ("tickwork", "bare"):
+        for kind in [*kinds, "bare"]:
             results[kind] = {
                 "jobs_per_s_median": statistics.median(r[kind]["jobs_per_s"] for r in rounds),
                 "worker_cpu_ms_per_job_median": statistics.median(
@@ -278,9 +518,29 @@ def main() -> int:
             results["tickwork"]["jobs_per_s_median"] / results["bare"]["jobs_per_s_median"], 3
         )
         results["ratio_per_round"] = [r["ratio"] for r in rounds]
+        if celery is not None:
+            results["celery"] = {
+                "config": "Celery 5, prefork -c 2, SQLAlchemy result backend on MariaDB, "
+                "task_track_started, acks_late, RabbitMQ",
+                "jobs_per_s_median": statistics.median(r["celery"]["jobs_per_s"] for r in rounds),
+                "worker_cpu_ms_per_job_median": statistics.median(
+                    r["celery"]["worker_cpu_ms_per_job"] for r in rounds
+                ),
+            }
+            results["ratio_vs_celery"] = round(
+                results["tickwork"]["jobs_per_s_median"] / results["celery"]["jobs_per_s_median"], 3
+            )
+        for kind in kinds[1:]:
+            suffix = kind.removeprefix("tickwork")
+            results[f"ratio{suffix}"] = round(
+                results[kind]["jobs_per_s_median"] / results["bare"]["jobs_per_s_median"], 3
+            )
+            results[f"ratio{suffix}_per_round"] = [r[f"ratio{suffix}"] for r in rounds]
         print("drain medians:", results["tickwork"], results["bare"], "ratio", results["ratio"], flush=True)
 
         # --- latency at a fixed arrival rate, both kinds consumed by the same workers
+        if args.skip_latency:
+            return finish(results, args, None)
         proc = start_workers(
             settings,
             [f"{settings.namespace}.benchlat", f"{settings.namespace}.barelat"],
@@ -293,6 +553,9 @@ def main() -> int:
             count = int(args.rate * args.latency_seconds)
             for kind in ("tickwork", "bare"):
                 start = time.monotonic()
+                # Where a tickwork latency sample's time goes on the enqueuing side: the row's
+                # insert (a commit) and the publish; the rest is delivery, the claim and the start.
+                parts: dict[str, list[float]] = {"insert": [], "publish": []}
                 for i in range(count):
                     target = start + i / args.rate
                     delay = target - time.monotonic()
@@ -301,15 +564,19 @@ def main() -> int:
                     sent_at = time.time()
                     if kind == "tickwork":
                         fire = utcnow()
+                        t_insert = time.perf_counter()
                         rid = insert_run(
                             engine, job_id=lat_job.id, scheduled_for=fire, attempt=i + 1, now=fire
                         )
+                        t_publish = time.perf_counter()
                         broker.enqueue(
                             build_message(
                                 settings, lat_job, run_id=rid, attempt=i + 1, scheduled_for=fire,
                                 arguments={"args": [sent_at]},
                             )
                         )  # fmt: skip
+                        parts["insert"].append((t_publish - t_insert) * 1000)
+                        parts["publish"].append((time.perf_counter() - t_publish) * 1000)
                     else:
                         jobs_module.bare_latency.send(sent_at)
                 key = f"{jobs_module.LATENCY_KEY}:{kind}"
@@ -325,6 +592,11 @@ def main() -> int:
                     "p99": round(q[98], 2),
                     "max": round(values[-1], 2),
                 }
+                if kind == "tickwork":
+                    for part, samples in parts.items():
+                        pq = statistics.quantiles(samples, n=100)
+                        results["tickwork_latency_ms"][f"{part}_p50"] = round(pq[49], 2)
+                        results["tickwork_latency_ms"][f"{part}_p99"] = round(pq[98], 2)
                 results[f"_{kind}_latency_values"] = values
                 print(f"{kind} latency:", results[f"{kind}_latency_ms"], flush=True)
             results["latency_workers_peak_rss_mb"] = {
@@ -354,9 +626,17 @@ def main() -> int:
             c.execute(text(f"DROP DATABASE IF EXISTS `{dbname}`"))
 
     values = {k: results.pop(f"_{k}_latency_values") for k in ("tickwork", "bare")}
+    return finish(results, args, values)
+
+
+def finish(results: dict[str, Any], args: argparse.Namespace, values: dict[str, list[float]] | None) -> int:
+    results["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     out = Path(args.out)
     out.write_text(json.dumps(results, indent=2))
-    plot(results, values, out.with_suffix(".png"))
+    if values is not None:
+        plot(results, values, out.with_suffix(".png"))
+    if "scale_out" in results:
+        plot_scale_out(results, out.with_suffix(".png"))
     print(json.dumps(results, indent=2))
     return 0
 
@@ -386,6 +666,36 @@ def plot(results: dict[str, Any], latencies: dict[str, list[float]], path: Path)
     ax2.set_ylabel("CDF")
     ax2.set_title(f"latency at {results['tickwork_latency_ms']['rate_per_s']:.0f} jobs/s")
     ax2.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def plot_scale_out(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    points = results["scale_out"]
+    threads = sorted({p["threads"] for p in points})
+    colors = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e"]
+    for kind, style in (("tickwork", "-"), ("bare", "--")):
+        for t, color in zip(threads, colors, strict=False):
+            series = sorted((p["processes"], p[kind]["jobs_per_s"]) for p in points if p["threads"] == t)
+            ax.plot(
+                [x for x, _ in series], [y for _, y in series], style, marker="o", color=color,
+                label=f"{'bare Dramatiq' if kind == 'bare' else 'tickwork'}, {t} threads",
+            )  # fmt: skip
+    ax.set_xticks(sorted({p["processes"] for p in points}))
+    ax.set_xlabel("worker processes (2 cores; MariaDB and RabbitMQ on the same cores)")
+    ax.set_ylabel("drain rate (jobs/s)")
+    machine = results["machine"]
+    ax.set_title(
+        f"{results['jobs']} no-op jobs per drain, {machine['date']}, "
+        f"load {machine['loadavg_start'][0]}-{machine['loadavg_end'][0]}"
+    )
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

@@ -6,6 +6,7 @@ tickwork broker exists, so the bare actors bind to it).
 
 from __future__ import annotations
 
+import os
 import time
 
 import dramatiq
@@ -17,6 +18,22 @@ from tickwork.config import get_settings
 _settings = get_settings()
 _redis = redis.Redis.from_url(_settings.redis_url or "redis://127.0.0.1:6379/0")
 LATENCY_KEY = f"{_settings.namespace}:bench:latency"
+
+if os.environ.get("BENCH_COMMITTERS"):
+    # --also-committers N: the recorder with N committer threads instead of its default.
+    from tickwork.middleware.run_log import RunLog
+
+    for _middleware in dramatiq.get_broker().middleware:
+        if isinstance(_middleware, RunLog):
+            _middleware.recorder.committers = int(os.environ["BENCH_COMMITTERS"])
+
+if os.environ.get("BENCH_SYNC_SUCCESS") == "1":
+    # --also-sync: the worker thread waits for a success's outcome commit (the old hot path).
+    from tickwork.middleware.run_log import RunLog
+
+    for _middleware in dramatiq.get_broker().middleware:
+        if isinstance(_middleware, RunLog):
+            _middleware.async_success = False
 
 
 @job(name="bench_noop", queue="bench")

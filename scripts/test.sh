@@ -32,6 +32,18 @@ if [ ! -x /usr/bin/chromium ]; then
     || echo "test.sh: MISSING: could not install chromium; browser tests fail under CI (skip elsewhere)" >&2
 fi
 
+# The alert rules are checked and unit-tested with promtool (Debian's prometheus package); only
+# the binary is used: the package's own Prometheus service is stopped and kept from starting.
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "test.sh: installing prometheus (for promtool) with apt for the alert rule tests"
+  if [ "$(id -u)" -eq 0 ]; then sudo_=""; else sudo_="sudo"; fi
+  { $sudo_ apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } \
+    || echo "test.sh: MISSING: could not install prometheus (promtool); alert rule tests fail under CI (skip elsewhere)" >&2
+  $sudo_ service prometheus stop >/dev/null 2>&1 || true
+  $sudo_ update-rc.d prometheus disable >/dev/null 2>&1 || true
+  $sudo_ systemctl disable --now prometheus >/dev/null 2>&1 || true
+fi
+
 # Container tests (tests/docker) run a private dockerd and build the image on a debootstrap base.
 docker_missing=()
 for tool in dockerd:docker.io docker-compose:docker-compose debootstrap:debootstrap; do

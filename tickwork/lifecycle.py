@@ -38,10 +38,11 @@ from sqlalchemy import Engine
 from tickwork.amqp import PreparedBatch
 from tickwork.config import Settings
 from tickwork.messaging import build_message, dlq_name, prepare_publish, publish_batch
+from tickwork.store.alerts import finish_dead
 from tickwork.store.attempts import finish_and_retry
 from tickwork.store.models import Job
-from tickwork.store.runs import finish_attempt, insert_run, mark_enqueued
-from tickwork.vocabulary import RunStatus, RunTrigger, utcnow
+from tickwork.store.runs import insert_run, mark_enqueued
+from tickwork.vocabulary import RunTrigger, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -216,12 +217,14 @@ def settle_failure(
             engine, broker, [new_id], [next_message(new_id, retry)], delay_ms=int(retry.delay * 1000)
         )
         return Settled(step=step, recorded=True, retry_run_id=new_id)
+    # DEAD, and in the same transaction what follows a dead run (issue 13): ``run.dead`` and,
+    # after ``pauseAfterFailures`` dead runs in a row, the auto-pause with ``job.paused``.
     dead = write(
-        lambda: finish_attempt(
+        lambda: finish_dead(
             engine,
             failed.run_id,
             failed.worker_id,
-            status=RunStatus.DEAD,
+            notify_url=settings.notify_url if settings is not None else None,
             output=failure.output,
             http_status=failure.http_status,
             error=failure.error,

@@ -32,7 +32,7 @@ from prometheus_client import (
     generate_latest,
     start_http_server,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 logger = logging.getLogger(__name__)
@@ -215,6 +215,8 @@ class ClusterCollector(Collector):
       pending_runs: returns the number of PENDING runs (published or not yet claimed).
       queue_depths: returns ``{queue: messages ready}`` from the broker.
       cluster_state: returns the Redis view (see :func:`read_cluster_state`).
+      job_health: returns ``[(job_name, last success as epoch seconds or None, health)]``.
+      notification_counts: returns ``{(event, status): notifications}`` from the outbox.
       cache_seconds: minimum time between two reads of the services.
     Each source may be None (not available in this mode); a failing source is logged and its
     gauges are left out of that scrape rather than failing the whole scrape.
@@ -227,9 +229,13 @@ class ClusterCollector(Collector):
         pending_runs: Callable[[], int] | None = None,
         queue_depths: Callable[[], dict[str, int]] | None = None,
         cluster_state: Callable[[], dict[str, Any]] | None = None,
+        job_health: Callable[[], list[tuple[str, float | None, str]]] | None = None,
+        notification_counts: Callable[[], dict[tuple[str, str], int]] | None = None,
         cache_seconds: float = DEFAULT_CLUSTER_CACHE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.job_health = job_health
+        self.notification_counts = notification_counts
         self.dlq_size = dlq_size
         self.pending_runs = pending_runs
         self.queue_depths = queue_depths
@@ -285,6 +291,47 @@ class ClusterCollector(Collector):
             if state.get("leader"):
                 leader.add_metric([state["leader"]["node_id"]], 1)
             yield leader
+        yield from self._read_alerts()
+
+    def _read_alerts(self) -> Iterator[Metric]:
+        """Issue 13: per-job health and the notifications outbox."""
+        if self.job_health is not None and (jobs := _safe("job_health", self.job_health)) is not None:
+            success = GaugeMetricFamily(
+                "tickwork_job_last_success_timestamp_seconds",
+                "When the job last finished an attempt with SUCCESS (absent: never).",
+                labels=["job_name"],
+            )
+            late = GaugeMetricFamily(
+                "tickwork_job_late",
+                "1 while a fire of the job was reported late and none has succeeded on time since.",
+                labels=["job_name"],
+            )
+            failing = GaugeMetricFamily(
+                "tickwork_job_failing",
+                "1 while the job's last finished run (SUCCESS or DEAD) is DEAD.",
+                labels=["job_name"],
+            )
+            for name, last_success, health in jobs:
+                if last_success is not None:
+                    success.add_metric([name], last_success)
+                late.add_metric([name], 1 if health == "late" else 0)
+                failing.add_metric([name], 1 if health == "failing" else 0)
+            yield success
+            yield late
+            yield failing
+        if (
+            self.notification_counts is not None
+            and (counts := _safe("notification_counts", self.notification_counts)) is not None
+        ):
+            family = CounterMetricFamily(
+                "tickwork_notifications",
+                "Webhook notifications recorded, by event and by delivery status (PENDING, DELIVERED, "
+                "FAILED): a notification moves from PENDING to one of the others.",
+                labels=["event", "status"],
+            )
+            for (event, status), count in sorted(counts.items()):
+                family.add_metric([event, status], count)
+            yield family
 
 
 def _safe(name: str, source: Callable[[], Any]) -> Any:
@@ -370,7 +417,17 @@ def cluster_collector(
     depths: Callable[[], dict[str, int]] | None = None
     if not settings.embedded_broker:
         depths = RabbitQueueDepths(settings, engine)
+    from tickwork.store.alerts import health_of, notification_counts
+
+    def job_health() -> list[tuple[str, float | None, str]]:
+        return [
+            (h.name, h.last_success_at.timestamp() if h.last_success_at else None, h.health)
+            for h in health_of(engine).values()
+        ]
+
     return ClusterCollector(
+        job_health=job_health,
+        notification_counts=lambda: notification_counts(engine),
         dlq_size=lambda: stats.dead_count(engine),
         pending_runs=lambda: stats.pending_count(engine),
         queue_depths=depths,

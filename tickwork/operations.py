@@ -38,6 +38,8 @@ IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e]{1,200}")
 
 def check_spec(settings: Settings, engine: Engine, spec: JobSpec) -> None:
     """Checks that need settings or the database: denied networks, registered Python handlers."""
+    if spec.notify_url:
+        check_denied_host(urlsplit(spec.notify_url).hostname or "", settings.http_deny_networks, "notifyUrl")
     if spec.handler_type == HandlerType.HTTP:
         check_denied_host(urlsplit(spec.handler_data).hostname or "", settings.http_deny_networks)
     elif not is_registered_handler(engine, spec.handler_data):

@@ -103,9 +103,15 @@ class JobSpec(BaseModel):
     enabled: StrictBool = True
     tags: list[str] = Field(default_factory=list, max_length=MAX_TAGS)
     max_concurrency: StrictInt | None = Field(default=None, ge=1, le=MAX_CONCURRENCY)
+    #: Alerts (issue 13): a fire not SUCCESS this long after its scheduled time is late (null: off).
+    late_after_seconds: StrictInt | None = Field(default=None, ge=1, le=30 * 86400)
+    #: Pause the job after this many consecutive DEAD runs (null: off).
+    pause_after_failures: StrictInt | None = Field(default=None, ge=1, le=10_000)
+    #: Where this job's notifications are POSTed, besides TICKWORK_NOTIFY_URL (null: only there).
+    notify_url: str | None = Field(default=None, max_length=2048)
 
     # Defined first so it runs before the fields' own checks (after whitespace is stripped).
-    @field_validator("name", "cron_expression", "timezone", "handler_data", "queue")
+    @field_validator("name", "cron_expression", "timezone", "handler_data", "queue", "notify_url")
     @classmethod
     def _printable(cls, value: str | None) -> str | None:
         if value is not None:
@@ -142,6 +148,14 @@ class JobSpec(BaseModel):
         if value is None or value == "":
             return None
         CronSchedule(value)  # raises ScheduleError (a ValueError) with the field's reason
+        return value
+
+    @field_validator("notify_url")
+    @classmethod
+    def _notify_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        validate_http_url(value, field="notifyUrl")  # the deny list is checked with the settings
         return value
 
     @field_validator("timezone")

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, field_validator
 from pydantic.alias_generators import to_camel
 
+from tickwork.alerts import job_health
 from tickwork.redaction import redact_http_parameters, redact_json, redact_url
 from tickwork.store.models import Job, JobRun
 from tickwork.vocabulary import HandlerType
@@ -49,6 +50,15 @@ class JobOut(ApiModel):
     version: int
     created_at: datetime
     updated_at: datetime
+    #: Alerts (issue 13).
+    late_after_seconds: int | None = None
+    pause_after_failures: int | None = None
+    notify_url: str | None = None
+    #: null, ``manual``, or ``auto: N consecutive dead runs``.
+    paused_reason: str | None = None
+    #: ``healthy``, ``late``, ``failing`` or ``paused`` (see docs/operations.md).
+    health: str = "healthy"
+    last_success_at: datetime | None = None
 
     @field_validator("tags", mode="before")
     @classmethod
@@ -56,15 +66,26 @@ class JobOut(ApiModel):
         return [] if value is None else value  # rows written before tags existed
 
     @classmethod
-    def of(cls, job: Job, *, masked: bool = False) -> JobOut:
+    def of(
+        cls,
+        job: Job,
+        *,
+        masked: bool = False,
+        health: str | None = None,
+        last_success_at: datetime | None = None,
+    ) -> JobOut:
         """``masked`` (a ``viewer``'s read): URL userinfo and credential-like header, query and
         JSON values replaced with ``***`` (:mod:`tickwork.redaction`)."""
         out = cls.model_validate(job)
-        return (
-            out.model_copy(update=masked_definition(out.handler_type, out.handler_data, out.parameters))
-            if masked
-            else out
-        )
+        if health is None:  # without the run history: what the job row alone says
+            health = job_health(
+                enabled=out.enabled, late=getattr(job, "late_since", None) is not None, last_final_status=None
+            ).value
+        extra: dict[str, Any] = {"last_success_at": last_success_at, "health": health}
+        if masked:
+            extra.update(masked_definition(out.handler_type, out.handler_data, out.parameters))
+            extra["notify_url"] = redact_url(out.notify_url) if out.notify_url else None
+        return out.model_copy(update=extra)
 
 
 def masked_definition(
@@ -105,3 +126,22 @@ class RunOut(ApiModel):
         """``masked``: credential-like keys of the call's ``arguments`` replaced with ``***``."""
         out = cls.model_validate(run)
         return out.model_copy(update={"arguments": redact_json(out.arguments)}) if masked else out
+
+
+class NotificationOut(ApiModel):
+    """One webhook notification (one event, one target) and how its delivery went."""
+
+    id: int
+    event: str
+    job_id: int | None
+    run_id: int | None
+    target: str
+    status: str
+    attempts: int
+    last_error: str | None
+    next_attempt_at: datetime
+    delivered_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    #: The JSON body as POSTed (and signed).
+    payload: str

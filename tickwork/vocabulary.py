@@ -57,3 +57,9 @@ class RunTrigger(enum.StrEnum):
     REPLAY = "replay"
     MISFIRE = "misfire"
     BACKFILL = "backfill"
+
+
+class NotificationStatus(enum.StrEnum):
+    PENDING = "PENDING"  # recorded (with the state change it reports); not delivered yet
+    DELIVERED = "DELIVERED"  # the target answered 2xx
+    FAILED = "FAILED"  # retried until the delivery deadline, never answered 2xx

@@ -262,9 +262,12 @@ class WorkerHandle:
                 self.process.wait(5)
 
     def join(self) -> None:
-        """Wait until the in-process worker's queues are drained (tests)."""
+        """Wait until the in-process worker's queues are drained and their outcomes written (tests)."""
         if self.worker is not None:
             self.worker.join()
+            for middleware in self.worker.broker.middleware:
+                if isinstance(middleware, RunLog):
+                    middleware.flush()
 
 
 def start_worker(

@@ -43,6 +43,24 @@ def test_one_holder_renewal_and_expiry(client: redis.Redis, namespace: str) -> N
     assert client.get(key).decode().startswith("b ")
 
 
+def test_standby_takes_the_lease_at_its_expiry(client: redis.Redis, namespace: str) -> None:
+    """A standby with ``wait_ms`` that finds the lease expiring within it waits for the expiry and
+    takes it in the same call; a lease further off, or one with no TTL, it leaves alone."""
+    key = leader_key(namespace)
+    a = LeaderLease(client, key, node_id="a", ttl_ms=10_000)
+    b = LeaderLease(client, key, node_id="b", ttl_ms=10_000, wait_ms=700)
+    assert a.try_acquire()
+    assert not b.try_acquire()  # 10 s left: more than b waits for
+    assert client.get(key) == a.value.encode()
+    client.pexpire(key, 300)  # a stopped renewing: 300 ms left
+    assert b.try_acquire() and b.is_held()
+    assert b.holder() == "b"
+    assert b.release()
+    client.set(key, "c token-without-ttl")  # not a lease this code wrote: never taken over
+    assert not b.try_acquire()
+    assert client.get(key) == b"c token-without-ttl"
+
+
 def test_release_by_non_owner_is_refused(client: redis.Redis, namespace: str) -> None:
     key = leader_key(namespace)
     a = LeaderLease(client, key, node_id="a", ttl_ms=5000)

@@ -133,8 +133,9 @@ def test_mark_enqueued_survives_being_the_deadlock_victim(mysql_engine) -> None:
     assert len(stamped) == 2 and all(v is not None for v in stamped)
 
 
-def test_recorder_group_commit_gives_each_statement_its_own_result(mysql_engine) -> None:
-    """90 claims (three workers racing for each of 30 attempts) go through the group committer
+@pytest.mark.parametrize("committers", [1, 2])
+def test_recorder_group_commit_gives_each_statement_its_own_result(mysql_engine, committers: int) -> None:
+    """90 claims (three workers racing for each of 30 attempts) go through the group committer(s)
     (one multi-statement round trip per group): exactly one claim per attempt wins, and only the
     winner can finish it."""
     from tickwork.store.recorder import AttemptRecorder
@@ -144,7 +145,7 @@ def test_recorder_group_commit_gives_each_statement_its_own_result(mysql_engine)
     ids = [
         insert_run(mysql_engine, job_id=job.id, scheduled_for=base + timedelta(seconds=i)) for i in range(30)
     ]
-    recorder = AttemptRecorder(mysql_engine, max_batch=16)
+    recorder = AttemptRecorder(mysql_engine, max_batch=16, committers=committers)
     won: dict[tuple[int, str], bool] = {}
     barrier = threading.Barrier(90)
 
@@ -264,3 +265,86 @@ def test_ids_are_never_reused_after_a_delete(mysql_engine) -> None:
     second = create_job(mysql_engine, JobSpec.model_validate({**SEED, "name": "reuse"}))
     assert second.id > first.id
     assert insert_run(mysql_engine, job_id=second.id, scheduled_for=datetime(2026, 1, 1, tzinfo=UTC)) > run
+
+
+def _run_message(run_id: int, job_id: int) -> object:
+    from types import SimpleNamespace
+
+    from tickwork.messaging import OPTION
+
+    options = {"run_id": run_id, "job_id": job_id, "attempt": 1, "job_name": "seed"}
+    return SimpleNamespace(options={OPTION: options}, message_id=f"m-{run_id}", actor_name="seed")
+
+
+def test_run_log_success_is_written_after_the_thread_moves_on_and_stays_in_flight_until_then(
+    mysql_engine, monkeypatch
+) -> None:
+    """A success's outcome goes to the committer without holding the worker thread: until it is
+    committed the run stays RUNNING and in this process's in-flight list (so the reaper leaves
+    it alone), and ``flush`` (what a worker shutdown calls) waits for it."""
+    from tickwork.middleware.attempt import current_attempt, in_flight_runs
+    from tickwork.middleware.run_log import RunLog
+
+    job = create_job(mysql_engine, JobSpec.model_validate(SEED))
+    run_id = insert_run(mysql_engine, job_id=job.id, scheduled_for=datetime(2026, 1, 1, 12, tzinfo=UTC))
+    run_log = RunLog(engine=mysql_engine, worker_id=lambda: "w-async")
+    message = _run_message(run_id, job.id)
+    try:
+        run_log.before_process_message(None, message)  # type: ignore[arg-type]
+        assert get_run(mysql_engine, run_id).status == RunStatus.RUNNING
+        gate = threading.Event()
+        real = run_log.recorder._run_group
+
+        def gated(batch):  # type: ignore[no-untyped-def]
+            assert gate.wait(60), "the test never opened the gate"
+            return real(batch)
+
+        monkeypatch.setattr(run_log.recorder, "_run_group", gated)
+        attempt = current_attempt()
+        assert attempt is not None
+        attempt.result = {"ok": 1}
+        run_log.after_process_message(None, message)  # type: ignore[arg-type]
+        # Returned with the outcome not yet written: still RUNNING, still in flight.
+        assert get_run(mysql_engine, run_id).status == RunStatus.RUNNING
+        assert run_id in in_flight_runs()
+        assert not run_log.flush(timeout=0.2)  # cannot finish: the committer is held at the gate
+        gate.set()
+        assert run_log.flush(timeout=60)
+        run = get_run(mysql_engine, run_id)
+        assert (run.status, run.output, run.worker_id) == (RunStatus.SUCCESS, '{"ok": 1}', "w-async")
+        assert run_id not in in_flight_runs()
+    finally:
+        run_log.recorder.close()
+
+
+def test_run_log_success_whose_write_fails_is_written_by_the_fallback(mysql_engine, monkeypatch) -> None:
+    """The database drops the outcome's group (and its one-by-one retry) with 'server has gone
+    away': the fallback thread writes it once the database answers, before ``flush`` returns."""
+    import pymysql
+
+    from tickwork.middleware.attempt import in_flight_runs
+    from tickwork.middleware.run_log import RunLog
+
+    job = create_job(mysql_engine, JobSpec.model_validate(SEED))
+    run_id = insert_run(mysql_engine, job_id=job.id, scheduled_for=datetime(2026, 1, 1, 13, tzinfo=UTC))
+    run_log = RunLog(engine=mysql_engine, worker_id=lambda: "w-fallback")
+    message = _run_message(run_id, job.id)
+    try:
+        run_log.before_process_message(None, message)  # type: ignore[arg-type]
+        real = run_log.recorder._run_group
+        failures = {"left": 3}  # the group, its one-by-one retry, the fallback's first try
+
+        def flaky(batch):  # type: ignore[no-untyped-def]
+            if failures["left"] > 0:
+                failures["left"] -= 1
+                raise pymysql.err.OperationalError(2006, "MySQL server has gone away")
+            return real(batch)
+
+        monkeypatch.setattr(run_log.recorder, "_run_group", flaky)
+        run_log.after_process_message(None, message)  # type: ignore[arg-type]
+        assert run_log.flush(timeout=60)
+        assert failures["left"] == 0
+        assert get_run(mysql_engine, run_id).status == RunStatus.SUCCESS
+        assert run_id not in in_flight_runs()
+    finally:
+        run_log.recorder.close()

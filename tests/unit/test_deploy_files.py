@@ -37,7 +37,7 @@ def load(name: str) -> Any:
 
 def test_compose_runs_the_whole_cluster() -> None:
     services = load("compose.yml")["services"]
-    assert {"mysql", "redis", "rabbitmq", "api", "prometheus", "grafana"} <= set(services)
+    assert {"mysql", "redis", "rabbitmq", "api", "prometheus", "alertmanager", "grafana"} <= set(services)
     assert services["mysql"]["image"].startswith("mysql:8")
     assert "management" in services["rabbitmq"]["image"]
     commands = {name: svc.get("command", []) for name, svc in services.items()}
@@ -83,8 +83,10 @@ def test_grafana_uses_the_provisioned_datasource_and_real_metric_names() -> None
         pending_runs=lambda: 0,
         queue_depths=lambda: {"q": 0},
         cluster_state=lambda: {"leader": None, "schedulers": [], "workers": []},
+        job_health=lambda: [("job", 1.0, "late")],
+        notification_counts=lambda: {("job.late", "PENDING"): 1},
     )
-    exported |= {family.name for family in cluster.collect()}
+    exported |= {family.name + ("_total" if family.type == "counter" else "") for family in cluster.collect()}
     used: set[str] = set()
     for panel in dashboard["panels"]:
         assert panel["datasource"]["uid"] == datasource["uid"], panel["title"]
@@ -92,6 +94,26 @@ def test_grafana_uses_the_provisioned_datasource_and_real_metric_names() -> None
             used |= set(re.findall(r"\btickwork_[a-z_]+", target["expr"]))
     assert used, "the dashboard queries no tickwork metric"
     assert used <= exported, sorted(used - exported)
+
+
+def test_prometheus_loads_the_alert_rules_and_sends_to_alertmanager() -> None:
+    services = load("compose.yml")["services"]
+    config = load("prometheus.yml")
+    mounts = dict(volume.rsplit(":", 2)[:2] for volume in services["prometheus"]["volumes"] if ":" in volume)
+    assert config["rule_files"] == ["/etc/prometheus/alerts.yml"]
+    assert mounts["./prometheus/alerts.yml"] == "/etc/prometheus/alerts.yml"
+    assert (DOCKER / "prometheus" / "alerts.yml").is_file()
+    targets = [
+        t for am in config["alerting"]["alertmanagers"] for g in am["static_configs"] for t in g["targets"]
+    ]
+    assert targets == ["alertmanager:9093"]
+    assert "9093:9093" in services["alertmanager"]["ports"]
+    alertmanager_mounts = dict(v.rsplit(":", 2)[:2] for v in services["alertmanager"]["volumes"])
+    config_path = alertmanager_mounts["./alertmanager/alertmanager.yml"]
+    assert f"--config.file={config_path}" in services["alertmanager"]["command"]
+    routes = yaml.safe_load((DOCKER / "alertmanager" / "alertmanager.yml").read_text())
+    names = {receiver["name"] for receiver in routes["receivers"]}
+    assert routes["route"]["receiver"] in names
 
 
 TICKWORK_SERVICES = {"migrate", "api", "scheduler-1", "scheduler-2", "worker-1", "worker-2"}

@@ -286,3 +286,52 @@ def test_dev_on_a_fresh_sqlite_file_migrates_it_before_serving(
         assert current_revision(engine) == head_revision()
     finally:
         engine.dispose()
+
+
+def test_embedded_mode_auto_pauses_and_delivers_a_signed_webhook(tmp_path: Path) -> None:
+    """Issue 13 in `tickwork dev` (SQLite, in-process broker): the same hook, sweep and delivery."""
+    from tests.webhook_receiver import Switchable
+    from tickwork.alerts import verify
+
+    failing, receiver = Switchable(status=500).start(), Switchable().start()
+    url = f"sqlite:///{tmp_path / 'alerts.db'}"
+    upgrade(url)
+    settings = load_settings(
+        database_url=url,
+        broker_url="memory://",
+        redis_url="",
+        namespace="twembedalerts",
+        notify_url=receiver.url,
+        notify_secret="embedded-secret-123",
+    )
+    parts = started(settings)
+    try:
+        spec = JobSpec.model_validate(
+            {
+                "name": "fails",
+                "cronExpression": "* * * * * *",
+                "handlerType": "http",
+                "handlerData": failing.url,
+                "pauseAfterFailures": 2,
+            }
+        )
+        job_id = create_job(parts.engine, spec).id
+        deadline = time.monotonic() + 60
+        while not receiver.events("job.paused"):
+            assert time.monotonic() < deadline, "no job.paused webhook"
+            time.sleep(0.2)
+        hook = receiver.events("job.paused")[0]
+        assert verify(hook.body, "embedded-secret-123", hook.headers["x-tickwork-signature"])
+        assert hook.json["job"] == {
+            "id": job_id,
+            "name": "fails",
+            "enabled": False,
+            "pausedReason": "auto: 2 consecutive dead runs",
+            "lateAfterSeconds": None,
+            "pauseAfterFailures": 2,
+        }
+    finally:
+        parts.stop()
+        parts.engine.dispose()
+        failing.stop()
+        receiver.stop()

@@ -39,7 +39,7 @@ def test_head_matches_the_models_for_the_new_tables_and_columns(tmp_path: Path) 
 def test_downgrade_removes_them_and_upgrade_restores_them(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'm.db'}"
     upgrade(url)
-    command.downgrade(alembic_config(url), "0002")
+    command.downgrade(alembic_config(url), "0003")
     engine = make_engine(url)
     inspector = inspect(engine)
     assert not NEW_TABLES & set(inspector.get_table_names())

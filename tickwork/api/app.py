@@ -15,13 +15,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import tickwork
 from tickwork import tracing
-from tickwork.api import dlq, events, health, jobs, runs
+from tickwork.api import dlq, events, health, jobs, notifications, runs
 from tickwork.api.auth import Reader
 from tickwork.api.errors import install_error_handlers
 from tickwork.api.state import ApiState, JobChangedHook, redis_wake_hook
 from tickwork.api.strict_query import reject_unknown_query
 from tickwork.config import Settings
 from tickwork.config.settings import resolve_auth_secret
+from tickwork.notify import check_notify_url
 from tickwork.store.engine import make_engine
 
 log = logging.getLogger(__name__)
@@ -169,6 +170,7 @@ def create_app(
     """
     settings = resolve_auth_secret(settings)
     tracing.configure(settings.traces_exporter, "tickwork-api")
+    check_notify_url(settings)  # issue 13: the deny list applies to TICKWORK_NOTIFY_URL
     # The OpenAPI document needs a token like the data it describes (``/openapi.json`` below);
     # Swagger UI and ReDoc would fetch it without one, so they are not served.
     app = FastAPI(
@@ -194,6 +196,7 @@ def create_app(
     app.include_router(runs.router)
     app.include_router(dlq.router)
     app.include_router(events.router)
+    app.include_router(notifications.router)
     dashboard = _optional_router("tickwork.api.dashboard")
     if dashboard is not None:
         app.include_router(dashboard)

@@ -24,6 +24,7 @@ from fastapi.responses import FileResponse, RedirectResponse
 from pydantic.alias_generators import to_camel
 from starlette.concurrency import run_in_threadpool
 
+from tickwork.alerts import Health
 from tickwork.api.auth import Reader
 from tickwork.api.ids import MAX_ID, PLAIN_DECIMAL
 from tickwork.api.jobs import READ_ERRORS, check_tag_query
@@ -63,6 +64,9 @@ class JobRow(ApiModel):
     last_run_id: int | None
     last_status: str | None
     last_run_at: datetime | None
+    health: str
+    paused_reason: str | None
+    last_success_at: datetime | None
 
 
 class JobRows(ApiModel):
@@ -126,11 +130,17 @@ def dashboard_jobs(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     name: Annotated[str | None, Query(max_length=200, description="substring of the name")] = None,
     tag: Annotated[str | None, Query(description="jobs with this tag")] = None,
+    health: Annotated[Health | None, Query(description="healthy, late, failing or paused")] = None,
 ) -> JobRows:
     if tag is not None:
         check_tag_query(tag)
     items, next_after = stats.job_summaries(
-        state.engine, after_id=after_id, limit=limit, name_contains=name, tag=tag
+        state.engine,
+        after_id=after_id,
+        limit=limit,
+        name_contains=name,
+        tag=tag,
+        health=health.value if health else None,
     )
     rows = [JobRow.model_validate(i) for i in items]
     if who.masked:

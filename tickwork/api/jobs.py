@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from tickwork import audit, operations
 from tickwork import backfill as backfills
+from tickwork.alerts import Health
 from tickwork.api.auth import Principal, Reader, Writer
 from tickwork.api.ids import MAX_ID, PLAIN_DECIMAL
 from tickwork.api.schemas import (
@@ -35,6 +36,7 @@ from tickwork.schedule.cron import CronSchedule
 from tickwork.spec import TAG_RE, JobSpec
 from tickwork.store import jobs as job_store
 from tickwork.store import runs as run_store
+from tickwork.store.alerts import health_of
 from tickwork.store.models import Job
 from tickwork.vocabulary import HandlerType, RunStatus, utcnow
 
@@ -141,6 +143,17 @@ def check_tag_query(tag: str) -> None:
         )
 
 
+def job_out(state: ApiState, job: Job, *, masked: bool = False) -> JobOut:
+    """A job as the API answers it, with its health (issue 13)."""
+    found = health_of(state.engine, [job.id]).get(job.id)
+    return JobOut.of(
+        job,
+        masked=masked,
+        health=found.health if found else None,
+        last_success_at=found.last_success_at if found else None,
+    )
+
+
 def check_spec(state: ApiState, spec: JobSpec) -> None:
     operations.check_spec(state.settings, state.engine, spec)
 
@@ -163,7 +176,7 @@ def create_job(spec: JobSpec, state: State, who: Writer) -> JobOut:
     audit.job_created(state.engine, actor(who), job)
     log_write("job created", who, job_id=job.id)
     state.job_changed(job.id)
-    return JobOut.of(job)
+    return job_out(state, job)
 
 
 @router.get("", response_model=JobPage, responses=READ_ERRORS, summary="List jobs")
@@ -175,6 +188,7 @@ def list_jobs(
     name: Annotated[str | None, Query(max_length=200, description="substring of the name")] = None,
     handler_type: Annotated[HandlerType | None, Query(alias="handlerType")] = None,
     tag: Annotated[str | None, Query(description="jobs with this tag")] = None,
+    health: Annotated[Health | None, Query(description="healthy, late, failing or paused")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> JobPage:
@@ -186,19 +200,30 @@ def list_jobs(
         name_contains=name,
         handler_type=handler_type.value if handler_type else None,
         tag=tag,
+        health=health.value if health else None,
         limit=limit,
         offset=offset,
     )
-    return JobPage(
-        items=[JobOut.of(j, masked=who.masked) for j in jobs], total=total, limit=limit, offset=offset
-    )
+    healths = health_of(state.engine, [j.id for j in jobs])
+    items = []
+    for j in jobs:
+        found = healths.get(j.id)
+        items.append(
+            JobOut.of(
+                j,
+                masked=who.masked,
+                health=found.health if found else None,
+                last_success_at=found.last_success_at if found else None,
+            )
+        )
+    return JobPage(items=items, total=total, limit=limit, offset=offset)
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=ONE_JOB_ERRORS, summary="Get a job")
 def get_job(job_id: JobId, state: State, who: Reader, response: Response) -> JobOut:
     job = job_store.get_job(state.engine, job_id)
     etag(response, job)
-    return JobOut.of(job, masked=who.masked)
+    return job_out(state, job, masked=who.masked)
 
 
 @router.put("/{job_id}", response_model=JobOut, responses=EDIT_ERRORS, summary="Replace a job")
@@ -214,7 +239,7 @@ def replace_job(
     audit.job_updated(state.engine, actor(who), audit.job_definition(current), job)
     log_write("job replaced", who, job_id=job.id)
     state.job_changed(job.id)
-    return JobOut.of(job)
+    return job_out(state, job)
 
 
 @router.patch("/{job_id}", response_model=JobOut, responses=EDIT_ERRORS, summary="Change some fields")
@@ -239,7 +264,7 @@ def patch_job(
     audit.job_updated(state.engine, actor(who), audit.job_definition(current), job)
     log_write(f"job changed ({', '.join(to_camel(k) for k in sorted(changes))})", who, job_id=job.id)
     state.job_changed(job.id)
-    return JobOut.of(job)
+    return job_out(state, job)
 
 
 @router.delete(
@@ -264,7 +289,7 @@ def pause_job(job_id: JobId, state: State, who: Writer, response: Response) -> J
     etag(response, job)
     audit.job_enabled(state.engine, actor(who), job, was_enabled=was)
     log_write("job paused", who, job_id=job.id)
-    return JobOut.of(job)
+    return job_out(state, job)
 
 
 @router.post("/{job_id}/resume", response_model=JobOut, responses=ONE_JOB_ERRORS, summary="Resume a job")
@@ -275,7 +300,7 @@ def resume_job(job_id: JobId, state: State, who: Writer, response: Response) -> 
     audit.job_enabled(state.engine, actor(who), job, was_enabled=was)
     log_write("job resumed", who, job_id=job.id)
     state.job_changed(job.id)
-    return JobOut.of(job)
+    return job_out(state, job)
 
 
 @router.post(

@@ -20,7 +20,7 @@ from pydantic import (
 from tickwork.errors import ValidationError
 from tickwork.schedule.cron import parse_run_at
 from tickwork.spec import Instant, check_json_value
-from tickwork.views import ApiModel, JobOut, RunOut, masked_definition
+from tickwork.views import ApiModel, JobOut, NotificationOut, RunOut, masked_definition
 from tickwork.vocabulary import HandlerType, MisfirePolicy, OverlapPolicy
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "JobPage",
     "JobPatch",
     "NextFires",
+    "NotificationOut",
     "PurgeRequest",
     "PurgeResult",
     "RunOut",
@@ -123,6 +124,13 @@ class Health(BaseModel):
     checks: dict[str, str] = Field(default_factory=dict)
 
 
+class NotificationPage(ApiModel):
+    """Newest first; pass ``nextBeforeId`` as ``beforeId`` for the next page (null: no more)."""
+
+    items: list[NotificationOut]
+    next_before_id: int | None
+
+
 class FieldError(BaseModel):
     """One invalid input: ``field`` is the JSON field, query parameter or header; ``reason`` why."""
 
@@ -164,6 +172,9 @@ class JobPatch(ApiModel):
     enabled: StrictBool | None = None
     tags: list[str] | None = None
     max_concurrency: StrictInt | None = None
+    late_after_seconds: StrictInt | None = None
+    pause_after_failures: StrictInt | None = None
+    notify_url: str | None = None
 
     def changes(self) -> dict[str, Any]:
         """The fields the client sent, by snake_case name."""

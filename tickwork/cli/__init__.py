@@ -13,7 +13,18 @@ from collections.abc import Sequence
 from tickwork.errors import DatabaseNotMigrated, TickworkError, ValidationError
 
 #: Modules under ``tickwork.cli`` that add subcommands (each has ``register(subparsers)``).
-COMMAND_MODULES = ["db", "worker", "scheduler", "serve", "token", "jobs", "runs", "dlq", "events"]
+COMMAND_MODULES = [
+    "db",
+    "worker",
+    "scheduler",
+    "serve",
+    "token",
+    "jobs",
+    "runs",
+    "dlq",
+    "events",
+    "notifications",
+]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1

@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 
 from tickwork import audit, operations
 from tickwork import backfill as backfills
+from tickwork.alerts import Health
 from tickwork.cli.common import (
     LIMIT,
     MAX_ID,
@@ -31,6 +32,7 @@ from tickwork.schedule.cron import CronSchedule, parse_run_at
 from tickwork.scheduler.wake import wake_schedulers
 from tickwork.spec import MAX_JSON_DEPTH, TAG_RE, JobSpec
 from tickwork.store import jobs as job_store
+from tickwork.store.alerts import JobHealth, health_of
 from tickwork.store.models import Job
 from tickwork.store.runs import get_run, insert_run, list_runs
 from tickwork.views import JobOut, RunOut
@@ -55,6 +57,9 @@ FLAGS = {
     "overlapPolicy": "--overlap-policy",
     "tags": "--tag",
     "maxConcurrency": "--max-concurrency",
+    "lateAfterSeconds": "--late-after",
+    "pauseAfterFailures": "--pause-after-failures",
+    "notifyUrl": "--notify-url",
 }
 
 
@@ -83,6 +88,16 @@ def register(sub: Any) -> None:
     add.add_argument("--overlap-policy", default="allow", choices=["allow", "forbid", "replace"])
     add.add_argument("--tag", action="append", default=[], help="a tag (repeat for more)")
     add.add_argument("--max-concurrency", type=int, metavar="N", help="at most N attempts running at once")
+    add.add_argument(
+        "--late-after",
+        type=int,
+        metavar="SECONDS",
+        help="a fire not SUCCESS this long after its time is late",
+    )
+    add.add_argument(
+        "--pause-after-failures", type=int, metavar="N", help="pause after N consecutive DEAD runs"
+    )
+    add.add_argument("--notify-url", metavar="URL", help="POST this job's notifications here too")
     add.add_argument("--paused", action="store_true", help="create it paused")
     add.add_argument("--json", action="store_true")
     add.set_defaults(func=cmd_add)
@@ -93,6 +108,7 @@ def register(sub: Any) -> None:
     state.add_argument("--paused", dest="enabled", action="store_const", const=False)
     ls.add_argument("--name", help="name contains")
     ls.add_argument("--tag", type=tag_arg, help="jobs with this tag")
+    ls.add_argument("--health", choices=[h.value for h in Health], help="only jobs in this health")
     ls.add_argument("--limit", type=LIMIT, default=100, help="1 to 10000 (default 100)")
     ls.add_argument("--offset", type=int_range(0, MAX_ID, "a row count"), default=0)
     ls.add_argument("--json", action="store_true")
@@ -150,8 +166,13 @@ def resolve_job(engine: Engine, ref: str) -> Job:
     return job_store.get_job_by_name(engine, ref)
 
 
-def job_json(job: Job) -> dict[str, Any]:
-    return JobOut.of(job).model_dump(mode="json", by_alias=True)
+def job_json(job: Job, health: JobHealth | None = None) -> dict[str, Any]:
+    """The API's job document (``health`` absent: written as ``healthy``/no last success)."""
+    return JobOut.of(
+        job,
+        health=health.health if health else None,
+        last_success_at=health.last_success_at if health else None,
+    ).model_dump(mode="json", by_alias=True)
 
 
 def _spec_from_args(args: argparse.Namespace) -> JobSpec:
@@ -175,6 +196,9 @@ def _spec_from_args(args: argparse.Namespace) -> JobSpec:
         ("timeoutSeconds", args.timeout),
         ("misfireGraceSeconds", args.misfire_grace),
         ("maxConcurrency", args.max_concurrency),
+        ("lateAfterSeconds", args.late_after),
+        ("pauseAfterFailures", args.pause_after_failures),
+        ("notifyUrl", args.notify_url),
     ):
         if value is not None:
             data[key] = value
@@ -246,11 +270,13 @@ def cmd_list(args: argparse.Namespace) -> int:
         enabled=args.enabled,
         name_contains=args.name,
         tag=args.tag,
+        health=args.health,
         limit=args.limit,
         offset=args.offset,
     )
+    healths = health_of(engine, [j.id for j in jobs])
     if args.json:
-        print_json({"items": [job_json(j) for j in jobs], "total": total})
+        print_json({"items": [job_json(j, healths.get(j.id)) for j in jobs], "total": total})
         return 0
     print_table(
         [
@@ -260,16 +286,29 @@ def cmd_list(args: argparse.Namespace) -> int:
                 _schedule(j),
                 f"{j.handler_type}:{j.handler_data}",
                 "yes" if j.enabled else "paused",
+                _health(healths.get(j.id), j),
                 j.next_fire_at if j.enabled else None,
                 ",".join(j.tags or []) or None,
             )
             for j in jobs
         ],
-        ["id", "name", "schedule", "handler", "enabled", "next fire", "tags"],
+        ["id", "name", "schedule", "handler", "enabled", "health", "next fire", "tags"],
     )
     if total > len(jobs):
         print(f"({len(jobs)} of {total}; use --offset/--limit)")
     return 0
+
+
+def _health(health: JobHealth | None, job: Job) -> str:
+    """``late``, ``failing (last success …)``, ``paused (auto: …)``: the state and why."""
+    if health is None:
+        return "-"
+    if health.health == "paused" and job.paused_reason:
+        return f"paused ({job.paused_reason})"
+    if health.health in ("late", "failing"):
+        since = health.last_success_at.isoformat(timespec="seconds") if health.last_success_at else "never"
+        return f"{health.health} (last success {since})"
+    return health.health
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -280,16 +319,17 @@ def cmd_show(args: argparse.Namespace) -> int:
         CronSchedule(job.cron_expression, job.timezone).next_fires(utcnow(), 5) if job.cron_expression else []
     )
     runs = list_runs(engine, job_id=job.id, limit=10)
+    health = health_of(engine, [job.id]).get(job.id)
     if args.json:
         print_json(
             {
-                **job_json(job),
+                **job_json(job, health),
                 "nextFires": [f.isoformat() for f in fires],
                 "latestRuns": [RunOut.of(r).model_dump(mode="json", by_alias=True) for r in runs],
             }
         )
         return 0
-    data = job_json(job)
+    data = job_json(job, health)
     width = max(len(k) for k in data)
     for key, value in data.items():
         print(f"{key.ljust(width)}  {'-' if value is None else value}")

@@ -75,8 +75,22 @@ class Settings(BaseSettings):
     #: Total deadline of an http attempt whose job has no ``timeoutSeconds`` (connect, send, read).
     http_timeout_seconds: float = Field(default=DEFAULT_HTTP_TIMEOUT_SECONDS, gt=0, le=86400)
 
-    leader_ttl_ms: int = Field(default=3000, ge=500, le=600_000)
-    leader_renew_ms: int = Field(default=1000, ge=100, le=300_000)
+    #: Alerts (issue 13). Every notification is POSTed here (and to the job's ``notifyUrl``).
+    notify_url: str | None = None
+    #: Key of the ``X-Tickwork-Signature`` HMAC; empty: notifications are sent unsigned.
+    notify_secret: str = ""
+    #: First retry of a failed delivery after this long, doubling up to ``notify_max_backoff``.
+    notify_backoff_seconds: float = Field(default=10.0, gt=0, le=86400)
+    notify_max_backoff_seconds: float = Field(default=3600.0, gt=0, le=86400)
+    #: A notification not delivered this long after it was recorded ends FAILED.
+    notify_deadline_seconds: float = Field(default=86400.0, gt=0, le=30 * 86400)
+    #: Total time one delivery POST may take.
+    notify_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    #: How far back the late sweep looks the first time it sees a job (later: from its watermark).
+    late_lookback_seconds: float = Field(default=3600.0, gt=0, le=30 * 86400)
+
+    leader_ttl_ms: int = Field(default=1500, ge=500, le=600_000)
+    leader_renew_ms: int = Field(default=500, ge=100, le=300_000)
     heartbeat_ttl_seconds: float = Field(default=10.0, gt=0, le=3600)
     heartbeat_interval_seconds: float = Field(default=2.0, gt=0, le=600)
     outbox_grace_seconds: float = Field(default=30.0, gt=0, le=86400)
@@ -100,7 +114,7 @@ class Settings(BaseSettings):
     @classmethod
     def _database_url(cls, value: str) -> str:
         if not (value.startswith("sqlite") or value.startswith("mysql")):
-            raise ValueError("must be a sqlite:/// or mysql+pymysql:// URL")
+            raise ValueError("must be a sqlite:///, mysql+pymysql:// or mysql+mysqldb:// URL")
         return value
 
     @field_validator("broker_url")
@@ -142,6 +156,25 @@ class Settings(BaseSettings):
         # The built-in ranges stay whatever the variable says: it adds, it never replaces.
         return list(dict.fromkeys([*ALWAYS_DENIED_NETWORKS, *value]))
 
+    @field_validator("notify_url")
+    @classmethod
+    def _notify_url(cls, value: str | None) -> str | None:
+        """The shape only; the host and the deny list: :func:`tickwork.notify.check_notify_url`
+        (the scheduler and the API call it at start)."""
+        if not value:
+            return None
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(value)
+        except ValueError as exc:
+            raise ValueError(f"not a valid URL: {exc}") from None
+        if parts.scheme not in ("http", "https"):
+            raise ValueError("must be an http:// or https:// URL")
+        if not parts.hostname:
+            raise ValueError("URL has no host")
+        return value
+
     @field_validator("auth_secret")
     @classmethod
     def _secret(cls, value: str) -> str:
@@ -173,6 +206,11 @@ def check_consistency(settings: Settings) -> None:
             "TICKWORK_HEARTBEAT_INTERVAL_SECONDS",
             f"must be below TICKWORK_HEARTBEAT_TTL_SECONDS ({settings.heartbeat_ttl_seconds:g}): "
             "live workers would be reaped as lost between beats",
+        )
+    if settings.notify_max_backoff_seconds < settings.notify_backoff_seconds:
+        raise ConfigError(
+            "TICKWORK_NOTIFY_MAX_BACKOFF_SECONDS",
+            f"must be at least TICKWORK_NOTIFY_BACKOFF_SECONDS ({settings.notify_backoff_seconds:g})",
         )
 
 

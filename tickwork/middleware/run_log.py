@@ -4,14 +4,26 @@ The claim is one compare-and-set ``UPDATE``; a message whose claim fails (a dupl
 a second publish, a replayed message whose attempt already ran) is skipped, not executed. The
 finish is one more ``UPDATE``. Everything else the worker needs is in ``options["tickwork"]``,
 so the hot path is two writes and no reads.
+
+A success is recorded without holding the worker thread: the thread takes its next message
+while the committer writes the outcome (with the next group's claims). The attempt stays in
+this process's in-flight list (the heartbeat's) until its outcome is committed, a worker
+shutdown waits for every outcome still being written, and an outcome that cannot be written at
+once is written by a fallback thread that waits out a database outage. A crash before the
+outcome is committed leaves the attempt RUNNING, as a crash while the job runs does: the
+reaper fails and retries it as ``worker lost`` (design guarantee 4). The claim, and failures
+(Backoff and DeadLetter write those), are still written before the thread goes on.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import random
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import dramatiq
@@ -57,6 +69,8 @@ class RunLog(Middleware):
       output_max_bytes: the recorded output is cut to this many bytes.
       slot_wait_ms: how long an attempt of a job at its ``maxConcurrency`` waits (±20 %) before
         its claim is tried again.
+      async_success: write a success's outcome without holding the worker thread (False: the
+        thread waits for the commit, as it does for a claim).
     """
 
     def __init__(
@@ -66,12 +80,19 @@ class RunLog(Middleware):
         worker_id: Callable[[], str],
         output_max_bytes: int = DEFAULT_OUTPUT_MAX_BYTES,
         slot_wait_ms: int = DEFAULT_SLOT_WAIT_MS,
+        async_success: bool = True,
     ) -> None:
         self.logger = logging.getLogger(f"{__name__}.{type(self).__name__}")
         self.recorder = AttemptRecorder(engine)
         self.worker_id = worker_id
         self.output_max_bytes = output_max_bytes
         self.slot_wait_ms = slot_wait_ms
+        self.async_success = async_success
+        #: Outcomes handed to the committer and not yet written (or given up on).
+        self._pending = 0
+        self._pending_cond = threading.Condition()
+        self._fallback: ThreadPoolExecutor | None = None
+        self._fallback_pid = 0
 
     @property
     def actor_options(self) -> set[str]:
@@ -173,16 +194,21 @@ class RunLog(Middleware):
         attempt = detach_attempt(message)
         if attempt is None:
             return
+        handed_over = False
         try:
             if attempt.settled:
                 return
             if exception is None:
-                self._finish(
-                    attempt,
-                    status=RunStatus.SUCCESS,
-                    output=format_output(attempt.result, self.output_max_bytes),
-                    http_status=attempt.http_status,
-                )
+                values: dict[str, Any] = {
+                    "status": RunStatus.SUCCESS,
+                    "output": format_output(attempt.result, self.output_max_bytes),
+                    "http_status": attempt.http_status,
+                }
+                if self.async_success:
+                    self._finish_later(attempt, values)
+                    handed_over = True  # the committer (or the fallback) untracks it
+                else:
+                    self._finish(attempt, **values)
                 self.logger.info(
                     "Run %s attempt %s of job %s succeeded in %.1f ms.",
                     attempt.run_id,
@@ -202,7 +228,8 @@ class RunLog(Middleware):
                 )
         finally:
             # Whatever could not be written stays RUNNING, no longer in flight: the reaper's.
-            untrack_in_flight(attempt.run_id)
+            if not handed_over:
+                untrack_in_flight(attempt.run_id)
             tracing.attempt_event("finished")
             tracing.end_attempt(
                 status="SUCCESS" if exception is None else "FAILED",
@@ -238,6 +265,73 @@ class RunLog(Middleware):
         except Exception:
             self.logger.exception("Recording the unknown handler of run %s failed.", options["run_id"])
 
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
+        """The worker threads have stopped: wait for the outcomes still being written."""
+        if not self.flush():
+            self.logger.warning(
+                "%d outcome(s) were still being written at shutdown; the reaper will settle them.",
+                self._pending,
+            )
+
+    def flush(self, timeout: float = 60.0) -> bool:
+        """Wait until every outcome handed over so far is written (or given up on); False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._pending_cond:
+            while self._pending:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._pending_cond.wait(left)
+        return True
+
+    def _finish_later(self, attempt: ClaimedAttempt, values: dict[str, Any]) -> None:
+        with self._pending_cond:
+            self._pending += 1
+
+        def then(finished: bool, error: BaseException | None) -> None:
+            # On a committer thread: keep it short; a failed write goes to the fallback thread.
+            if error is not None:
+                self._fallback_executor().submit(self._finish_fallback, attempt, values)
+                return
+            if not finished:
+                self._not_finished(attempt, values)
+            self._settled(attempt)
+
+        try:
+            self.recorder.finish_later(attempt.run_id, attempt.worker_id, then, **values)
+        except BaseException:
+            self._settled(attempt)
+            raise
+
+    def _finish_fallback(self, attempt: ClaimedAttempt, values: dict[str, Any]) -> None:
+        try:
+            self._finish(attempt, **values)
+        finally:
+            self._settled(attempt)
+
+    def _settled(self, attempt: ClaimedAttempt) -> None:
+        untrack_in_flight(attempt.run_id)
+        with self._pending_cond:
+            self._pending -= 1
+            if not self._pending:
+                self._pending_cond.notify_all()
+
+    def _fallback_executor(self) -> ThreadPoolExecutor:
+        pid = os.getpid()
+        with self._pending_cond:
+            if self._fallback is None or self._fallback_pid != pid:
+                self._fallback = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tickwork-outcome")
+                self._fallback_pid = pid
+            return self._fallback
+
+    def _not_finished(self, attempt: ClaimedAttempt, values: dict[str, Any]) -> None:
+        self.logger.warning(
+            "Run %s was no longer RUNNING under worker %s (reaped?); outcome %s not recorded.",
+            attempt.run_id,
+            attempt.worker_id,
+            values.get("status"),
+        )
+
     def _finish(self, attempt: ClaimedAttempt, **values: Any) -> None:
         try:
             finished = write_with_retries(
@@ -251,9 +345,4 @@ class RunLog(Middleware):
             )
             return
         if not finished:
-            self.logger.warning(
-                "Run %s was no longer RUNNING under worker %s (reaped?); outcome %s not recorded.",
-                attempt.run_id,
-                attempt.worker_id,
-                values.get("status"),
-            )
+            self._not_finished(attempt, values)

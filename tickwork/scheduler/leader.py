@@ -8,8 +8,10 @@ happen once (the database compare-and-set and unique key do). Its rules:
 * the holder believes it leads only until ``start of its last successful acquire/renew + ttl``
   minus a clock-drift margin, measured on its own monotonic clock (:meth:`LeaderLease.is_held`
   is checked before every act, without a round trip);
-* standbys call :meth:`LeaderLease.try_acquire` every renewal interval, so a SIGKILLed leader is
-  replaced within ``ttl + renew interval``.
+* standbys call :meth:`LeaderLease.try_acquire` every renewal interval; a standby that finds the
+  lease due to expire before its next call (``PTTL`` at most ``wait_ms``) sleeps until the
+  expiry and takes it then, so a SIGKILLed leader is replaced when its lease expires (at most
+  ``ttl`` after its last renewal), not up to a renewal interval later.
 """
 
 from __future__ import annotations
@@ -58,13 +60,16 @@ class LeaderLease:
       key: the lease key (:func:`tickwork.keys.leader_key`).
       node_id: this node's id (first word of the value).
       ttl_ms: lease lifetime; a dead holder is replaced at most this long after its last renewal.
+      wait_ms: a standby whose take fails waits for the lease's expiry if it is at most this far
+        off, and takes it then (0: never waits; the scheduler passes most of its renew interval).
     """
 
-    def __init__(self, client: Any, key: str, *, node_id: str, ttl_ms: int) -> None:
+    def __init__(self, client: Any, key: str, *, node_id: str, ttl_ms: int, wait_ms: int = 0) -> None:
         self.client = client
         self.key = key
         self.node_id = node_id
         self.ttl_ms = ttl_ms
+        self.wait_ms = wait_ms
         self.value = f"{node_id} {secrets.token_hex(16)}"
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
@@ -76,7 +81,29 @@ class LeaderLease:
         return started + (self.ttl_ms - margin_ms) / 1000.0
 
     def try_acquire(self) -> bool:
-        """Take the lease if it is free, or renew it if this node holds it. True when held."""
+        """Take the lease if it is free, or renew it if this node holds it. True when held.
+
+        A standby that finds the lease expiring within ``wait_ms`` sleeps until then (without
+        holding the lock: a release is not held up) and tries once more.
+        """
+        if self._try_acquire():
+            return True
+        if self.wait_ms <= 0 or self._valid_until > 0:
+            return False
+        try:
+            left_ms = int(self.client.pttl(self.key))
+        except Exception:
+            logger.exception("leader lease: Redis error", extra={"node_id": self.node_id})
+            return False
+        if left_ms > self.wait_ms:
+            return False
+        if left_ms > 0:
+            time.sleep((left_ms + 1) / 1000.0)
+        # -2: gone already (released, or expired since the SET); -1 (no TTL) is not our lease
+        # to take over: leave it, as before.
+        return left_ms != -1 and self._try_acquire()
+
+    def _try_acquire(self) -> bool:
         with self._lock:
             started = time.monotonic()
             try:

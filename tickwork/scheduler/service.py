@@ -13,7 +13,10 @@ The parts, each in its own module:
     with :class:`~.publisher.Publisher`.
 ``outbox-sweep``, ``worker-sweep``, ``retention`` (:mod:`.sweeps`)
     republish unclaimed PENDING attempts; fail attempts of dead workers (:mod:`.reaper`);
-    prune old run rows.
+    prune old run rows (and delivered or failed notifications).
+``alert-sweep``, ``notify`` (issue 13, :mod:`.sweeps`, :mod:`tickwork.notify`)
+    report late fires and recoveries (:mod:`tickwork.store.alerts`); deliver due webhook
+    notifications on a thread of their own, never the ticker's.
 
 Each act checks the lease first. The ticker's own APScheduler settings are deliberate:
 ``misfire_grace_time=None`` (a late wake-up still runs: never dropped), ``coalesce=True`` and a
@@ -43,15 +46,19 @@ from tickwork.config import Settings
 from tickwork.keys import leader_key
 from tickwork.messaging import make_broker
 from tickwork.metrics import get_metrics
+from tickwork.notify import Deliverer
 from tickwork.scheduler.leader import LeaderLease, Lease, LocalLease
 from tickwork.scheduler.presence import Presence
 from tickwork.scheduler.publisher import Publisher
 from tickwork.scheduler.sweeps import (
+    ALERT_SWEEP_SECONDS,
+    NOTIFY_POLL_SECONDS,
     OUTBOX_SWEEP_SECONDS,
     RETENTION_SECONDS,
     WORKER_SWEEP_SECONDS,
     DeadWorkerSweep,
     prune_retention,
+    sweep_alerts,
     sweep_outbox,
 )
 from tickwork.scheduler.ticker import IDLE_POLL_SECONDS, MAX_LEAD_SECONDS, MIN_LEAD_SECONDS, Ticker
@@ -107,6 +114,8 @@ class SchedulerService:
                 leader_key(settings.namespace),
                 node_id=self.node_id,
                 ttl_ms=settings.leader_ttl_ms,
+                # A standby takes a dead leader's lease the moment it expires (issue 15).
+                wait_ms=int(settings.leader_renew_ms * 0.9),
             )
             self.presence = Presence(
                 self.redis,
@@ -139,8 +148,11 @@ class SchedulerService:
             executors={
                 "default": ThreadPoolExecutor(max_workers=4),
                 "ticker": ThreadPoolExecutor(max_workers=1),
+                # Issue 13: webhook delivery on a thread of its own, never the ticker's.
+                "notify": ThreadPoolExecutor(max_workers=1),
             },
         )
+        self.deliverer = Deliverer(settings, self.engine, keep_going=self._leading)
         self._was_leader = False
         #: Counters for tests, metrics and the benchmark.
         self.stats: dict[str, int] = {"ticks": 0, "published": 0, "republished": 0, "rows": 0}
@@ -185,6 +197,7 @@ class SchedulerService:
             ),
             ("worker-sweep", self.sweep_dead_workers, WORKER_SWEEP_SECONDS),
             ("retention", self.prune_retention, RETENTION_SECONDS),
+            ("alert-sweep", self.sweep_alerts, ALERT_SWEEP_SECONDS),  # issue 13
         ):
             self._scheduler.add_job(
                 func,
@@ -194,6 +207,15 @@ class SchedulerService:
                 coalesce=True,
                 max_instances=1,
             )
+        self._scheduler.add_job(  # issue 13: the notifications outbox, leader only
+            self.deliver_notifications,
+            IntervalTrigger(seconds=NOTIFY_POLL_SECONDS),
+            id="notify",
+            executor="notify",
+            misfire_grace_time=None,
+            coalesce=True,
+            max_instances=1,
+        )
         self._scheduler.start()
         if self.listener is not None:
             self.listener.start()
@@ -211,6 +233,7 @@ class SchedulerService:
         if self.listener is not None:
             self.listener.stop(timeout=3)
         self.dead_workers.close()
+        self.deliverer.close()
         if self._own_broker:
             self.broker.close()
         if self._own_engine:
@@ -332,3 +355,22 @@ class SchedulerService:
             keep_going=lambda: self.is_leader and not self._stop.is_set(),
             node_id=self.node_id,
         )
+
+    def _leading(self) -> bool:
+        return self.is_leader and not self._stop.is_set()
+
+    def sweep_alerts(self) -> int:
+        """Issue 13: report late fires and recoveries (:func:`.sweeps.sweep_alerts`)."""
+        if not self.is_leader:
+            return 0
+        return sweep_alerts(self.settings, self.engine, keep_going=self._leading, node_id=self.node_id)
+
+    def deliver_notifications(self) -> int:
+        """Issue 13: POST due webhook notifications (on the ``notify`` thread)."""
+        if not self.is_leader:
+            return 0
+        try:
+            return self.deliverer.deliver_due()
+        except Exception:
+            logger.exception("notification delivery failed", extra={"node_id": self.node_id})
+            return 0

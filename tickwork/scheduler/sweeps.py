@@ -14,6 +14,7 @@ from tickwork.config import Settings
 from tickwork.heartbeats import HeartbeatStore
 from tickwork.messaging import queue_name, ready_messages
 from tickwork.scheduler.reaper import reap_lost_attempts
+from tickwork.store.alerts import prune_notifications, sweep_late, sweep_recovered
 from tickwork.store.fires import PendingAttempt, pending_unclaimed, prune_runs
 from tickwork.store.retention import prune_operations
 from tickwork.vocabulary import utcnow
@@ -32,6 +33,9 @@ WORKER_SWEEP_SECONDS = 5.0
 #: second at most, above the rate of a scheduler firing 1,000 jobs a second.
 RETENTION_SECONDS = 60.0
 RETENTION_MAX_SECONDS = 20.0
+#: Issue 13: late fires and recoveries are looked for this often; due notifications too.
+ALERT_SWEEP_SECONDS = 1.0
+NOTIFY_POLL_SECONDS = 1.0
 RETENTION_BATCH = 1000
 
 
@@ -128,4 +132,22 @@ def prune_retention(
     if deleted:
         logger.info("pruned %d run rows", deleted, extra={"node_id": node_id})
     prune_operations(engine, runs_cutoff=cutoff)
+    prune_notifications(engine, older_than=cutoff)  # issue 13: the outbox's history
     return deleted
+
+
+def sweep_alerts(
+    settings: Settings, engine: Engine, *, keep_going: Callable[[], bool], node_id: str = ""
+) -> int:
+    """Issue 13: report late fires (``job.late``) and recoveries (``job.recovered``)."""
+    try:
+        late = sweep_late(
+            engine,
+            notify_url=settings.notify_url,
+            lookback_seconds=settings.late_lookback_seconds,
+            keep_going=keep_going,
+        )
+        return late + sweep_recovered(engine, notify_url=settings.notify_url)
+    except Exception:
+        logger.exception("alert sweep failed", extra={"node_id": node_id})
+        return 0

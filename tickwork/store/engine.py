@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -35,7 +36,7 @@ UNREACHABLE_MYSQL_ERRORS = frozenset({2002, 2003, 2006, 2013, 2055, 1053, 1927})
 
 
 def make_engine(url: str | Settings, **kwargs: Any) -> Engine:
-    """An engine tuned for the dialect: pooled PyMySQL, or SQLite in WAL mode."""
+    """An engine tuned for the dialect: pooled PyMySQL (or mysqlclient), or SQLite in WAL mode."""
     if isinstance(url, Settings):
         url = url.database_url
     if url.startswith("sqlite"):
@@ -131,20 +132,37 @@ def is_unreachable(exc: BaseException) -> bool:
     """The database could not be reached (down, restarting, a cut network): the statement did not
     run, or its connection died; once the server answers again, trying again is the remedy.
 
-    Takes SQLAlchemy's errors and PyMySQL's own (the recorder talks to PyMySQL directly).
+    Takes SQLAlchemy's errors and the drivers' own (the recorder talks to PyMySQL or
+    mysqlclient directly); both drivers raise the server's error codes in ``args[0]``.
     """
     orig: BaseException | None = exc
     if isinstance(exc, DBAPIError):
         if exc.connection_invalidated:
             return True
         orig = exc.orig
-    import pymysql
-
-    if isinstance(orig, pymysql.err.InterfaceError):
+    interface, operational = _driver_errors()
+    if isinstance(orig, interface):
         return True  # a closed connection was used
-    if isinstance(orig, pymysql.err.OperationalError):
+    if isinstance(orig, operational):
         return bool(orig.args) and orig.args[0] in UNREACHABLE_MYSQL_ERRORS
     return False
+
+
+@functools.cache
+def _driver_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    """(InterfaceError, OperationalError) classes of the MySQL drivers that are installed."""
+    import pymysql
+
+    interface: list[type[BaseException]] = [pymysql.err.InterfaceError]
+    operational: list[type[BaseException]] = [pymysql.err.OperationalError]
+    try:
+        import MySQLdb  # type: ignore[import-not-found,import-untyped,unused-ignore]
+    except ImportError:
+        pass
+    else:
+        interface.append(MySQLdb.InterfaceError)
+        operational.append(MySQLdb.OperationalError)
+    return tuple(interface), tuple(operational)
 
 
 def retry_transient(fn: Callable[[], T], *, attempts: int = DEFAULT_TRANSIENT_ATTEMPTS) -> T:

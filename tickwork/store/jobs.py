@@ -10,12 +10,13 @@ from sqlalchemy import ColumnElement, Engine, String, cast, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
+from tickwork.alerts import MANUAL_PAUSE
 from tickwork.errors import Conflict, NotFound, PreconditionFailed
 from tickwork.schedule.cron import next_fire_time
 from tickwork.spec import JobSpec
 from tickwork.store import events
 from tickwork.store.engine import session_factory
-from tickwork.store.models import Job, jobs_table, utcnow
+from tickwork.store.models import Job, JobLateWatermark, jobs_table, utcnow
 
 #: The fields a ``@job`` decorator defines: the code owns them, and an API edit of one is
 #: refused (it would be reverted when the next worker or scheduler registers the code). The
@@ -71,9 +72,15 @@ def create_job(engine: Engine, spec: JobSpec, *, source: str = "api", now: datet
     # A one-time job whose instant has passed still fires once ("now" is a runAt in the past).
     next_fire = row["run_at"] if row["run_at"] is not None else _compute_next_fire(row, now)
     job = Job(**row, source=source, next_fire_at=next_fire, created_at=now, updated_at=now)
+    if not spec.enabled:
+        job.paused_reason = MANUAL_PAUSE
     with session_factory(engine)() as session:
         session.add(job)
         try:
+            if spec.late_after_seconds is not None:
+                session.flush()  # the id, for the watermark
+                # Lateness is judged from here on, never retroactively.
+                session.add(JobLateWatermark(job_id=job.id, checked_until=now))
             session.commit()
         except IntegrityError:
             session.rollback()
@@ -104,6 +111,7 @@ def list_jobs(
     name_contains: str | None = None,
     handler_type: str | None = None,
     tag: str | None = None,
+    health: str | None = None,
     limit: int = 50,
     offset: int = 0,
 ) -> tuple[list[Job], int]:
@@ -111,6 +119,8 @@ def list_jobs(
 
     ``tag``: jobs whose ``tags`` hold it (:func:`tag_filter`).
     """
+    from tickwork.store.alerts import health_expression
+
     query = select(Job)
     count = select(func.count()).select_from(Job)
     filters: list[ColumnElement[bool]] = []
@@ -122,6 +132,8 @@ def list_jobs(
         filters.append(Job.handler_type == handler_type)
     if tag:
         filters.append(tag_filter(tag))
+    if health:
+        filters.append(health_expression() == health)
     for condition in filters:
         query = query.where(condition)
         count = count.where(condition)
@@ -160,8 +172,19 @@ def update_job(
             row["run_at"],
         )
         resumed = row["enabled"] and not job.enabled
+        paused = job.enabled and not row["enabled"]
+        if row["late_after_seconds"] != job.late_after_seconds:
+            # A new (or changed) lateAfterSeconds judges the fires from now on, not the past
+            # hour's at once; turned off, the job is no longer late.
+            session.merge(JobLateWatermark(job_id=job.id, checked_until=now))
+            if row["late_after_seconds"] is None:
+                job.late_since = None
         for key, value in row.items():
             setattr(job, key, value)
+        if resumed:
+            job.paused_reason, job.resumed_at = None, now
+        elif paused:
+            job.paused_reason = MANUAL_PAUSE
         if schedule_changed or (resumed and row["cron_expression"]):
             # A resumed cron job's misfire window starts now (see :func:`set_enabled`).
             job.next_fire_at = row["run_at"] if row["run_at"] is not None else _compute_next_fire(row, now)
@@ -217,6 +240,10 @@ def set_enabled(engine: Engine, job_id: int, enabled: bool, *, now: datetime | N
         values: dict[str, Any] = {"enabled": enabled, "updated_at": now, "version": c.version + 1}
         if enabled and not row.enabled and row.cron_expression:
             values["next_fire_at"] = _compute_next_fire(dict(row._mapping), now)
+        if enabled and not row.enabled:
+            values.update(paused_reason=None, resumed_at=now)  # auto-pause counts from here
+        elif not enabled and row.enabled:
+            values["paused_reason"] = MANUAL_PAUSE
         conn.execute(update(jobs_table).where(c.id == job_id).values(**values))
     return get_job(engine, job_id)
 

@@ -31,6 +31,7 @@ from tickwork.vocabulary import (
     FINAL_STATUSES,
     HandlerType,
     MisfirePolicy,
+    NotificationStatus,
     OverlapPolicy,
     RunStatus,
     RunTrigger,
@@ -50,6 +51,7 @@ __all__ = [
     "JobSnapshot",
     "LongText",
     "MisfirePolicy",
+    "NotificationStatus",
     "OverlapPolicy",
     "RunStatus",
     "RunTrigger",
@@ -123,6 +125,23 @@ class Job(Base):
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    # -- alerts (issue 13): see tickwork/alerts.py and tickwork/store/alerts.py --------------
+    #: A fire is late when it has not reached SUCCESS this long after its scheduled time.
+    late_after_seconds: Mapped[int | None] = mapped_column(Integer)
+    #: Pause the job after this many consecutive DEAD runs.
+    pause_after_failures: Mapped[int | None] = mapped_column(Integer)
+    #: Where this job's notifications go (besides TICKWORK_NOTIFY_URL).
+    notify_url: Mapped[str | None] = mapped_column(String(2048))
+    #: Why the job is paused: ``manual`` or ``auto: N consecutive dead runs`` (NULL: not paused).
+    paused_reason: Mapped[str | None] = mapped_column(String(200))
+    #: When the job was last resumed: auto-pause counts only the dead runs made since.
+    resumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: When a fire of this job was last reported late; NULL again once the job next succeeds.
+    late_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: When the job last went DEAD without a success since (a ``job.recovered`` is owed).
+    failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The scheduled time of the last fire reported late (a missing fire has no run row to mark).
+    late_fire_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         UniqueConstraint("name", name="uq_jobs_name"),
@@ -155,6 +174,8 @@ class JobRun(Base):
     http_status: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     traceback: Mapped[str | None] = mapped_column(LongText)
+    #: When the late sweep reported this fire late (set on the fire's first attempt row, once).
+    late_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -217,6 +238,46 @@ class TriggerKey(Base):
     )
 
 
+class JobLateWatermark(Base):
+    """Fires of the job scheduled before ``checked_until`` are decided (late or on time).
+
+    Its own table, not a ``jobs`` column: the late sweep moves it every second for a per-second
+    job, and a ``jobs`` row it locked would be skipped by the ticker (``FOR UPDATE SKIP LOCKED``).
+    """
+
+    __tablename__ = "job_late_watermarks"
+
+    job_id: Mapped[int] = mapped_column(BigId, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    checked_until: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Notification(Base):
+    """The outbox of webhook notifications: one row per event and target."""
+
+    __tablename__ = "notifications"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    event: Mapped[str] = mapped_column(String(32))
+    # No foreign keys: a notification outlives the job or run it reports (history).
+    job_id: Mapped[int | None] = mapped_column(BigId)
+    run_id: Mapped[int | None] = mapped_column(BigId)
+    target: Mapped[str] = mapped_column(String(2048))
+    #: The exact JSON body POSTed (and signed).
+    payload: Mapped[str] = mapped_column(LongText)
+    status: Mapped[str] = mapped_column(String(16), default=NotificationStatus.PENDING.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (
+        Index("ix_notifications_status_next", "status", "next_attempt_at"),
+        {"sqlite_autoincrement": True},
+    )
+
+
 @dataclass(slots=True)
 class JobSnapshot:
     """The ``jobs`` columns a fire needs (its plan and its message), read without the ORM.
@@ -254,3 +315,5 @@ jobs_table = cast(Table, Job.__table__)
 runs_table = cast(Table, JobRun.__table__)
 events_table = cast(Table, Event.__table__)
 trigger_keys_table = cast(Table, TriggerKey.__table__)
+notifications_table = cast(Table, Notification.__table__)
+watermarks_table = cast(Table, JobLateWatermark.__table__)

@@ -20,10 +20,12 @@ On SQLite (the embedded mode) a group runs the store's own ``claim_attempt`` and
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import queue
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,8 +34,14 @@ from sqlalchemy import Engine
 from tickwork.store.models import RunStatus, utcnow
 from tickwork.store.runs import claim_attempt, finish_attempt
 
+logger = logging.getLogger(__name__)
+
 #: The most claims and finishes committed in one transaction.
 DEFAULT_MAX_BATCH = 64
+#: Committer threads per process on MySQL (see :class:`AttemptRecorder`). One: with successes
+#: written without holding a worker thread, a second committer made smaller groups and more CPU
+#: per job, and drained slower (benchmarks/results/worker_committers_1.json, _4.json).
+DEFAULT_COMMITTERS = 1
 
 CLAIM = "claim"
 FINISH = "finish"
@@ -57,7 +65,7 @@ def group_time() -> datetime:
 class _Pending:
     """One caller's claim or finish, waiting for its group's commit."""
 
-    __slots__ = ("done", "error", "kind", "message_id", "outcome", "result", "run_id", "worker_id")
+    __slots__ = ("done", "error", "kind", "message_id", "outcome", "result", "run_id", "then", "worker_id")
 
     def __init__(
         self,
@@ -67,6 +75,7 @@ class _Pending:
         *,
         message_id: str | None = None,
         outcome: tuple[str, str | None, str | None, str | None, int | None] | None = None,
+        then: Callable[[bool, BaseException | None], None] | None = None,
     ) -> None:
         self.kind = kind
         self.run_id = run_id
@@ -74,6 +83,8 @@ class _Pending:
         self.message_id = message_id
         #: For a finish: (status, output, error, traceback, http_status).
         self.outcome = outcome
+        #: Called by the committer with (result, error) instead of waking a waiting caller.
+        self.then = then
         # A held lock the committer releases: cheaper to wait on than an Event (no Condition).
         self.done = threading.Lock()
         self.done.acquire()
@@ -90,18 +101,27 @@ class AttemptRecorder:
     Parameters:
       engine: the store's engine.
       max_batch: the most claims and finishes committed together.
+      committers: committer threads (each with its own connection) on MySQL. With one, a claim
+        arriving while a group is being committed waits for that group's round trip and log
+        flush; with more, the next group goes out at once, but groups are smaller (measured:
+        slower overall). SQLite has one writer: always one committer there.
     """
 
-    def __init__(self, engine: Engine, *, max_batch: int = DEFAULT_MAX_BATCH) -> None:
+    def __init__(
+        self, engine: Engine, *, max_batch: int = DEFAULT_MAX_BATCH, committers: int = DEFAULT_COMMITTERS
+    ) -> None:
         self.engine = engine
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._pid = 0
         self._lock = threading.Lock()
-        self._conn: Any = None
-        #: PyMySQL: a group goes to the server as one multi-statement query.
-        self._merge = engine.dialect.driver == "pymysql"
+        #: Each committer thread's driver connection (kept across groups).
+        self._local = threading.local()
+        self._conns: list[Any] = []
+        #: MySQL: a group goes to the server as one multi-statement query.
+        self._merge = engine.dialect.name == "mysql"
+        self.committers = max(1, committers) if self._merge else 1
 
     # -- the two calls ------------------------------------------------------------------------
 
@@ -124,11 +144,34 @@ class AttemptRecorder:
         outcome = (str(status), output, error, traceback, http_status)
         return self._submit(_Pending(FINISH, run_id, worker_id, outcome=outcome))
 
+    def finish_later(
+        self,
+        run_id: int,
+        worker_id: str,
+        then: Callable[[bool, BaseException | None], None],
+        *,
+        status: RunStatus,
+        output: str | None = None,
+        http_status: int | None = None,
+    ) -> None:
+        """:meth:`finish` without waiting: ``then(finished, error)`` runs on a committer thread
+        once the group holding it is committed (or failed). ``then`` must be quick."""
+        outcome = (str(status), output, None, None, http_status)
+        self._ensure_thread()
+        self._queue.put(_Pending(FINISH, run_id, worker_id, outcome=outcome, then=then))
+
     def close(self) -> None:
-        if self._thread is not None and self._thread.is_alive() and self._pid == os.getpid():
-            self._queue.put(None)
-            self._thread.join(timeout=5)
-        self._discard()
+        if self._pid == os.getpid():
+            alive = [t for t in self._threads if t.is_alive()]
+            if alive:
+                self._queue.put(None)  # each committer passes it on to the next
+                for thread in alive:
+                    thread.join(timeout=5)
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            with contextlib.suppress(Exception):  # closing anyway
+                conn.close()
 
     # -- the committer ------------------------------------------------------------------------
 
@@ -142,20 +185,27 @@ class AttemptRecorder:
 
     def _ensure_thread(self) -> None:
         pid = os.getpid()
-        if self._thread is not None and self._pid == pid and self._thread.is_alive():
+        if self._pid == pid and self._threads and all(t.is_alive() for t in self._threads):
             return
         with self._lock:
-            if self._thread is None or self._pid != pid or not self._thread.is_alive():
+            if self._pid != pid:  # forked: the parent's threads and connections are not ours
                 self._queue = queue.SimpleQueue()
-                self._conn = None
+                self._local = threading.local()
+                self._conns = []
+                self._threads = []
                 self._pid = pid
-                self._thread = threading.Thread(target=self._commit_loop, name="tickwork-commit", daemon=True)
-                self._thread.start()
+            self._threads = [t for t in self._threads if t.is_alive()]
+            while len(self._threads) < self.committers:
+                thread = threading.Thread(target=self._commit_loop, name="tickwork-commit", daemon=True)
+                thread.start()
+                self._threads.append(thread)
 
     def _commit_loop(self) -> None:
         while True:
             first = self._queue.get()
             if first is None:
+                self._queue.put(None)  # for the other committers
+                self._discard()
                 return
             batch = [first]
             while len(batch) < self.max_batch:
@@ -181,11 +231,11 @@ class AttemptRecorder:
                     p.result = self._run_group([p])[0]
                 except Exception as exc:  # noqa: BLE001 - handed to the caller
                     p.error = exc
-                p.done.release()
+                _settle(p)
             return
         for p, result in zip(batch, results, strict=True):
             p.result = result
-            p.done.release()
+            _settle(p)
 
     def _run_group(self, batch: list[_Pending]) -> list[bool]:
         if not self._merge:
@@ -206,7 +256,7 @@ class AttemptRecorder:
     def _merged(self, conn: Any, cursor: Any, batch: list[_Pending]) -> list[bool]:
         """One multi-statement round trip: one UPDATE per worker's claims and per finish outcome."""
         now = group_time()
-        esc = conn.escape
+        esc = _escaper(conn)
         at = esc(now)
         results = dict.fromkeys(range(len(batch)), False)
         groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
@@ -278,28 +328,74 @@ class AttemptRecorder:
     # -- the connection -----------------------------------------------------------------------
 
     def _connection(self) -> Any:
-        if self._conn is None:
-            self._conn = self._connect()
-        return self._conn
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+            with self._lock:
+                self._conns.append(conn)
+        return conn
 
     def _connect(self) -> Any:
-        import pymysql
-        from pymysql.constants import CLIENT
+        """A driver connection of the engine's driver (PyMySQL, or mysqlclient's ``MySQLdb``)
+        with the engine's connect arguments, allowed to send several statements at once."""
+        driver = self.engine.dialect.driver
+        if driver == "mysqldb":
+            import MySQLdb  # type: ignore[import-not-found,import-untyped,unused-ignore]
+            from MySQLdb.constants import CLIENT  # type: ignore[import-not-found,import-untyped,unused-ignore]
 
+            connect: Any = MySQLdb.connect
+        elif driver == "pymysql":
+            import pymysql
+            from pymysql.constants import CLIENT
+
+            connect = pymysql.connect
+        else:
+            raise ValueError(f"unsupported MySQL driver {driver!r}: use mysql+pymysql:// or mysql+mysqldb://")
         _, params = self.engine.dialect.create_connect_args(self.engine.url)
-        # FOUND_ROWS (set by SQLAlchemy's dialect): a row count is rows matched, not changed.
+        # FOUND_ROWS (set by SQLAlchemy's dialects): a row count is rows matched, not changed.
         params["client_flag"] = params.get("client_flag", 0) | CLIENT.MULTI_STATEMENTS | CLIENT.FOUND_ROWS
-        return pymysql.connect(
+        return connect(
             **params,
             autocommit=False,
             init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
         )
 
     def _discard(self) -> None:
-        conn, self._conn = self._conn, None
+        """Close this committer thread's connection (after an error, or at the end)."""
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
         if conn is not None:
+            with self._lock:
+                if conn in self._conns:
+                    self._conns.remove(conn)
             with contextlib.suppress(Exception):  # the connection is being thrown away anyway
                 conn.close()
+
+
+def _settle(pending: _Pending) -> None:
+    """Hand a committed claim or finish to its caller: wake it, or call its ``then``."""
+    if pending.then is None:
+        pending.done.release()
+        return
+    try:
+        pending.then(pending.result, pending.error)
+    except Exception:  # the committer must go on with the other callers
+        logger.exception("A finish callback of run %s failed.", pending.run_id)
+
+
+def _escaper(conn: Any) -> Any:
+    """``value → SQL literal`` for the driver: PyMySQL's ``escape`` gives text, mysqlclient's
+    ``literal`` bytes in the connection's character set."""
+    if type(conn).__module__.startswith("pymysql"):
+        return conn.escape
+    literal = conn.literal
+    encoding = conn.character_set_name()
+    encoding = "utf8" if encoding.startswith("utf8") else encoding
+
+    def esc(value: Any) -> str:
+        return str(literal(value).decode(encoding))
+
+    return esc
 
 
 def _outcome_values(pending: _Pending) -> dict[str, Any]:

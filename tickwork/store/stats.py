@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Engine, Integer, and_, cast, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
+from tickwork.store.alerts import health_expression, health_of
 from tickwork.store.jobs import tag_filter
 from tickwork.store.models import RunStatus, jobs_table, runs_table, utcnow
 
@@ -44,12 +45,16 @@ class JobSummary:
     last_run_id: int | None = None
     last_status: str | None = None
     last_run_at: datetime | None = None
+    #: Issue 13: ``healthy``, ``late``, ``failing`` or ``paused``; why paused; last success.
+    health: str = "healthy"
+    paused_reason: str | None = None
+    last_success_at: datetime | None = None
 
 
-#: The ``jobs`` columns of a :class:`JobSummary` (its fields, less the newest run's).
-JOB_SUMMARY_COLUMNS: tuple[str, ...] = tuple(
-    f.name for f in fields(JobSummary) if f.name not in ("last_run_id", "last_status", "last_run_at")
-)
+#: Fields of a :class:`JobSummary` computed from other tables (the newest run, the health).
+_DERIVED = ("last_run_id", "last_status", "last_run_at", "health", "last_success_at")
+#: The ``jobs`` columns of a :class:`JobSummary` (its fields, less the derived ones).
+JOB_SUMMARY_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(JobSummary) if f.name not in _DERIVED)
 
 
 def job_summaries(
@@ -59,6 +64,7 @@ def job_summaries(
     limit: int = 50,
     name_contains: str | None = None,
     tag: str | None = None,
+    health: str | None = None,
 ) -> tuple[list[JobSummary], int | None]:
     """A page of jobs by id after ``after_id``, each with its newest run; and the next cursor.
 
@@ -72,14 +78,20 @@ def job_summaries(
         query = query.where(j.name.contains(name_contains, autoescape=True))
     if tag:
         query = query.where(tag_filter(tag))
+    if health:
+        query = query.where(health_expression() == health)
     query = query.order_by(j.id).limit(limit + 1)
     with engine.connect() as conn:
         rows = [dict(r._mapping) for r in conn.execute(query)]
         more = len(rows) > limit
         rows = rows[:limit]
         last = last_runs(conn, [r["id"] for r in rows])
+        healths = health_of(conn, [r["id"] for r in rows])
     items = []
     for row in rows:
+        found = healths.get(row["id"])
+        if found is not None:
+            row.update(health=found.health, last_success_at=found.last_success_at)
         newest = last.get(row["id"])
         if newest is not None:
             row.update(

@@ -19,6 +19,7 @@ let eventsKind = "";
 // An open edit form: the periodic refresh leaves the job view alone until it is saved or closed.
 let editing = null;
 const EVENT_KINDS = ["job.created", "job.updated", "job.deleted", "job.paused", "job.resumed", "job.triggered", "job.backfilled", "run.replayed", "run.purged"];
+let healthFilter = ""; // issue 13: "", healthy, late, failing or paused
 
 // ---- helpers ----
 function h(tag, attrs, ...children) {
@@ -109,6 +110,12 @@ function ago(iso) {
   return s >= 0 ? "in " + text : text + " ago";
 }
 
+// Issue 13: a job's health (healthy, late, failing, paused), with why it is paused.
+function healthBadge(job) {
+  const title = job.pausedReason ? "paused: " + job.pausedReason : job.lastSuccessAt ? "last success " + when(job.lastSuccessAt) : "no success yet";
+  return h("span", { class: "badge health h-" + job.health, "data-health": job.health, title: title }, job.health);
+}
+
 function badge(status) { return status ? h("span", { class: "badge s-" + status }, status) : h("span", { class: "muted" }, "never run"); }
 
 function schedule(job) {
@@ -129,7 +136,7 @@ const views = {
   async jobs(view) {
     const after = jobsCursor[jobsCursor.length - 1];
     const query = "/dashboard/jobs?limit=" + PAGE + "&afterId=" + after + (jobsFilter ? "&name=" + encodeURIComponent(jobsFilter) : "")
-      + (tagFilter ? "&tag=" + encodeURIComponent(tagFilter) : "");
+      + (tagFilter ? "&tag=" + encodeURIComponent(tagFilter) : "") + (healthFilter ? "&health=" + healthFilter : "");
     const page = await api("GET", query);
     const rows = page.items.map((job) => h("tr", { "data-job": job.name },
       h("td", { class: "num" }, job.id),
@@ -138,6 +145,7 @@ const views = {
       h("td", {}, job.handlerType, h("div", { class: "muted" }, job.handlerData)),
       h("td", {}, job.enabled ? [when(job.nextFireAt), h("div", { class: "muted" }, ago(job.nextFireAt))] : h("span", { class: "paused" }, "paused")),
       h("td", {}, badge(job.lastStatus), h("div", { class: "muted" }, ago(job.lastRunAt))),
+      h("td", {}, healthBadge(job), job.pausedReason ? h("div", { class: "muted" }, job.pausedReason) : null),
       h("td", {},
         h("button", { type: "button", disabled: !isAdmin(), onclick: () => act(job.enabled ? "Pause" : "Resume", async () => {
           await api("POST", "/jobs/" + job.id + (job.enabled ? "/pause" : "/resume"));
@@ -152,12 +160,14 @@ const views = {
       h("div", { class: "toolbar" },
         h("input", { id: "job-filter", placeholder: "name contains…", value: jobsFilter, onchange: (e) => { jobsFilter = e.target.value.trim(); jobsCursor = [0]; render(); } }),
         h("input", { id: "tag-filter", placeholder: "tag", value: tagFilter, onchange: (e) => { tagFilter = e.target.value.trim(); jobsCursor = [0]; render(); } }),
+        h("select", { id: "health-filter", "aria-label": "health", onchange: (e) => { healthFilter = e.target.value; jobsCursor = [0]; render(); } },
+          ["", "healthy", "late", "failing", "paused"].map((value) => h("option", { value: value, selected: value === healthFilter }, value ? value : "any health"))),
         h("button", { type: "button", disabled: jobsCursor.length < 2, onclick: () => { jobsCursor.pop(); render(); } }, "← Previous"),
         h("button", { type: "button", disabled: page.nextAfterId === null, onclick: () => { jobsCursor.push(page.nextAfterId); render(); } }, "Next →"),
         h("span", { class: "muted" }, "page " + jobsCursor.length + ", " + page.items.length + " jobs")),
       h("table", { id: "jobs-table" },
-        h("thead", {}, h("tr", {}, ["Id", "Name", "Schedule", "Handler", "Next fire", "Last run", "Actions"].map((t) => h("th", {}, t)))),
-        h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: 7, class: "muted" }, "No jobs yet.")))),
+        h("thead", {}, h("tr", {}, ["Id", "Name", "Schedule", "Handler", "Next fire", "Last run", "Health", "Actions"].map((t) => h("th", {}, t)))),
+        h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: 8, class: "muted" }, healthFilter ? "No " + healthFilter + " jobs." : "No jobs yet.")))),
       ...createForm());
   },
 
@@ -173,7 +183,8 @@ const views = {
     const props = [
       ["Schedule", schedule(job)], ["Handler", job.handlerType + " " + job.handlerData],
       ["Queue", job.queue], ["Retries", job.retryCount + " (backoff " + job.retryBackoffSeconds + " s, max " + job.maxBackoffSeconds + " s)"],
-      ["Timeout", job.timeoutSeconds ? job.timeoutSeconds + " s" : "none"], ["State", job.enabled ? "active" : "paused"],
+      ["Timeout", job.timeoutSeconds ? job.timeoutSeconds + " s" : "none"], ["State", job.enabled ? "active" : "paused" + (job.pausedReason ? " (" + job.pausedReason + ")" : "")],
+      ["Health", healthBadge(job)], ["Last success", job.lastSuccessAt ? when(job.lastSuccessAt) : "never"],
       ["Tags", job.tags && job.tags.length ? job.tags.join(", ") : "none"],
       ["Max concurrency", job.maxConcurrency == null ? "unlimited" : String(job.maxConcurrency)],
       ["Version", String(job.version)],
