@@ -158,12 +158,12 @@ const views = {
     view.replaceChildren(
       h("h1", {}, "Jobs"),
       h("div", { class: "toolbar" },
-        h("input", { id: "job-filter", placeholder: "name contains…", value: jobsFilter, onchange: (e) => { jobsFilter = e.target.value.trim(); jobsCursor = [0]; render(); } }),
-        h("input", { id: "tag-filter", placeholder: "tag", value: tagFilter, onchange: (e) => { tagFilter = e.target.value.trim(); jobsCursor = [0]; render(); } }),
-        h("select", { id: "health-filter", "aria-label": "health", onchange: (e) => { healthFilter = e.target.value; jobsCursor = [0]; render(); } },
+        h("input", { id: "job-filter", placeholder: "name contains…", value: jobsFilter, onchange: (e) => { jobsFilter = e.target.value.trim(); jobsCursor = [0]; render(true); } }),
+        h("input", { id: "tag-filter", placeholder: "tag", value: tagFilter, onchange: (e) => { tagFilter = e.target.value.trim(); jobsCursor = [0]; render(true); } }),
+        h("select", { id: "health-filter", "aria-label": "health", onchange: (e) => { healthFilter = e.target.value; jobsCursor = [0]; render(true); } },
           ["", "healthy", "late", "failing", "paused"].map((value) => h("option", { value: value, selected: value === healthFilter }, value ? value : "any health"))),
-        h("button", { type: "button", disabled: jobsCursor.length < 2, onclick: () => { jobsCursor.pop(); render(); } }, "← Previous"),
-        h("button", { type: "button", disabled: page.nextAfterId === null, onclick: () => { jobsCursor.push(page.nextAfterId); render(); } }, "Next →"),
+        h("button", { type: "button", disabled: jobsCursor.length < 2, onclick: () => { jobsCursor.pop(); render(true); } }, "← Previous"),
+        h("button", { type: "button", disabled: page.nextAfterId === null, onclick: () => { jobsCursor.push(page.nextAfterId); render(true); } }, "Next →"),
         h("span", { class: "muted" }, "page " + jobsCursor.length + ", " + page.items.length + " jobs")),
       h("table", { id: "jobs-table" },
         h("thead", {}, h("tr", {}, ["Id", "Name", "Schedule", "Handler", "Next fire", "Last run", "Health", "Actions"].map((t) => h("th", {}, t)))),
@@ -219,10 +219,10 @@ const views = {
       h("h1", {}, "Events"),
       h("p", { class: "muted" }, "Every change to a job or a run: who, what, when, and for definition changes the fields before and after."),
       h("div", { class: "toolbar" },
-        h("select", { id: "event-kind", onchange: (e) => { eventsKind = e.target.value; eventsCursor = [null]; render(); } },
+        h("select", { id: "event-kind", onchange: (e) => { eventsKind = e.target.value; eventsCursor = [null]; render(true); } },
           h("option", { value: "" }, "all kinds"), EVENT_KINDS.map((k) => h("option", { value: k, selected: k === eventsKind }, k))),
-        h("button", { type: "button", disabled: eventsCursor.length < 2, onclick: () => { eventsCursor.pop(); render(); } }, "← Newer"),
-        h("button", { type: "button", disabled: page.nextBeforeId === null, onclick: () => { eventsCursor.push(page.nextBeforeId); render(); } }, "Older →")),
+        h("button", { type: "button", disabled: eventsCursor.length < 2, onclick: () => { eventsCursor.pop(); render(true); } }, "← Newer"),
+        h("button", { type: "button", disabled: page.nextBeforeId === null, onclick: () => { eventsCursor.push(page.nextBeforeId); render(true); } }, "Older →")),
       eventsTable(page.items, true));
   },
 
@@ -283,7 +283,7 @@ function details(item) {
 
 function tagList(tags) {
   if (!tags || !tags.length) return null;
-  return h("div", { class: "tags" }, tags.map((t) => h("a", { class: "tag", href: "#/jobs", onclick: () => { tagFilter = t; jobsCursor = [0]; render(); } }, t)));
+  return h("div", { class: "tags" }, tags.map((t) => h("a", { class: "tag", href: "#/jobs", onclick: () => { tagFilter = t; jobsCursor = [0]; render(true); } }, t)));
 }
 
 function describeEvent(e) {
@@ -524,9 +524,15 @@ function showLogin(message) {
 }
 
 let rendering = false;
-async function render() {
+// A render the user asked for (a filter or a page changed) while another was loading.
+let forcedPending = false;
+
+// ``force``: the user changed a filter or a page, so the view is swapped even though the focus
+// is still in a filter control (Tab from one filter lands on the next).
+async function render(force = false) {
   if (!token()) { showLogin(); return; }
-  if (rendering || editing) return;
+  if (editing) return;
+  if (rendering) { forcedPending = forcedPending || force; return; }
   rendering = true;
   const [, name, arg] = (location.hash || "#/jobs").split("/");
   const viewName = name === "jobs" && arg ? "job" : (views[name] ? name : "jobs");
@@ -543,12 +549,13 @@ async function render() {
     // Keep a half-typed form across refreshes: only swap the view when nobody is typing in it.
     const typing = view.contains(document.activeElement) && document.activeElement.matches("input, select, textarea");
     // An edit form opened while this render was loading stays too.
-    if (!typing && !editing) view.replaceChildren(...staging.childNodes);
+    if ((force || !typing) && !editing) view.replaceChildren(...staging.childNodes);
   } catch (e) {
     if (e.status !== 401) view.replaceChildren(h("p", { class: "error" }, "Could not load: " + e.message));
   } finally {
     rendering = false;
   }
+  if (forcedPending) { forcedPending = false; render(true); }
 }
 
 function start() {
