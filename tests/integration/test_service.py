@@ -172,3 +172,85 @@ def test_outbox_sweep_does_not_republish_a_backlog_but_does_republish_lost_messa
         service.lease.release()
         broker.close()
     assert sorted(m["options"]["tickwork"]["run_id"] for m in drain(settings)) == sorted([*published, never])
+
+
+def test_outbox_sweep_publishes_a_backfill_in_chunks_each_once(
+    cluster_settings: Settings, mysql_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 14's pacing: the sweep publishes at most OUTBOX_CHUNK at a time, makes room for the
+    ticker before each chunk, and every backfilled fire goes out exactly once."""
+    from tickwork.backfill import backfill
+    from tickwork.scheduler import sweeps
+
+    monkeypatch.setattr(sweeps, "OUTBOX_CHUNK", 2)
+    settings = cluster_settings.model_copy(
+        update={"outbox_grace_seconds": 0.01, "backfill_fires_per_second": 1e9}
+    )
+    job = create_job(mysql_engine, job_spec("filled", cron_expression="* * * * * *", enabled=False))
+    end = datetime.now(UTC).replace(microsecond=0)
+    result = backfill(settings, mysql_engine, job, end - timedelta(seconds=7), end)
+    assert result.fires == 7
+    broker = make_broker(settings)
+    chunks: list[int] = []
+    order: list[str] = []
+    published = 0
+    try:
+
+        def publish(attempts: list[Any]) -> int:
+            chunks.append(len(attempts))
+            order.append("chunk")
+            return service.publish_attempts(attempts)
+
+        service = SchedulerService(settings, engine=mysql_engine, broker=broker)
+        deadline = time.monotonic() + 30
+        while published < 7 and time.monotonic() < deadline:
+            published += sweeps.sweep_outbox(
+                settings,
+                mysql_engine,
+                broker,
+                publish=publish,
+                is_leader=lambda: True,
+                make_room=lambda: order.append("room"),
+            )
+    finally:
+        broker.close()
+    assert published == 7
+    assert chunks and max(chunks) <= 2 and sum(chunks) == 7
+    # Room made right before each chunk (before the sweep's query for a sweep's first chunk).
+    assert all(order[i - 1] == "room" for i, step in enumerate(order) if step == "chunk")
+    with mysql_engine.connect() as conn:
+        mine = {r for (r,) in conn.execute(select(runs_table.c.id).where(runs_table.c.job_id == job.id))}
+    run_ids = [m["options"]["tickwork"]["run_id"] for m in drain(settings)]
+    assert sorted(run_ids) == sorted(mine)  # each once, none other
+
+
+def test_make_room_waits_while_the_ticker_fires(
+    cluster_settings: Settings, mysql_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The outbox sweep's chunks wait for the ticker's tick to end (bounded, see the constants)."""
+    import threading
+
+    from tickwork.scheduler import service as service_module
+
+    monkeypatch.setattr(service_module, "SWEEP_YIELD_MAX_SECONDS", 600.0)
+    monkeypatch.setattr(service_module, "SWEEP_GUARD_SECONDS", 60.0)
+    broker = make_broker(cluster_settings)
+    service = SchedulerService(cluster_settings, engine=mysql_engine, broker=broker)
+    returned = threading.Event()
+    try:
+        service.ticker._lock.acquire()  # a tick is running
+        waiter = threading.Thread(target=lambda: (service.make_room(), returned.set()), daemon=True)
+        waiter.start()
+        assert not returned.wait(0.3)  # still waiting: the tick has not ended
+        # The tick ends with the next one imminent (within the guard, widened to 60 s here).
+        service.ticker.next_wake = datetime.now(UTC) + timedelta(seconds=30)
+        service.ticker._lock.release()
+        assert not returned.wait(0.3)  # still waiting: the next tick is near
+        service.ticker.next_wake = None  # nothing armed any more
+        assert returned.wait(30)
+        waiter.join(30)
+    finally:
+        if service.ticker._lock.locked():
+            service.ticker._lock.release()
+        broker.close()
+    assert service.ticker.seconds_to_next_tick() is None

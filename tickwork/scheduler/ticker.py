@@ -73,6 +73,19 @@ class Ticker:
                 return wake
         return fallback
 
+    @property
+    def busy(self) -> bool:
+        """True while a tick runs (fires, publishes)."""
+        return self._lock.locked()
+
+    def seconds_to_next_tick(self) -> float | None:
+        """Seconds until the next imminent tick starts (negative: it is due), None if none is
+        armed. The outbox sweep publishes only in the gaps (:meth:`SchedulerService.make_room`)."""
+        wake = self.next_wake
+        if wake is None:
+            return None
+        return (wake - utcnow()).total_seconds() - self.lead
+
     def request(self) -> None:
         """Ask for a tick (a running tick goes round once more)."""
         self._pending.set()
