@@ -14,7 +14,7 @@ from pydantic.alias_generators import to_camel
 
 from tickwork.alerts import job_health
 from tickwork.redaction import redact_http_parameters, redact_json, redact_url
-from tickwork.store.models import Job, JobRun
+from tickwork.store.models import Event, Job, JobRun
 from tickwork.vocabulary import HandlerType
 
 
@@ -145,3 +145,22 @@ class NotificationOut(ApiModel):
     updated_at: datetime
     #: The JSON body as POSTed (and signed).
     payload: str
+
+
+class EventOut(ApiModel):
+    """One change: who (``actor``: a token's ``sub``, ``cli``, ``decorator``, ``tickwork``; ``role``
+    for tokens), what (``kind``, the job and run), when, and ``details`` (for definition
+    changes ``changes: {field: {before, after}}``)."""
+
+    id: int
+    created_at: datetime
+    actor: str
+    role: str | None
+    kind: str
+    job_id: int | None
+    run_id: int | None
+    details: dict[str, Any] | None
+
+    @classmethod
+    def of(cls, event: Event) -> EventOut:
+        return cls.model_validate(event)

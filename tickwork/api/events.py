@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
@@ -15,29 +14,9 @@ from tickwork.api.state import State
 from tickwork.audit import masked_details
 from tickwork.store import events as event_store
 from tickwork.store.events import EventKind
-from tickwork.store.models import Event
+from tickwork.views import EventOut
 
 router = APIRouter(tags=["audit trail"])
-
-
-class EventOut(ApiModel):
-    """One change: who (``actor``: a token's ``sub``, ``cli``, ``decorator``, ``tickwork``; ``role``
-    for tokens), what (``kind``, the job and run), when, and ``details`` (for definition
-    changes ``changes: {field: {before, after}}``)."""
-
-    id: int
-    created_at: datetime
-    actor: str
-    role: str | None
-    kind: str
-    job_id: int | None
-    run_id: int | None
-    details: dict[str, Any] | None
-
-    @classmethod
-    def of(cls, event: Event, *, masked: bool = False) -> EventOut:
-        out = cls.model_validate(event)
-        return out.model_copy(update={"details": masked_details(event)}) if masked else out
 
 
 class EventPage(ApiModel):
@@ -62,7 +41,11 @@ def _page(
         before_id=before_id,
         limit=limit,
     )
-    items = [EventOut.of(e, masked=who.masked) for e in rows]
+    items = [EventOut.of(e) for e in rows]
+    if who.masked:  # a viewer reads credentials in the before/after values masked
+        items = [
+            out.model_copy(update={"details": masked_details(e)}) for out, e in zip(items, rows, strict=True)
+        ]
     return EventPage(items=items, next_before_id=items[-1].id if len(items) == limit else None)
 
 

@@ -18,6 +18,7 @@ from tickwork.cli.common import (
 from tickwork.cli.jobs import resolve_job
 from tickwork.store.events import EventKind, list_events
 from tickwork.store.models import Event
+from tickwork.views import EventOut
 
 KINDS = [k.value for k in EventKind]
 
@@ -36,17 +37,8 @@ def register(sub: Any) -> None:
 
 
 def event_json(event: Event) -> dict[str, Any]:
-    """An event as ``GET /events`` answers it (camelCase)."""
-    return {
-        "id": event.id,
-        "createdAt": event.created_at.isoformat(),
-        "actor": event.actor,
-        "role": event.role,
-        "kind": event.kind,
-        "jobId": event.job_id,
-        "runId": event.run_id,
-        "details": event.details,
-    }
+    """An event as ``GET /events`` answers it (the model both share, camelCase)."""
+    return EventOut.of(event).model_dump(mode="json", by_alias=True)
 
 
 def _summary(event: Event) -> str:
