@@ -33,11 +33,17 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
 def consumers(settings: Settings, queue: str) -> int:
+    """Consumers on ``queue``; 0 while no worker has declared it yet (RabbitMQ answers 404)."""
     import pika
+    import pika.exceptions
 
     conn = pika.BlockingConnection(pika.URLParameters(settings.broker_url))
     try:
         return int(conn.channel().queue_declare(queue, passive=True).method.consumer_count)
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code == 404:
+            return 0
+        raise
     finally:
         conn.close()
 
