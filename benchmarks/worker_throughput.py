@@ -321,6 +321,13 @@ def main() -> int:
     parser.add_argument(
         "--also-committers", type=int, metavar="N", help="a tickwork drain per round with N committer threads"
     )
+    parser.add_argument(
+        "--also-env",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="a tickwork drain per round with these worker environment variables (repeatable)",
+    )
     parser.add_argument("--celery-jobs", type=int, default=2000, help="tasks per Celery drain")
     parser.add_argument("--skip-latency", action="store_true", help="only the drain")
     parser.add_argument("--driver", choices=sorted(DRIVERS), default="pymysql", help="MySQL driver")
@@ -390,6 +397,7 @@ def main() -> int:
             *(["tickwork_sync"] if args.also_sync else []),
             *(["tickwork_mysqldb"] if args.also_mysqlclient else []),
             *([f"tickwork_c{args.also_committers}"] if args.also_committers else []),
+            *(["tickwork_env"] if args.also_env else []),
         ]
         # The same workers and code, another MySQL driver: only the URL's scheme differs.
         mysqldb_url = settings.database_url.replace(DRIVERS[args.driver], DRIVERS["mysqldb"], 1)
@@ -398,6 +406,7 @@ def main() -> int:
             "tickwork_sync": {"BENCH_SYNC_SUCCESS": "1"},
             "tickwork_mysqldb": {"TICKWORK_DATABASE_URL": mysqldb_url},
             f"tickwork_c{args.also_committers}": {"BENCH_COMMITTERS": str(args.also_committers)},
+            "tickwork_env": dict(pair.split("=", 1) for pair in args.also_env),
         }
 
         def load_tickwork() -> tuple[Any, float]:

@@ -18,18 +18,30 @@ from tickwork.config import Settings
 from tickwork.keys import worker_heartbeat_key, worker_heartbeat_pattern, worker_heartbeats_since_key
 from tickwork.vocabulary import utcnow
 
-_worker_id: tuple[int, str] | None = None
+_worker_id: str | None = None
 _memory_beats: dict[str, dict[str, tuple[float, dict[str, Any]]]] = {}
 _memory_lock = threading.Lock()
 
 
 def current_worker_id() -> str:
-    """``host-pid-random`` of this process (recomputed after a fork)."""
+    """``host-pid-random`` of this process (a forked child makes its own).
+
+    Called several times per attempt on the worker's hot path: a fork hook forgets the parent's
+    id, so no ``getpid`` system call is made per call."""
     global _worker_id
-    pid = os.getpid()
-    if _worker_id is None or _worker_id[0] != pid:
-        _worker_id = (pid, f"{socket.gethostname()}-{pid}-{secrets.token_hex(3)}")
-    return _worker_id[1]
+    worker_id = _worker_id
+    if worker_id is None:
+        pid = os.getpid()
+        worker_id = _worker_id = f"{socket.gethostname()}-{pid}-{secrets.token_hex(3)}"
+    return worker_id
+
+
+def _forget_worker_id() -> None:
+    global _worker_id
+    _worker_id = None
+
+
+os.register_at_fork(after_in_child=_forget_worker_id)
 
 
 class HeartbeatStore:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +13,9 @@ from dramatiq.middleware import Middleware
 
 from tickwork.config.logging import bind_log_context, reset_log_context
 from tickwork.messaging import OPTION
+
+#: The attribute of a delivery (Dramatiq's per-delivery ``MessageProxy``) holding its binding.
+_TOKEN = "tickwork_log_context"
 
 
 class LogContext(Middleware):
@@ -32,8 +34,6 @@ class LogContext(Middleware):
     def __init__(self, *, worker_id: Callable[[], str] | None = None) -> None:
         self.logger = logging.getLogger(f"{__name__}.{type(self).__name__}")
         self.worker_id = worker_id
-        self._tokens: dict[str, contextvars.Token[dict[str, Any] | None]] = {}
-        self._lock = threading.Lock()
 
     def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         options = message.options.get(OPTION)
@@ -47,8 +47,7 @@ class LogContext(Middleware):
             message_id=message.message_id,
             worker_id=self.worker_id() if self.worker_id is not None else None,
         )
-        with self._lock:
-            self._tokens[message.message_id] = token
+        setattr(message, _TOKEN, token)  # on the delivery itself: no shared map, no lock
 
     def after_process_message(
         self,
@@ -64,9 +63,9 @@ class LogContext(Middleware):
         self._unbind(message)
 
     def _unbind(self, message: MessageProxy) -> None:
-        with self._lock:
-            token = self._tokens.pop(message.message_id, None)
+        token: contextvars.Token[dict[str, Any] | None] | None = getattr(message, _TOKEN, None)
         if token is not None:
+            setattr(message, _TOKEN, None)
             try:
                 reset_log_context(token)
             except ValueError:  # bound in another context (should not happen: same worker thread)

@@ -184,7 +184,6 @@ class JobRun(Base):
         Index("ix_job_runs_job_id_id", "job_id", "id"),
         Index("ix_job_runs_status_available", "status", "available_at"),
         Index("ix_job_runs_created_at", "created_at"),
-        Index("ix_job_runs_worker_status", "worker_id", "status"),
         {"sqlite_autoincrement": True},
     )
 

@@ -49,6 +49,18 @@ FINISH = "finish"
 _clock_lock = threading.Lock()
 _last_time = datetime.min
 
+#: This process's id, kept current by a fork hook: every claim and finish checks whether it runs
+#: in the process that started the committer, and ``os.getpid()`` is a system call.
+_pid = os.getpid()
+
+
+def _after_fork() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
 
 def group_time() -> datetime:
     """Now (naive UTC), strictly increasing within the process: a group's rows are the only ones
@@ -161,7 +173,7 @@ class AttemptRecorder:
         self._queue.put(_Pending(FINISH, run_id, worker_id, outcome=outcome, then=then))
 
     def close(self) -> None:
-        if self._pid == os.getpid():
+        if self._pid == _pid:
             alive = [t for t in self._threads if t.is_alive()]
             if alive:
                 self._queue.put(None)  # each committer passes it on to the next
@@ -184,7 +196,7 @@ class AttemptRecorder:
         return pending.result
 
     def _ensure_thread(self) -> None:
-        pid = os.getpid()
+        pid = _pid
         if self._pid == pid and self._threads and all(t.is_alive() for t in self._threads):
             return
         with self._lock:
