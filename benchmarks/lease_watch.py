@@ -9,7 +9,7 @@ fire row: duplicates and misses are counted. The load average is sampled every 1
 
     PYTHONPATH=. python benchmarks/lease_watch.py --minutes 10
 
-Writes results/lease_watch.json.
+Writes benchmarks/results/lease_watch.json.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--schedules", type=int, default=1000, help="every-second cron jobs")
     parser.add_argument("--burners", type=int, default=0, help="extra busy-loop processes")
-    parser.add_argument("--out", default=str(ROOT / "results" / "lease_watch.json"))
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "lease_watch.json"))
     args = parser.parse_args()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@
 
     PYTHONPATH=. python benchmarks/scale.py --schedules 100000 --history 1000000 --duration 90
 
-Writes results/scale.json and results/scale.png.
+Writes benchmarks/results/scale.json and benchmarks/results/scale.png.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def main() -> None:
     parser.add_argument("--history", type=int, default=1_000_000, help="finished runs already in the table")
     parser.add_argument("--duration", type=float, default=90.0)
     parser.add_argument("--warmup", type=float, default=15.0, help="seconds left out of the lag figures")
-    parser.add_argument("--out", default=str(ROOT / "results" / "scale.json"))
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scale.json"))
     args = parser.parse_args()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

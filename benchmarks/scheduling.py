@@ -18,7 +18,7 @@ and two real ``tickwork worker`` processes; ``scheduled_for`` → ``started_at``
 claim) from ``job_runs``.
 
 Run: ``PYTHONPATH=. python benchmarks/scheduling.py --sizes 1000 10000 --duration 24``
-Writes ``results/scheduling.json`` and ``results/scheduling.png``.
+Writes ``benchmarks/results/scheduling.json`` and ``benchmarks/results/scheduling.png``.
 
 ``--late-after N`` (issue 13) sets ``lateAfterSeconds`` on every job, so the leader's alert sweep
 decides every fire (nothing runs them here: every fire is late once N seconds pass).
@@ -595,7 +595,7 @@ def main() -> None:
     parser.add_argument(
         "--anchor-seconds", type=float, default=20.0, help="APScheduler 3 anchor's length; 0 skips it"
     )
-    parser.add_argument("--out", default=str(ROOT / "results" / "scheduling.json"))
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scheduling.json"))
     parser.add_argument(
         "--late-after", type=int, default=None, help="lateAfterSeconds on every job (the alert sweep's cost)"
     )

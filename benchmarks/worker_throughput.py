@@ -13,7 +13,7 @@ tickwork.worker``, 2 processes x 8 threads by default):
 
     PYTHONPATH=. .venv/bin/python benchmarks/worker_throughput.py --jobs 10000 --rounds 3
 
-Writes results/worker_throughput.json and results/worker_throughput.png.
+Writes benchmarks/results/worker_throughput.json and benchmarks/results/worker_throughput.png.
 """
 
 from __future__ import annotations
@@ -337,7 +337,7 @@ def main() -> int:
     parser.add_argument(
         "--profile-gil", action="store_true", help="sample only the thread holding the GIL (Python CPU)"
     )
-    parser.add_argument("--out", default=str(ROOT / "results" / "worker_throughput.json"))
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "worker_throughput.json"))
     args = parser.parse_args()
     mysql = f"{DRIVERS[args.driver]}://{MYSQL_HOST}"
 
