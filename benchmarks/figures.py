@@ -105,7 +105,14 @@ def scheduling_rows(r: dict[str, Any]) -> list[str]:
             f"SIGKILLed at {res['kill_at_seconds']:.0f} s ({at}) | publish lag p50 / p99 {n(lag['p50'])} / "
             f"{n(lag['p99'])} ms"
             + (f" (**{ratio}x** the anchor's p99)" if ratio is not None else "")
-            + f"; failover gap {res['failover_gap_seconds']:.2f} s; {res['duplicates']} duplicates, "
+            + f"; failover gap {res['failover_gap_seconds']:.2f} s"
+            + (
+                f" (lease left at the kill {res['failover_lease_left_ms']} ms, taken over after "
+                f"{res['failover_takeover_ms']} ms)"
+                if res.get("failover_takeover_ms") is not None
+                else ""
+            )
+            + f"; {res['duplicates']} duplicates, "
             f"{res['misses']} misses in {res['fires_expected']:,} fires; leader CPU "
             f"{res['leader_cpu_percent']:.1f} % of a core | same command |"
         )

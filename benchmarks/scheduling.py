@@ -129,7 +129,7 @@ def tickwork_env(url: str, namespace: str, **extra: str) -> dict[str, str]:
         TICKWORK_BROKER_URL=AMQP,
         TICKWORK_REDIS_URL=REDIS,
         TICKWORK_NAMESPACE=namespace,
-        TICKWORK_LOG_LEVEL="WARNING",
+        TICKWORK_LOG_LEVEL=os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
         **extra,
     )
     return env
@@ -288,9 +288,19 @@ def run_size(
         time.sleep(kill_at)
         cpu1 = cpu_seconds(leader_proc.pid)
         steady_wall = time.time() - t0
+        lease_left_ms = int(client.pttl(leader_key(name)))
+        old_value = client.get(leader_key(name))
         kill_time = time.time()
         leader_proc.send_signal(signal.SIGKILL)
         leader_proc.wait()
+        # When the standby holds the lease (polled every 2 ms): the gap's first part.
+        takeover_ms = None
+        while time.time() - kill_time < 10:
+            value = client.get(leader_key(name))
+            if value is not None and value != old_value:
+                takeover_ms = round((time.time() - kill_time) * 1000)
+                break
+            time.sleep(0.002)
         time.sleep(max(0.0, t0 + duration - time.time()))
         stop_time = time.time()
         for p in procs:
@@ -378,6 +388,10 @@ def run_size(
             "leader_cpu_percent": 100 * (cpu1 - cpu0) / steady_wall,
             "leader_cpu_percent_per_1000_schedules": 100 * (cpu1 - cpu0) / steady_wall / (size / 1000),
             "failover_gap_seconds": (after[0] - kill_dt).total_seconds() if after else None,
+            # What the dead leader's lease had left when it was killed: the standby cannot take
+            # over before that; the rest of the gap is the takeover's first fire and publish.
+            "failover_lease_left_ms": lease_left_ms,
+            "failover_takeover_ms": takeover_ms,
             "failover_max_publish_lag_ms": max(
                 (
                     (r["enqueued_at"] - r["scheduled_for"]).total_seconds() * 1000

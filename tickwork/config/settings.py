@@ -89,8 +89,8 @@ class Settings(BaseSettings):
     #: How far back the late sweep looks the first time it sees a job (later: from its watermark).
     late_lookback_seconds: float = Field(default=3600.0, gt=0, le=30 * 86400)
 
-    leader_ttl_ms: int = Field(default=1500, ge=500, le=600_000)
-    leader_renew_ms: int = Field(default=500, ge=100, le=300_000)
+    leader_ttl_ms: int = Field(default=1200, ge=500, le=600_000)
+    leader_renew_ms: int = Field(default=400, ge=100, le=300_000)
     heartbeat_ttl_seconds: float = Field(default=10.0, gt=0, le=3600)
     heartbeat_interval_seconds: float = Field(default=2.0, gt=0, le=600)
     outbox_grace_seconds: float = Field(default=30.0, gt=0, le=86400)
