@@ -199,7 +199,12 @@ def build_middleware(settings: Settings, engine: Engine) -> list[Middleware]:
             store=HeartbeatStore.from_settings(settings),
             interval_seconds=settings.heartbeat_interval_seconds,
         ),
-        RunLog(engine=engine, worker_id=current_worker_id, output_max_bytes=settings.output_max_bytes),
+        RunLog(
+            engine=engine,
+            worker_id=current_worker_id,
+            output_max_bytes=settings.output_max_bytes,
+            settings=settings,
+        ),
         DeadLetter(settings=settings, engine=engine),
         Backoff(engine=engine),
         TimeLimit(),

@@ -161,6 +161,43 @@ def test_retries_back_off_then_dead_letter_and_replay(
         assert list_dead(mysql_engine) == []
 
 
+def test_a_run_of_an_unknown_handler_is_settled_dead_like_any_dead_run(
+    cluster_settings: Settings, mysql_engine: Engine, publisher: dramatiq.Broker, tmp_path: Path
+) -> None:
+    """No worker has the job's function: the run goes DEAD with the reason, a copy lands on the
+    dead-letter queue (replayable once a worker has it) and it counts toward pauseAfterFailures."""
+    from tickwork.store.jobs import get_job
+    from tickwork.store.runs import insert_run
+    from tickwork.vocabulary import utcnow
+
+    job = create_job(
+        mysql_engine,
+        JobSpec.model_validate(
+            {
+                "name": "unknown-handler",
+                "handlerType": "python",
+                "handlerData": "tests.nowhere.missing",
+                "retryCount": 3,
+                "pauseAfterFailures": 1,
+            }
+        ),
+    )
+    now = utcnow()
+    run_id = insert_run(mysql_engine, job_id=job.id, scheduled_for=now)
+    message = build_message(cluster_settings, job, run_id=run_id, attempt=1, scheduled_for=now)
+    with worker_processes(cluster_settings, tmp_path, 1, threads=2):
+        publish(publisher, [message])
+        wait_for(lambda: get_run(mysql_engine, run_id).status == "DEAD", 30, 0.2, "the run to go DEAD")
+        letters = wait_for(lambda: dlq_messages(cluster_settings), 10, what="a dead letter")
+    run = get_run(mysql_engine, run_id)
+    assert run.attempt == 1 and (run.error or "").startswith("unknown handler: no @job function named")
+    assert [m["run_id"] for m in letters] == [run_id]
+    assert letters[0]["error"] == run.error
+    assert [r.id for r in list_dead(mysql_engine)] == [run_id]
+    paused = get_job(mysql_engine, job.id)
+    assert not paused.enabled and (paused.paused_reason or "").startswith("auto: 1 consecutive dead run")
+
+
 def test_sync_and_async_timeouts(
     cluster_settings: Settings, mysql_engine: Engine, inproc_worker: WorkerHandle
 ) -> None:

@@ -198,11 +198,17 @@ def test_message_for_unknown_actor_is_recorded_dead(
     embedded: tuple[Settings, StubBroker], sqlite_engine: Engine
 ) -> None:
     from tickwork.spec import JobSpec
-    from tickwork.store.jobs import create_job
+    from tickwork.store.jobs import create_job, get_job
 
     settings, broker = embedded
     job = create_job(
-        sqlite_engine, JobSpec(name="api-unknown", handler_type="python", handler_data="not_imported_here")
+        sqlite_engine,
+        JobSpec(
+            name="api-unknown",
+            handler_type="python",
+            handler_data="not_imported_here",
+            pause_after_failures=1,
+        ),
     )
     run_id = insert_run(sqlite_engine, job_id=job.id, scheduled_for=utcnow())
     broker.enqueue(build_message(settings, job, run_id=run_id, attempt=1, scheduled_for=utcnow()))
@@ -215,6 +221,9 @@ def test_message_for_unknown_actor_is_recorded_dead(
     run = get_run(sqlite_engine, run_id)
     assert run.status == RunStatus.DEAD
     assert (run.error or "").startswith("unknown handler: no @job function named 'not_imported_here'")
+    # Settled as every dead run is: it counts toward pauseAfterFailures (issue 13).
+    paused = get_job(sqlite_engine, job.id)
+    assert not paused.enabled and (paused.paused_reason or "").startswith("auto: 1 consecutive dead run")
 
 
 def test_recorder_commits_each_group_in_run_id_order(sqlite_engine: Engine) -> None:

@@ -32,12 +32,15 @@ from dramatiq.middleware import Middleware, SkipMessage
 from sqlalchemy import Engine
 
 from tickwork import tracing
+from tickwork.config import Settings
+from tickwork.lifecycle import Dead, Failure, Retry, settle_failure
 from tickwork.messaging import HTTP_ACTOR
 from tickwork.middleware.attempt import (
     ClaimedAttempt,
     attach_attempt,
     describe_failure,
     detach_attempt,
+    failed_attempt,
     failure_http_status,
     failure_traceback,
     format_output,
@@ -71,6 +74,8 @@ class RunLog(Middleware):
         its claim is tried again.
       async_success: write a success's outcome without holding the worker thread (False: the
         thread waits for the commit, as it does for a claim).
+      settings: the settings (dead-letter queue, notify URL) for runs of an unknown handler;
+        without them such a run is only recorded DEAD.
     """
 
     def __init__(
@@ -81,6 +86,7 @@ class RunLog(Middleware):
         output_max_bytes: int = DEFAULT_OUTPUT_MAX_BYTES,
         slot_wait_ms: int = DEFAULT_SLOT_WAIT_MS,
         async_success: bool = True,
+        settings: Settings | None = None,
     ) -> None:
         self.logger = logging.getLogger(f"{__name__}.{type(self).__name__}")
         self.recorder = AttemptRecorder(engine)
@@ -88,6 +94,8 @@ class RunLog(Middleware):
         self.output_max_bytes = output_max_bytes
         self.slot_wait_ms = slot_wait_ms
         self.async_success = async_success
+        #: Names the dead-letter queue and the global notify URL for a run of an unknown handler.
+        self.settings = settings
         #: Outcomes handed to the committer and not yet written (or given up on).
         self._pending = 0
         self._pending_cond = threading.Condition()
@@ -248,20 +256,34 @@ class RunLog(Middleware):
         """A tickwork message for an actor this worker does not have: record it DEAD, visibly.
 
         Otherwise its row would stay PENDING and the outbox sweep would republish it forever.
+        It is settled as every dead run is (:func:`tickwork.lifecycle.settle_failure`): the
+        ``run.dead`` notification, the auto-pause after ``pauseAfterFailures``, and a copy on
+        the dead-letter queue to replay once a worker has the handler.
         """
         options = options_of(message)
         if options is None or not isinstance(getattr(message, "_exception", None), ActorNotFound):
             return
         worker_id = self.worker_id()
+        error = (
+            f"unknown handler: no @job function named {message.actor_name!r} "
+            f"in worker {worker_id} (check TICKWORK_IMPORTS)"
+        )
         try:
-            if self.recorder.claim(options["run_id"], worker_id, message_id=message.message_id):
-                self.recorder.finish(
-                    options["run_id"],
-                    worker_id,
-                    status=RunStatus.DEAD,
-                    error=f"unknown handler: no @job function named {message.actor_name!r} "
-                    f"in worker {worker_id} (check TICKWORK_IMPORTS)",
-                )
+            if not self.recorder.claim(options["run_id"], worker_id, message_id=message.message_id):
+                return
+            if self.settings is None:  # no dead-letter queue to name: the row only
+                self.recorder.finish(options["run_id"], worker_id, status=RunStatus.DEAD, error=error)
+                return
+            attempt = ClaimedAttempt(options=options, worker_id=worker_id, is_http=False)
+            settle_failure(
+                self.settings,
+                self.recorder.engine,
+                broker,
+                failed_attempt(message, attempt),
+                Failure(error=error),
+                next_message=_no_retry,
+                step=Dead(),
+            )
         except Exception:
             self.logger.exception("Recording the unknown handler of run %s failed.", options["run_id"])
 
@@ -346,3 +368,7 @@ class RunLog(Middleware):
             return
         if not finished:
             self._not_finished(attempt, values)
+
+
+def _no_retry(run_id: int, step: Retry) -> dramatiq.Message[Any]:
+    raise AssertionError("a run of an unknown handler is dead, never retried")
