@@ -30,6 +30,7 @@ from tickwork.alerts import (
     run_document,
     success_recovers,
 )
+from tickwork.store.engine import delete_in_batches
 from tickwork.store.events import record_auto_pause
 from tickwork.store.models import (
     NotificationStatus,
@@ -607,21 +608,13 @@ def list_notifications(
 
 def prune_notifications(engine: Engine, *, older_than: datetime, batch_size: int = 1000) -> int:
     """Delete DELIVERED and FAILED notifications recorded before ``older_than`` (retention)."""
-    deleted = 0
-    while True:
-        with engine.begin() as conn:
-            ids = list(
-                conn.scalars(
-                    select(N.id)
-                    .where(N.created_at < older_than, N.status != NotificationStatus.PENDING.value)
-                    .order_by(N.id)
-                    .limit(batch_size)
-                )
-            )
-            if not ids:
-                return deleted
-            conn.execute(notifications_table.delete().where(N.id.in_(ids)))
-            deleted += len(ids)
+    return delete_in_batches(
+        engine,
+        notifications_table,
+        N.created_at < older_than,
+        N.status != NotificationStatus.PENDING.value,
+        batch_size=batch_size,
+    )
 
 
 def notification_counts(engine: Engine) -> dict[tuple[str, str], int]:

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import ColumnElement, Engine, Table, create_engine, delete, event, select, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -180,3 +180,33 @@ def retry_transient(fn: Callable[[], T], *, attempts: int = DEFAULT_TRANSIENT_AT
             logger.info("transaction rolled back by the database (%s); running it again", exc.orig)
             time.sleep(0.01 * 2**n)
     raise AssertionError("unreachable")
+
+
+def delete_in_batches(
+    engine: Engine,
+    table: Table,
+    *where: ColumnElement[bool],
+    order_by: Any = None,
+    batch_size: int = 1000,
+    max_seconds: float | None = None,
+    keep_going: Callable[[], bool] | None = None,
+) -> int:
+    """Delete the rows matching ``where``, ``batch_size`` per transaction; returns how many.
+
+    Retention on busy tables: short transactions hold their locks briefly. It stops when no
+    row matches, after ``max_seconds``, or when ``keep_going()`` says so (the next call goes on).
+    """
+    key = table.c.id
+    deadline = None if max_seconds is None else time.monotonic() + max_seconds
+    deleted = 0
+    while keep_going is None or keep_going():
+        with engine.begin() as conn:
+            query = select(key).where(*where).order_by(key if order_by is None else order_by)
+            ids = list(conn.scalars(query.limit(batch_size)))
+            if not ids:
+                break
+            conn.execute(delete(table).where(key.in_(ids)))
+        deleted += len(ids)
+        if len(ids) < batch_size or (deadline is not None and time.monotonic() > deadline):
+            break
+    return deleted

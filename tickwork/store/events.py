@@ -14,10 +14,10 @@ from datetime import datetime
 from typing import Any
 
 from pydantic.alias_generators import to_camel
-from sqlalchemy import Connection, Engine, delete, insert, select
+from sqlalchemy import Connection, Engine, insert, select
 
 from tickwork.spec import JobSpec
-from tickwork.store.engine import session_factory
+from tickwork.store.engine import delete_in_batches, session_factory
 from tickwork.store.models import Event, events_table, runs_table, utcnow
 
 Executor = Engine | Connection
@@ -134,17 +134,9 @@ def list_events(
 
 def prune(engine: Engine, *, older_than: datetime, batch_size: int = 1000) -> int:
     """Delete events recorded before ``older_than`` (the runs' retention), in small batches."""
-    c = events_table.c
-    deleted = 0
-    while True:
-        with engine.begin() as conn:
-            ids = list(conn.scalars(select(c.id).where(c.created_at < older_than).limit(batch_size)))
-            if not ids:
-                return deleted
-            conn.execute(delete(events_table).where(c.id.in_(ids)))
-        deleted += len(ids)
-        if len(ids) < batch_size:
-            return deleted
+    return delete_in_batches(
+        engine, events_table, events_table.c.created_at < older_than, batch_size=batch_size
+    )
 
 
 def changed_fields(before: dict[str, Any], after: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -18,18 +18,17 @@ from __future__ import annotations
 
 import functools
 import logging
-import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, tuple_, update
+from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from tickwork.schedule.policy import FirePlan, apply_overlap, plan_fires
-from tickwork.store.engine import retry_transient
+from tickwork.store.engine import delete_in_batches, retry_transient
 from tickwork.store.models import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
@@ -442,24 +441,13 @@ def prune_runs(
     when nothing old is left, after ``max_seconds``, or when ``keep_going()`` says so (the
     scheduler's lease); the next call continues where this one stopped.
     """
-    final = [s.value for s in FINAL_STATUSES]
-    deadline = None if max_seconds is None else time.monotonic() + max_seconds
-    deleted = 0
-    while keep_going is None or keep_going():
-        with engine.begin() as conn:
-            ids = [
-                int(r[0])
-                for r in conn.execute(
-                    select(runs_table.c.id)
-                    .where(runs_table.c.created_at < older_than, runs_table.c.status.in_(final))
-                    .order_by(runs_table.c.created_at)
-                    .limit(batch_size)
-                )
-            ]
-            if not ids:
-                break
-            conn.execute(delete(runs_table).where(runs_table.c.id.in_(ids)))
-        deleted += len(ids)
-        if len(ids) < batch_size or (deadline is not None and time.monotonic() > deadline):
-            break
-    return deleted
+    return delete_in_batches(
+        engine,
+        runs_table,
+        runs_table.c.created_at < older_than,
+        runs_table.c.status.in_([s.value for s in FINAL_STATUSES]),
+        order_by=runs_table.c.created_at,
+        batch_size=batch_size,
+        max_seconds=max_seconds,
+        keep_going=keep_going,
+    )

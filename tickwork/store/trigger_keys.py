@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
+from tickwork.store.engine import delete_in_batches
 from tickwork.store.models import RunTrigger, trigger_keys_table
 from tickwork.store.runs import insert_run
 
@@ -103,13 +104,4 @@ def run_once(
 def prune(engine: Engine, *, older_than: datetime, batch_size: int = 1000) -> int:
     """Delete keys recorded before ``older_than`` (they no longer deduplicate anything)."""
     c = trigger_keys_table.c
-    deleted = 0
-    while True:
-        with engine.begin() as conn:
-            ids = list(conn.scalars(select(c.id).where(c.created_at < older_than).limit(batch_size)))
-            if not ids:
-                return deleted
-            conn.execute(delete(trigger_keys_table).where(c.id.in_(ids)))
-        deleted += len(ids)
-        if len(ids) < batch_size:
-            return deleted
+    return delete_in_batches(engine, trigger_keys_table, c.created_at < older_than, batch_size=batch_size)
