@@ -315,9 +315,11 @@ def test_real_worker_runs_appear_and_a_dead_run_is_replayed(
     page.click("tr[data-job='live-ok'] a")
     # A locator, not wait_for_function: that evaluates a string, which the page's CSP forbids.
     page.locator("#runs-table .badge.s-SUCCESS").nth(1).wait_for(timeout=60_000)
-    # The output is httpbin's echo of the POST; the status code has its own column.
-    assert '"url"' in page.inner_text("#runs-table pre.output")
-    assert page.inner_text("#runs-table td.http-status") == "200"
+    # The output is httpbin's echo of the POST; the status code has its own column. Read them in
+    # a SUCCESS row: the newest row may be the next second's fire, still PENDING or RUNNING.
+    success_row = page.locator("#runs-table tr:has(.badge.s-SUCCESS)").first
+    assert '"url"' in success_row.locator("pre.output").inner_text()
+    assert success_row.locator("td.http-status").inner_text() == "200"
     job_ok = get_job_by_name(mysql_engine, "live-ok")
     scheduled = [r for r in list_runs(mysql_engine, job_id=job_ok.id) if r.status == RunStatus.SUCCESS]
     assert len(scheduled) >= 2 and {r.trigger for r in scheduled} == {"schedule"}
