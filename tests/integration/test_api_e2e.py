@@ -54,10 +54,14 @@ def test_job_created_over_http_runs_on_schedule(
 
             paused = api.client.post(f"/jobs/{job['id']}/pause", headers=api.admin)
             assert paused.status_code == 200
-            time.sleep(1.5)  # a fire already in flight may still land
+            time.sleep(1.5)  # a fire already written ahead of the pause may still land
+            # Then every fire made is settled (none PENDING or RUNNING) ...
+            settled = _wait_until_settled(api, job["id"])
             before = target.count()
             time.sleep(2.5)
-            assert target.count() <= before + 1
+            # ... and no fire is made while paused, so nothing more reaches the target.
+            assert _wait_until_settled(api, job["id"]) == settled
+            assert target.count() == before
     finally:
         scheduler.shutdown()
         worker.stop(timeout=10)
@@ -74,3 +78,15 @@ def _wait_for_successes(api: Api, job_id: int, count: int) -> list[dict[str, obj
             return items
         time.sleep(0.25)
     raise AssertionError(f"fewer than {count} successful runs after 40 s: {items}")
+
+
+def _wait_until_settled(api: Api, job_id: int) -> int:
+    """How many runs the job has once none is PENDING or RUNNING (waits up to 40 s)."""
+    deadline = time.monotonic() + 40
+    items: list[dict[str, object]] = []
+    while time.monotonic() < deadline:
+        items = api.client.get(f"/jobs/{job_id}/runs?limit=100", headers=api.viewer).json()["items"]
+        if not any(r["status"] in ("PENDING", "RUNNING") for r in items):
+            return len(items)
+        time.sleep(0.25)
+    raise AssertionError(f"runs still PENDING or RUNNING after 40 s: {items}")

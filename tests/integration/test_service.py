@@ -11,6 +11,7 @@ import pika
 import pytest
 from sqlalchemy import Engine, select
 
+from tests.worker_helpers import wait_for
 from tickwork.config import Settings
 from tickwork.messaging import make_broker, queue_name
 from tickwork.scheduler.service import SchedulerService
@@ -90,13 +91,24 @@ def test_service_fires_on_time_and_wakes_on_notice(cluster_settings: Settings, m
         due = datetime.now(UTC) + timedelta(seconds=1.2)
         create_job(mysql_engine, job_spec("one-shot", run_at=due))
         assert wake_schedulers(cluster_settings, "created")
-        time.sleep(2.0)
+
+        def published() -> Any:
+            with mysql_engine.connect() as conn:
+                return (
+                    conn.execute(select(runs_table).where(runs_table.c.enqueued_at.is_not(None)))
+                    .mappings()
+                    .first()
+                )
+
+        wait_for(published, timeout=15, what="the one-shot fire published")
     finally:
         service.shutdown()
     with mysql_engine.connect() as conn:
         row = conn.execute(select(runs_table)).mappings().one()
     lag = (row["enqueued_at"] - row["scheduled_for"]).total_seconds()
-    assert row["status"] == "PENDING" and 0 <= lag < 0.2, lag
+    # Woken by the notice, the fire goes out at its instant (the idle poll is 2 s); 0.5 s leaves
+    # room for a busy machine.
+    assert row["status"] == "PENDING" and 0 <= lag < 0.5, lag
     messages = drain(cluster_settings)
     assert [m["options"]["tickwork"]["run_id"] for m in messages] == [row["id"]]
 
