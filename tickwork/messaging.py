@@ -9,12 +9,14 @@ finishing an attempt cost one write each and no read.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, NotRequired, Protocol, TypedDict
 
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import Middleware, MiddlewareError
 
 from tickwork import amqp, tracing
 from tickwork.amqp import PreparedBatch
@@ -82,11 +84,68 @@ def dlq_name(settings: Settings) -> str:
     return f"{settings.namespace}.dead-letter"
 
 
+class OverriddenHooks:
+    """Signals go only to the middleware that override their hook.
+
+    Dramatiq's ``emit_before``/``emit_after`` call every middleware's hook for every signal, and
+    a worker emits four per message (``process_message`` and ``ack``, before and after) to a
+    dozen middleware that mostly inherit the no-op. The list of overriding hooks is kept per
+    signal and rebuilt when middleware is added; order and error handling are Dramatiq's.
+    """
+
+    middleware: list[Middleware]
+    logger: logging.Logger
+
+    def _hooks(self, name: str) -> list[tuple[Middleware, Callable[..., Any]]]:
+        table: dict[str, list[tuple[Middleware, Callable[..., Any]]]] = self.__dict__.setdefault(
+            "_hook_table", {}
+        )
+        hooks = table.get(name)
+        if hooks is None:
+            base = getattr(Middleware, name, None)
+            hooks = table[name] = [
+                (m, getattr(m, name))
+                for m in self.middleware
+                if name in vars(m) or getattr(type(m), name, None) is not base
+            ]
+        return hooks
+
+    def add_middleware(self, middleware: Middleware, **where: Any) -> None:
+        super().add_middleware(middleware, **where)  # type: ignore[misc]
+        self.__dict__["_hook_table"] = {}
+
+    def emit_before(self, signal: str, *args: Any, **kwargs: Any) -> None:
+        signal = "before_" + signal
+        for middleware, hook in self._hooks(signal):
+            try:
+                hook(self, *args, **kwargs)
+            except MiddlewareError:
+                raise
+            except Exception:
+                self.logger.critical("Unexpected failure in %s of %r.", signal, middleware, exc_info=True)
+
+    def emit_after(self, signal: str, *args: Any, **kwargs: Any) -> None:
+        signal = "after_" + signal
+        for middleware, hook in reversed(self._hooks(signal)):
+            try:
+                hook(self, *args, **kwargs)
+            except Exception:
+                self.logger.critical("Unexpected failure in %s of %r.", signal, middleware, exc_info=True)
+
+
+class TickworkRabbitmqBroker(OverriddenHooks, RabbitmqBroker):
+    """Dramatiq's RabbitMQ broker, signals dispatched by :class:`OverriddenHooks`."""
+
+
+class TickworkStubBroker(OverriddenHooks, StubBroker):
+    """Dramatiq's in-process broker, signals dispatched by :class:`OverriddenHooks`."""
+
+
 def make_broker(settings: Settings, *, middleware: list[Any] | None = None) -> dramatiq.Broker:
     """RabbitMQ for ``amqp://`` URLs, Dramatiq's in-process broker otherwise."""
     if settings.embedded_broker:
-        return StubBroker(middleware=middleware)
-    return RabbitmqBroker(url=settings.broker_url, middleware=middleware, confirm_delivery=False)
+        return TickworkStubBroker(middleware=middleware)
+    return TickworkRabbitmqBroker(url=settings.broker_url, middleware=middleware, confirm_delivery=False)
 
 
 def is_rabbitmq(broker: dramatiq.Broker) -> bool:
