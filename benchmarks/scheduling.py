@@ -120,9 +120,14 @@ def create_database(prefix: str) -> tuple[str, Any, str]:
     return name, server, f"{MYSQL}/{name}"
 
 
+#: Settings given to every tickwork process of the run (``--set NAME=VALUE``).
+EXTRA_SETTINGS: dict[str, str] = {}
+
+
 def tickwork_env(url: str, namespace: str, **extra: str) -> dict[str, str]:
     """The environment of a ``tickwork`` subprocess on this run's database and namespace."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TICKWORK_")}
+    env.update(EXTRA_SETTINGS)
     env.update(
         PYTHONPATH=str(ROOT),
         TICKWORK_DATABASE_URL=url,
@@ -616,7 +621,19 @@ def main() -> None:
     parser.add_argument(
         "--notify-backlog", type=int, default=0, help="notifications failing (500) throughout the run"
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="TICKWORK_NAME=VALUE",
+        help="a setting for every tickwork process of the run (e.g. TICKWORK_PUBLISH_BATCH_SIZE=1000)",
+    )
     args = parser.parse_args()
+    for item in args.set:
+        name, sep, value = item.partition("=")
+        if not sep or not name.startswith("TICKWORK_"):
+            parser.error(f"--set {item!r}: expected TICKWORK_NAME=VALUE")
+        EXTRA_SETTINGS[name] = value
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     load_start = [round(x, 2) for x in os.getloadavg()]
@@ -652,6 +669,7 @@ def main() -> None:
         "loadavg_start": load_start,
         "loadavg_end": [round(x, 2) for x in os.getloadavg()],
         "apscheduler_anchor": anchor,
+        "settings": EXTRA_SETTINGS,
         "results": results,
         "end_to_end": end_to_end,
     }

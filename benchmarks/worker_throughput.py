@@ -1,7 +1,10 @@
 """Worker throughput: tickwork's full path (run log on MariaDB, RabbitMQ) against bare Dramatiq.
 
-Both run on the same tickwork broker in the same worker processes (``python -m dramatiq
-tickwork.worker``, 2 processes x 8 threads by default):
+Both run on the same RabbitMQ with the same worker shape (2 processes x 8 threads by default):
+tickwork as ``python -m dramatiq tickwork.worker``, bare Dramatiq as ``python -m dramatiq
+benchmarks.bare_dramatiq_jobs`` (Dramatiq's own broker and default middleware, no tickwork code;
+``--bare-broker tickwork`` runs the bare actors inside tickwork's workers instead, as before
+2026-12-03, where every tickwork middleware hook also runs for them and passes them through):
 
 1. drain: N messages are loaded into a queue no worker consumes yet; then workers limited to
    that queue start, and the time from the first message taken to the queue being empty (and,
@@ -23,6 +26,7 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
@@ -48,6 +52,8 @@ ROOT = Path(__file__).resolve().parents[1]
 MYSQL_HOST = "root@127.0.0.1:3306"
 #: ``--driver`` → the SQLAlchemy URL scheme (the same code runs on either driver).
 DRIVERS = {"pymysql": "mysql+pymysql", "mysqldb": "mysql+mysqldb"}
+#: py-spy (the bench extra) beside this interpreter when the venv is not on PATH.
+PY_SPY = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
 
 
 def machine() -> dict[str, Any]:
@@ -113,9 +119,17 @@ def start_workers(
     threads: int,
     log: Path,
     extra_env: dict[str, str] | None = None,
+    *,
+    plain: bool = False,
 ) -> Any:
+    """Worker processes for ``queues``: tickwork's, or with ``plain`` bare Dramatiq's."""
+    modules = (
+        ["benchmarks.bare_dramatiq_jobs"]
+        if plain
+        else ["tickwork.worker", "benchmarks.worker_throughput_jobs"]
+    )
     argv = [
-        sys.executable, "-m", "dramatiq", "tickwork.worker", "benchmarks.worker_throughput_jobs",
+        sys.executable, "-m", "dramatiq", *modules,
         "--processes", str(processes), "--threads", str(threads), "--queues", *queues,
     ]  # fmt: skip
     return subprocess.Popen(
@@ -200,7 +214,7 @@ def drain(
                 out = profile.with_name(f"{profile.stem}.{pid}.txt")
                 spies.append(
                     subprocess.Popen(
-                        ["py-spy", "record", "--pid", str(pid), "--rate", "250", "--format", "raw",
+                        [PY_SPY, "record", "--pid", str(pid), "--rate", "250", "--format", "raw",
                          "--nonblocking", "--threads", *(["--gil"] if gil else []), "-o", str(out)],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                     )
@@ -330,6 +344,12 @@ def main() -> int:
     )
     parser.add_argument("--celery-jobs", type=int, default=2000, help="tasks per Celery drain")
     parser.add_argument("--skip-latency", action="store_true", help="only the drain")
+    parser.add_argument(
+        "--bare-broker",
+        choices=["plain", "tickwork"],
+        default="plain",
+        help="bare Dramatiq on its own broker (plain) or inside tickwork's workers (the old anchor)",
+    )
     parser.add_argument("--driver", choices=sorted(DRIVERS), default="pymysql", help="MySQL driver")
     parser.add_argument(
         "--profile", metavar="PREFIX", help="py-spy the first tickwork drain (PREFIX.<pid>.txt)"
@@ -373,6 +393,9 @@ def main() -> int:
         "jobs": args.jobs,
         "processes": args.processes,
         "threads": args.threads,
+        "bare": "Dramatiq's own RabbitmqBroker and default middleware (benchmarks/bare_dramatiq_jobs.py)"
+        if args.bare_broker == "plain"
+        else "bare actors inside tickwork's worker processes",
     }
     try:
         noop_job = create_job(
@@ -459,6 +482,13 @@ def main() -> int:
 
             return tickwork_done
 
+        def bare_starter(drain_args: argparse.Namespace) -> Any:
+            """Bare Dramatiq's workers for a drain (see the module docstring)."""
+            plain = drain_args.bare_broker == "plain"
+            return lambda: start_workers(
+                settings, [bare_queue], drain_args.processes, drain_args.threads, log, plain=plain
+            )
+
         if args.scale_out:
             # Workers scaling out: the same drain with 1, 2 and 4 processes at several thread
             # counts, tickwork and bare Dramatiq alternating at each point.
@@ -472,7 +502,15 @@ def main() -> int:
                     tw = drain(settings, channel, tw_queue, args.jobs, point_args, log, done_waiter(now))
                     for _ in range(args.jobs):
                         jobs_module.bare_noop.send()
-                    bare = drain(settings, channel, bare_queue, args.jobs, point_args, log)
+                    bare = drain(
+                        settings,
+                        channel,
+                        bare_queue,
+                        args.jobs,
+                        point_args,
+                        log,
+                        starter=bare_starter(point_args),
+                    )
                     points.append({"processes": processes, "threads": threads, "tickwork": tw, "bare": bare})
                     print(
                         f"{processes}x{threads}: tickwork {tw['jobs_per_s']}/s, bare {bare['jobs_per_s']}/s"
@@ -500,7 +538,9 @@ def main() -> int:
                 row[kind]["load_seconds"] = load_seconds
             for _ in range(args.jobs):
                 jobs_module.bare_noop.send()
-            row["bare"] = drain(settings, channel, bare_queue, args.jobs, args, log)
+            row["bare"] = drain(
+                settings, channel, bare_queue, args.jobs, args, log, starter=bare_starter(args)
+            )
             if celery is not None:
                 row["celery"] = celery.drain(channel)
                 row["ratio_vs_celery"] = round(row["tickwork"]["jobs_per_s"] / row["celery"]["jobs_per_s"], 3)
@@ -547,20 +587,21 @@ def main() -> int:
             results[f"ratio{suffix}_per_round"] = [r[f"ratio{suffix}"] for r in rounds]
         print("drain medians:", results["tickwork"], results["bare"], "ratio", results["ratio"], flush=True)
 
-        # --- latency at a fixed arrival rate, both kinds consumed by the same workers
+        # --- latency at a fixed arrival rate, each kind on its own workers (as in the drain)
         if args.skip_latency:
             return finish(results, args, None)
-        proc = start_workers(
-            settings,
-            [f"{settings.namespace}.benchlat", f"{settings.namespace}.barelat"],
-            args.processes,
-            args.threads,
-            log,
-        )
-        try:
-            time.sleep(6)  # boot
-            count = int(args.rate * args.latency_seconds)
-            for kind in ("tickwork", "bare"):
+        count = int(args.rate * args.latency_seconds)
+        for kind in ("tickwork", "bare"):
+            proc = start_workers(
+                settings,
+                [f"{settings.namespace}.{'benchlat' if kind == 'tickwork' else 'barelat'}"],
+                args.processes,
+                args.threads,
+                log,
+                plain=kind == "bare" and args.bare_broker == "plain",
+            )
+            try:
+                time.sleep(6)  # boot
                 start = time.monotonic()
                 # Where a tickwork latency sample's time goes on the enqueuing side: the row's
                 # insert (a commit) and the publish; the rest is delivery, the claim and the start.
@@ -608,11 +649,12 @@ def main() -> int:
                         results["tickwork_latency_ms"][f"{part}_p99"] = round(pq[98], 2)
                 results[f"_{kind}_latency_values"] = values
                 print(f"{kind} latency:", results[f"{kind}_latency_ms"], flush=True)
-            results["latency_workers_peak_rss_mb"] = {
-                pid: round(peak_rss_mb(pid), 1) for pid in group_pids(proc.pid)
-            }
-        finally:
-            stop_workers(proc)
+                if kind == "tickwork":
+                    results["latency_workers_peak_rss_mb"] = {
+                        pid: round(peak_rss_mb(pid), 1) for pid in group_pids(proc.pid)
+                    }
+            finally:
+                stop_workers(proc)
     finally:
         conn.close()
         broker.close()

@@ -97,7 +97,7 @@ class Settings(BaseSettings):
     misfire_grace_seconds: float = Field(default=60.0, ge=0, le=86400 * 7)
     fire_all_limit: int = Field(default=100, ge=1, le=100_000)
     retention_days: float = Field(default=30.0, gt=0)
-    publish_batch_size: int = Field(default=500, ge=1, le=100_000)
+    publish_batch_size: int = Field(default=1000, ge=1, le=100_000)
     #: Where traces go (``tickwork[otel]``): empty (none, unless the application set up
     #: OpenTelemetry itself), ``otlp`` (OTEL_EXPORTER_OTLP_* variables) or ``console``.
     traces_exporter: Literal["", "otlp", "console"] = ""
