@@ -34,11 +34,14 @@ def where(machine: str, date: str, load: tuple[Any, Any]) -> str:
 
 def worker_rows(r: dict[str, Any]) -> list[str]:
     m = r["machine"]
-    at = where(m["host"], m["date"], (m["loadavg_start"][0], m["loadavg_end"][0]))
+    host = f"{m['host']} ({m['cpu']})" if m.get("cpu") else m["host"]
+    at = where(host, m["date"], (m["loadavg_start"][0], m["loadavg_end"][0]))
     tw, bare = r["tickwork"], r["bare"]
     rounds = " / ".join(str(x) for x in r["ratio_per_round"])
+    # Before 2026-12-03 11:00 the bare actors ran inside tickwork's worker processes.
+    anchor = "bare Dramatiq" if r.get("bare_anchor") else "bare Dramatiq (in tickwork's workers)"
     text = (
-        f"tickwork {n(tw['jobs_per_s_median'])} jobs/s vs bare Dramatiq {n(bare['jobs_per_s_median'])}: "
+        f"tickwork {n(tw['jobs_per_s_median'])} jobs/s vs {anchor} {n(bare['jobs_per_s_median'])}: "
         f"**ratio {r['ratio']}** (rounds {rounds}); worker CPU per job {tw['worker_cpu_ms_per_job_median']} "
         f"vs {bare['worker_cpu_ms_per_job_median']} ms"
     )
@@ -51,7 +54,8 @@ def worker_rows(r: dict[str, Any]) -> list[str]:
         f"| worker drain, {r['jobs']:,} no-op jobs x {len(r['rounds'])} rounds, "
         f"{r['processes']} processes x {r['threads']} threads ({at}) | {text} | "
         f"`PYTHONPATH=. python benchmarks/worker_throughput.py --jobs {r['jobs']} --rounds "
-        f"{len(r['rounds'])} --also-sync --with-celery` |"
+        f"{len(r['rounds'])}{' --also-sync' if 'tickwork_sync' in r else ''}"
+        f"{' --with-celery' if 'celery' in r else ''}` |"
     ]
     if "celery" in r:
         c = r["celery"]
@@ -88,7 +92,8 @@ def scale_out_row(r: dict[str, Any]) -> str:
 
 def scheduling_rows(r: dict[str, Any]) -> list[str]:
     date = r["measured_at"][:16].replace("T", " ") + " UTC"
-    at = where(r.get("machine", "?"), date, (r["loadavg_start"][0], r["loadavg_end"][0]))
+    host = r.get("machine", "?") + (f" ({r['cpu']})" if r.get("cpu") else "")
+    at = where(host, date, (r["loadavg_start"][0], r["loadavg_end"][0]))
     a = r.get("apscheduler_anchor")
     rows = []
     if a:

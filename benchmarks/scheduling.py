@@ -124,6 +124,14 @@ def create_database(prefix: str) -> tuple[str, Any, str]:
 EXTRA_SETTINGS: dict[str, str] = {}
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo): the machines these runs land on differ."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "?"
+
+
 def tickwork_env(url: str, namespace: str, **extra: str) -> dict[str, str]:
     """The environment of a ``tickwork`` subprocess on this run's database and namespace."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TICKWORK_")}
@@ -666,6 +674,7 @@ def main() -> None:
         "host_cpus": os.cpu_count(),
         "measured_at": datetime.now(UTC).isoformat(),
         "machine": os.uname().nodename,
+        "cpu": cpu_model(),
         "loadavg_start": load_start,
         "loadavg_end": [round(x, 2) for x in os.getloadavg()],
         "apscheduler_anchor": anchor,

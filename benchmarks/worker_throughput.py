@@ -393,7 +393,7 @@ def main() -> int:
         "jobs": args.jobs,
         "processes": args.processes,
         "threads": args.threads,
-        "bare": "Dramatiq's own RabbitmqBroker and default middleware (benchmarks/bare_dramatiq_jobs.py)"
+        "bare_anchor": "Dramatiq's own broker and default middleware (benchmarks/bare_dramatiq_jobs.py)"
         if args.bare_broker == "plain"
         else "bare actors inside tickwork's worker processes",
     }
