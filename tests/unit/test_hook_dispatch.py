@@ -25,7 +25,9 @@ class Recorder(Middleware):
         if self.fail:
             raise RuntimeError("boom")
 
-    def after_process_message(self, broker: Any, message: Any, *, result: Any = None, exception: Any = None) -> None:
+    def after_process_message(
+        self, broker: Any, message: Any, *, result: Any = None, exception: Any = None
+    ) -> None:
         self.calls.append(f"after {self.name}")
         if self.fail:
             raise RuntimeError("boom")
