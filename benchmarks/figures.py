@@ -127,7 +127,8 @@ def scheduling_rows(r: dict[str, Any]) -> list[str]:
 def lease_row(r: dict[str, Any]) -> str:
     date = r["measured_at"][:16].replace("T", " ") + " UTC"
     loads = [x[0] for x in r["loadavg_samples"]]
-    at = f"{date}, {r['machine']}, 1-min load {min(loads)}-{max(loads)}"
+    host = r["machine"] + (f" ({r['cpu']})" if r.get("cpu") else "")
+    at = f"{date}, {host}, 1-min load {min(loads)}-{max(loads)}"
     return (
         f"| no false failover: leader + standby, defaults (TTL {r['leader_ttl_ms']} ms, renew "
         f"{r['leader_renew_ms']} ms), {r['schedules']:,} every-second schedules, {r['burners']} CPU "

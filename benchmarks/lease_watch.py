@@ -31,7 +31,7 @@ from sqlalchemy import func, insert, select, text
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.scheduling import REDIS, create_database, tickwork_env  # noqa: E402
+from benchmarks.scheduling import REDIS, cpu_model, create_database, tickwork_env  # noqa: E402
 from tickwork.config import load_settings  # noqa: E402
 from tickwork.keys import leader_key  # noqa: E402
 from tickwork.store.engine import make_engine, upgrade  # noqa: E402
@@ -123,6 +123,7 @@ def main() -> None:
         holders = [v for _, v in values]
         result = {
             "machine": os.uname().nodename,
+            "cpu": cpu_model(),
             "cores": os.cpu_count(),
             "measured_at": datetime.now(UTC).isoformat(),
             "minutes": args.minutes,
