@@ -170,7 +170,7 @@ def settle_failure(
     failed: FailedAttempt,
     failure: Failure,
     *,
-    next_message: Callable[[int, Retry], dramatiq.Message[Any]],
+    next_message: Callable[[int, Retry], dramatiq.Message[Any]] | None = None,
     step: Retry | Dead | None = None,
     jitter: float = DEFAULT_JITTER,
     write: Callable[[Callable[[], Any], str], Any] = _write_once,
@@ -179,8 +179,9 @@ def settle_failure(
 
     Retry: attempt n FAILED and attempt n+1 PENDING (``available_at`` after the delay) in one
     transaction, then ``next_message(new_run_id, step)`` published with the delay after the
-    commit (:func:`publish_committed`). Dead: attempt n DEAD, then its JSON copy on the
-    dead-letter queue (named by ``settings``: a caller that only retries may pass None).
+    commit (:func:`publish_committed`; a caller that passes ``step=Dead()`` may omit it).
+    Dead: attempt n DEAD, then its JSON copy on the dead-letter queue (named by ``settings``:
+    a caller that only retries may pass None).
     ``write`` runs the database write (the worker passes one that waits out
     a database outage); a write that fails raises, and the attempt stays RUNNING for the reaper.
     """
@@ -193,7 +194,10 @@ def settle_failure(
             jitter=jitter,
         )
     if isinstance(step, Retry):
+        if next_message is None:
+            raise ValueError("a retry needs next_message to build the next attempt's message")
         retry = step
+        build_next = next_message
         new_id = write(
             lambda: finish_and_retry(
                 engine,
@@ -214,7 +218,7 @@ def settle_failure(
         if new_id is None:
             return Settled(step=step, recorded=False)
         publish_committed(
-            engine, broker, [new_id], [next_message(new_id, retry)], delay_ms=int(retry.delay * 1000)
+            engine, broker, [new_id], [build_next(new_id, retry)], delay_ms=int(retry.delay * 1000)
         )
         return Settled(step=step, recorded=True, retry_run_id=new_id)
     # DEAD, and in the same transaction what follows a dead run (issue 13): ``run.dead`` and,

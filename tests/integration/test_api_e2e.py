@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 
 from tests.http_target import Target, http_target
 from tests.integration.api_support import Api, make_api
+from tests.worker_helpers import wait_for
 from tickwork.config import Settings
 from tickwork.scheduler.service import SchedulerService
 from tickwork.worker import setup_broker, start_worker
@@ -68,25 +69,23 @@ def test_job_created_over_http_runs_on_schedule(
         broker.close()
 
 
+def _runs(api: Api, job_id: int) -> list[dict[str, object]]:
+    return api.client.get(f"/jobs/{job_id}/runs?limit=100", headers=api.viewer).json()["items"]
+
+
 def _wait_for_successes(api: Api, job_id: int, count: int) -> list[dict[str, object]]:
-    deadline = time.monotonic() + 40
-    items: list[dict[str, object]] = []
-    while time.monotonic() < deadline:
-        response = api.client.get(f"/jobs/{job_id}/runs?limit=100", headers=api.viewer)
-        items = response.json()["items"]
-        if sum(1 for r in items if r["status"] == "SUCCESS") >= count:
-            return items
-        time.sleep(0.25)
-    raise AssertionError(f"fewer than {count} successful runs after 40 s: {items}")
+    def enough() -> list[dict[str, object]] | None:
+        items = _runs(api, job_id)
+        return items if sum(1 for r in items if r["status"] == "SUCCESS") >= count else None
+
+    return wait_for(enough, 40, 0.25, f"{count} successful runs")
 
 
 def _wait_until_settled(api: Api, job_id: int) -> int:
     """How many runs the job has once none is PENDING or RUNNING (waits up to 40 s)."""
-    deadline = time.monotonic() + 40
-    items: list[dict[str, object]] = []
-    while time.monotonic() < deadline:
-        items = api.client.get(f"/jobs/{job_id}/runs?limit=100", headers=api.viewer).json()["items"]
-        if not any(r["status"] in ("PENDING", "RUNNING") for r in items):
-            return len(items)
-        time.sleep(0.25)
-    raise AssertionError(f"runs still PENDING or RUNNING after 40 s: {items}")
+
+    def settled() -> tuple[int] | None:  # a tuple: zero runs settled is still an answer
+        items = _runs(api, job_id)
+        return None if any(r["status"] in ("PENDING", "RUNNING") for r in items) else (len(items),)
+
+    return wait_for(settled, 40, 0.25, "runs no longer PENDING or RUNNING")[0]

@@ -131,6 +131,19 @@ def test_a_failure_with_retries_spent_is_dead(
     assert len(attempts_of(sqlite_engine, job.id, failed.scheduled_for)) == 1
 
 
+def test_a_retry_without_a_message_builder_is_refused_before_any_write(
+    embedded: tuple[Settings, StubBroker, Job], sqlite_engine: Engine
+) -> None:
+    """``next_message`` may be left out only with ``step=Dead()``: a retry needs it, and finds out
+    before it writes anything (the attempt stays RUNNING for the reaper)."""
+    settings, broker, job = embedded
+    failed = running(sqlite_engine, job)
+    with pytest.raises(ValueError, match="next_message"):
+        settle_failure(settings, sqlite_engine, broker, failed, Failure(error="boom"))
+    assert get_run(sqlite_engine, failed.run_id).status == RunStatus.RUNNING.value
+    assert len(attempts_of(sqlite_engine, job.id, failed.scheduled_for)) == 1
+
+
 def test_an_attempt_settled_by_someone_else_is_not_settled_again(
     embedded: tuple[Settings, StubBroker, Job], sqlite_engine: Engine
 ) -> None:

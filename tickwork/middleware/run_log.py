@@ -33,7 +33,7 @@ from sqlalchemy import Engine
 
 from tickwork import tracing
 from tickwork.config import Settings
-from tickwork.lifecycle import Dead, Failure, Retry, settle_failure
+from tickwork.lifecycle import Dead, Failure, settle_failure
 from tickwork.messaging import HTTP_ACTOR
 from tickwork.middleware.attempt import (
     ClaimedAttempt,
@@ -281,7 +281,6 @@ class RunLog(Middleware):
                 broker,
                 failed_attempt(message, attempt),
                 Failure(error=error),
-                next_message=_no_retry,
                 step=Dead(),
             )
         except Exception:
@@ -368,7 +367,3 @@ class RunLog(Middleware):
             return
         if not finished:
             self._not_finished(attempt, values)
-
-
-def _no_retry(run_id: int, step: Retry) -> dramatiq.Message[Any]:
-    raise AssertionError("a run of an unknown handler is dead, never retried")
