@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, NotRequired, Protocol, TypedDict
 
 import dramatiq
+from dramatiq.broker import Consumer
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import Middleware, MiddlewareError
@@ -134,7 +135,12 @@ class OverriddenHooks:
 
 
 class TickworkRabbitmqBroker(OverriddenHooks, RabbitmqBroker):
-    """Dramatiq's RabbitMQ broker, signals dispatched by :class:`OverriddenHooks`."""
+    """Dramatiq's RabbitMQ broker, signals dispatched by :class:`OverriddenHooks`, acks sent in
+    groups by :class:`tickwork.amqp.GroupedAcks`."""
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Consumer:
+        consumer = super().consume(queue_name, prefetch, timeout)
+        return amqp.GroupedAcks(consumer) if amqp.GroupedAcks.wraps(consumer) else consumer
 
 
 class TickworkStubBroker(OverriddenHooks, StubBroker):

@@ -85,3 +85,47 @@ def test_a_prepared_batch_arrives_whole_and_persistent(cluster_settings: Setting
         assert [list(m.args) for m in received] == [list(m.args) for m in sent]
     finally:
         broker.close()
+
+
+def test_acks_from_worker_threads_go_out_in_one_group_and_stick(cluster_settings: Settings) -> None:
+    """Worker threads' acks wake the consumer once per group (not per message) and are written
+    by its next turn of the loop: after the consumer closes, RabbitMQ holds none of the messages
+    (a lost ack would have the message back in the queue)."""
+    import threading
+
+    broker = make_broker(cluster_settings)
+    sent = messages(cluster_settings, 40)
+    queue = sent[0].queue_name
+    try:
+        amqp.publish_prepared(broker, amqp.prepare(broker, sent))
+        consumer = broker.consume(queue, prefetch=len(sent), timeout=50)
+        assert isinstance(consumer, amqp.GroupedAcks)
+        received = []
+        while len(received) < len(sent):
+            message = next(consumer)
+            if message is not None:
+                received.append(message)
+        scheduled = []
+        connection = consumer.consumer.connection
+        real = connection.add_callback_threadsafe
+        connection.add_callback_threadsafe = lambda cb: (scheduled.append(cb), real(cb))
+        workers = [
+            threading.Thread(target=lambda part=received[i::4]: [consumer.ack(m) for m in part])
+            for i in range(4)
+        ]
+        for thread in workers:
+            thread.start()
+        for thread in workers:
+            thread.join()
+        assert len(scheduled) == 1  # 40 acks, one wake-up of the consumer thread
+        assert next(consumer) is None  # the consumer's turn: the group's acks are queued, then written
+        assert next(consumer) is None
+        consumer.close()
+        check = pika.BlockingConnection(pika.URLParameters(cluster_settings.broker_url))
+        try:
+            left = check.channel().queue_declare(queue, durable=True, passive=True).method.message_count
+        finally:
+            check.close()
+        assert left == 0, f"{left} of {len(sent)} acked messages came back to the queue"
+    finally:
+        broker.close()
