@@ -49,11 +49,31 @@ _configured = False
 _provider: Any = None
 
 
+#: A global SDK provider has been seen (OpenTelemetry sets the global provider once for good).
+_global_set = False
+#: When the global provider was last looked up while unset (monotonic seconds).
+_looked_at = float("-inf")
+#: How long "no global provider" is believed: the lookup reads ``os.environ`` on every call,
+#: 1-2 % of a worker's CPU when it was made for each attempt.
+LOOKUP_INTERVAL = 1.0
+
+
 def active() -> bool:
-    """True when spans would be recorded: opentelemetry is installed and an SDK provider is set."""
+    """True when spans would be recorded: opentelemetry is installed and an SDK provider is set.
+
+    A global provider set by the application is noticed within :data:`LOOKUP_INTERVAL`; one set
+    by :func:`configure` or :func:`use_provider` at once."""
+    global _global_set, _looked_at
     if not AVAILABLE:
         return False
-    return _provider is not None or not isinstance(trace.get_tracer_provider(), ProxyTracerProvider)
+    if _provider is not None or _global_set:
+        return True
+    now = time.monotonic()
+    if now - _looked_at < LOOKUP_INTERVAL:
+        return False
+    _looked_at = now
+    _global_set = not isinstance(trace.get_tracer_provider(), ProxyTracerProvider)
+    return _global_set
 
 
 def use_provider(provider: Any) -> None:
@@ -72,7 +92,8 @@ def configure(exporter: str, service_name: str) -> None:
     ``OTEL_EXPORTER_OTLP_*`` variables (endpoint, headers). Called once per process by the
     scheduler, the worker (in each worker process) and the API.
     """
-    global _configured
+    global _configured, _looked_at
+    _looked_at = float("-inf")  # look the global provider up now, not from the last second
     if not exporter or _configured or active():
         return
     if not AVAILABLE:
@@ -97,6 +118,7 @@ def configure(exporter: str, service_name: str) -> None:
     provider.add_span_processor(BatchSpanProcessor(span_exporter))
     trace.set_tracer_provider(provider)
     _configured = True
+    _looked_at = float("-inf")
 
 
 def _tracer() -> Any:

@@ -50,3 +50,31 @@ def test_every_hook_is_a_no_op_without_opentelemetry(without_opentelemetry: None
 
 def test_it_comes_back_with_opentelemetry() -> None:
     assert tracing.AVAILABLE is True
+
+
+def test_the_global_provider_is_looked_up_at_most_once_a_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``active()`` runs for every attempt; OpenTelemetry's lookup reads ``os.environ`` each time."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import ProxyTracerProvider
+
+    lookups: list[object] = []
+    provider: list[object] = [ProxyTracerProvider()]
+
+    def get_tracer_provider() -> object:
+        lookups.append(provider[0])
+        return provider[0]
+
+    clock = [1000.0]
+    monkeypatch.setattr(tracing.trace, "get_tracer_provider", get_tracer_provider)
+    monkeypatch.setattr(tracing.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(tracing, "_global_set", False)
+    monkeypatch.setattr(tracing, "_looked_at", float("-inf"))
+    assert not any(tracing.active() for _ in range(1000))
+    assert len(lookups) == 1
+    provider[0] = TracerProvider()  # the application sets one
+    clock[0] += tracing.LOOKUP_INTERVAL / 2
+    assert tracing.active() is False and len(lookups) == 1  # believed unset for the interval
+    clock[0] += tracing.LOOKUP_INTERVAL
+    assert tracing.active() is True and len(lookups) == 2
+    clock[0] += 10 * tracing.LOOKUP_INTERVAL
+    assert all(tracing.active() for _ in range(100)) and len(lookups) == 2  # set for good
