@@ -192,6 +192,13 @@ def drain(
     extra_env: dict[str, str] | None = None,
     starter: Any = None,
 ) -> dict[str, Any]:
+    # Messages sent without publisher confirms (the bare anchor's) may still be on their way into
+    # the queue: the clock starts only once all N are there and a worker has taken one.
+    deadline = time.monotonic() + 60
+    while ready_count(channel, queue) < n:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{queue} holds {ready_count(channel, queue)} of {n} messages")
+        time.sleep(0.01)
     proc = (
         starter()
         if starter
@@ -352,7 +359,9 @@ def main() -> int:
     )
     parser.add_argument("--driver", choices=sorted(DRIVERS), default="pymysql", help="MySQL driver")
     parser.add_argument(
-        "--profile", metavar="PREFIX", help="py-spy the first tickwork drain (PREFIX.<pid>.txt)"
+        "--profile",
+        metavar="PREFIX",
+        help="py-spy the first tickwork and bare drains (PREFIX.<pid>.txt, PREFIX-bare.<pid>.txt)",
     )
     parser.add_argument(
         "--profile-gil", action="store_true", help="sample only the thread holding the GIL (Python CPU)"
@@ -538,9 +547,15 @@ def main() -> int:
                 row[kind]["load_seconds"] = load_seconds
             for _ in range(args.jobs):
                 jobs_module.bare_noop.send()
-            row["bare"] = drain(
-                settings, channel, bare_queue, args.jobs, args, log, starter=bare_starter(args)
+            bare_profile = (
+                Path(args.profile).with_name(f"{Path(args.profile).stem}-bare")
+                if args.profile and round_no == 0
+                else None
             )
+            row["bare"] = drain(
+                settings, channel, bare_queue, args.jobs, args, log, profile=bare_profile,
+                gil=args.profile_gil, starter=bare_starter(args),
+            )  # fmt: skip
             if celery is not None:
                 row["celery"] = celery.drain(channel)
                 row["ratio_vs_celery"] = round(row["tickwork"]["jobs_per_s"] / row["celery"]["jobs_per_s"], 3)
