@@ -204,6 +204,7 @@ def build_middleware(settings: Settings, engine: Engine) -> list[Middleware]:
             worker_id=current_worker_id,
             output_max_bytes=settings.output_max_bytes,
             settings=settings,
+            commit_delay_ms=settings.commit_delay_ms,
         ),
         DeadLetter(settings=settings, engine=engine),
         Backoff(engine=engine),

@@ -174,6 +174,54 @@ def test_recorder_group_commit_gives_each_statement_its_own_result(mysql_engine,
         recorder.close()
 
 
+def test_recorder_delays_a_commit_only_after_a_group_of_several_claims(mysql_engine, monkeypatch) -> None:
+    """The commit delay (fewer, larger transactions under load) never delays a lone claim: it
+    applies after a group that held several claims, and stops once groups are single again."""
+    from types import SimpleNamespace
+
+    from tickwork.store import recorder as recorder_module
+    from tickwork.store.recorder import CLAIM, AttemptRecorder, _Pending
+
+    job = create_job(mysql_engine, JobSpec.model_validate(SEED))
+    base = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    ids = [
+        insert_run(mysql_engine, job_id=job.id, scheduled_for=base + timedelta(seconds=i)) for i in range(6)
+    ]
+    waits: list[float] = []
+    monkeypatch.setattr(recorder_module, "time", SimpleNamespace(sleep=waits.append))
+    recorder = AttemptRecorder(mysql_engine, commit_delay=0.25)
+    real = recorder._run_group
+    entered, gate = threading.Event(), threading.Event()
+    groups: list[list[int]] = []
+
+    def held(batch: list[_Pending]) -> list[bool]:
+        entered.set()
+        gate.wait(30)  # the first group waits until the next three claims are queued
+        groups.append([p.run_id for p in batch])
+        return real(batch)
+
+    monkeypatch.setattr(recorder, "_run_group", held)
+    try:
+        lone = threading.Thread(target=lambda: recorder.claim(ids[0], "w1"))
+        lone.start()
+        queued = [_Pending(CLAIM, run_id, "w1") for run_id in ids[1:4]]
+        assert entered.wait(30)  # the committer has taken the lone claim and is held
+        for p in queued:
+            recorder._queue.put(p)
+        gate.set()
+        lone.join(30)
+        for p in queued:
+            assert p.done.acquire(timeout=30) and p.result is True
+        assert groups == [[ids[0]], ids[1:4]] and waits == []  # neither group came after a busy one
+        assert recorder.claim(ids[4], "w1")  # after a group of three claims: delayed
+        assert waits == [0.25]
+        assert recorder.claim(ids[5], "w1")  # after a single claim again: at once
+        assert waits == [0.25] and groups[2:] == [[ids[4]], [ids[5]]]
+    finally:
+        recorder.close()
+    assert {get_run(mysql_engine, r).status for r in ids} == {"RUNNING"}
+
+
 def test_recorder_runs_a_failed_group_again_one_by_one(mysql_engine, monkeypatch) -> None:
     """A group whose transaction fails (here: a deadlock on the merged statement) is run again
     claim by claim; each caller still gets its own answer and only a failing one sees an error."""

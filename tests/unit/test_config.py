@@ -23,6 +23,8 @@ def test_defaults_are_the_embedded_mode() -> None:
         ("TICKWORK_REDIS_URL", "http://x", "redis://"),
         ("TICKWORK_LOG_LEVEL", "LOUD", "INFO"),
         ("TICKWORK_OUTPUT_MAX_BYTES", "-1", "greater"),
+        ("TICKWORK_COMMIT_DELAY_MS", "-1", "greater"),
+        ("TICKWORK_COMMIT_DELAY_MS", "500", "less"),
         ("TICKWORK_AUTH_SECRET", "short", "16"),
         ("TICKWORK_HTTP_DENY_NETWORKS", '["not-a-net"]', "not a network"),
     ],
@@ -53,3 +55,19 @@ def test_timings_that_contradict_each_other_are_refused(values: dict[str, float]
         load_settings(**values)
     assert info.value.field == field
     assert "below" in info.value.reason
+
+
+def test_the_commit_delay_reaches_the_workers_committer(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqlalchemy import create_engine
+
+    from tickwork.middleware.run_log import RunLog
+    from tickwork.worker import build_middleware
+
+    monkeypatch.setenv("TICKWORK_COMMIT_DELAY_MS", "2.5")
+    settings = load_settings()
+    engine = create_engine("mysql+pymysql://root@127.0.0.1:3306/x")  # never connected
+    run_log = next(m for m in build_middleware(settings, engine) if isinstance(m, RunLog))
+    assert run_log.recorder.commit_delay == 0.0025
+    sqlite = create_engine("sqlite://")
+    run_log = next(m for m in build_middleware(settings, sqlite) if isinstance(m, RunLog))
+    assert run_log.recorder.commit_delay == 0.0  # one writer, no group to wait for

@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] = "text"
 
     output_max_bytes: int = Field(default=65536, ge=256, le=16 * 1024 * 1024)
+    #: Under load a worker's committer waits this long for more claims and outcomes before it
+    #: commits them together (fewer, larger transactions); 0 commits at once. MySQL only.
+    commit_delay_ms: float = Field(default=1.0, ge=0, le=100)
     max_payload_bytes: int = Field(default=256 * 1024, ge=1024, le=64 * 1024 * 1024)
 
     #: Signs and verifies API tokens. Empty (the default): required for a shared deployment; the

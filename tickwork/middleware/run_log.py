@@ -51,7 +51,7 @@ from tickwork.middleware.attempt import (
     write_with_retries,
 )
 from tickwork.store.concurrency import Claim, claim_within_limit
-from tickwork.store.recorder import AttemptRecorder
+from tickwork.store.recorder import DEFAULT_COMMIT_DELAY, AttemptRecorder
 from tickwork.vocabulary import RunStatus
 
 #: Default cap on the recorded output, in bytes of UTF-8.
@@ -76,6 +76,7 @@ class RunLog(Middleware):
         thread waits for the commit, as it does for a claim).
       settings: the settings (dead-letter queue, notify URL) for runs of an unknown handler;
         without them such a run is only recorded DEAD.
+      commit_delay_ms: see :class:`~tickwork.store.recorder.AttemptRecorder`'s ``commit_delay``.
     """
 
     def __init__(
@@ -87,9 +88,10 @@ class RunLog(Middleware):
         slot_wait_ms: int = DEFAULT_SLOT_WAIT_MS,
         async_success: bool = True,
         settings: Settings | None = None,
+        commit_delay_ms: float = DEFAULT_COMMIT_DELAY * 1000,
     ) -> None:
         self.logger = logging.getLogger(f"{__name__}.{type(self).__name__}")
-        self.recorder = AttemptRecorder(engine)
+        self.recorder = AttemptRecorder(engine, commit_delay=commit_delay_ms / 1000)
         self.worker_id = worker_id
         self.output_max_bytes = output_max_bytes
         self.slot_wait_ms = slot_wait_ms
