@@ -205,6 +205,46 @@ def test_paused_job_makes_no_fires_and_resume_fires_from_the_resume_on(mysql_eng
     assert statuses(mysql_engine, job_id) == {"PENDING": 3}
 
 
+def test_pending_unclaimed_takes_never_published_rows_before_a_backlog(mysql_engine: Engine) -> None:
+    """1,200 published, unclaimed rows (a backlog) due before 3 never-published ones: one pass
+    (limit 1,000) returns the 3 first, then the oldest published ones, none twice; rows still
+    within their grace, claimed rows and a deleted job's rows are not returned."""
+    from tickwork.store.jobs import delete_job
+
+    job_id = make_job(mysql_engine, "backlog", None)
+    gone = make_job(mysql_engine, "deleted-later", None)
+
+    def rows(job: int, n: int, *, due: datetime, enqueued: datetime | None, status: str = "PENDING") -> None:
+        with mysql_engine.begin() as conn:
+            conn.execute(
+                runs_table.insert(),
+                [
+                    {"job_id": job, "scheduled_for": due + timedelta(microseconds=i), "attempt": 1,
+                     "status": status, "trigger": "schedule", "available_at": due, "enqueued_at": enqueued,
+                     "created_at": due, "updated_at": due}
+                    for i in range(n)
+                ],
+            )  # fmt: skip
+
+    now = BASE + timedelta(seconds=100)
+    rows(job_id, 1200, due=BASE, enqueued=BASE + timedelta(seconds=1))
+    rows(job_id, 5, due=BASE - timedelta(seconds=1), enqueued=BASE, status="RUNNING")
+    rows(job_id, 3, due=BASE + timedelta(seconds=50), enqueued=None)
+    rows(job_id, 4, due=BASE + timedelta(seconds=99), enqueued=None)  # within the 5 s grace
+    rows(job_id, 6, due=BASE + timedelta(seconds=80), enqueued=BASE + timedelta(seconds=80))  # within 30 s
+    rows(gone, 2, due=BASE + timedelta(seconds=40), enqueued=None)
+    delete_job(mysql_engine, gone)
+    stale = pending_unclaimed(mysql_engine, grace_seconds=30, unpublished_grace_seconds=5, now=now)
+    assert len(stale) == 1000 and len({a.run_id for a in stale}) == 1000
+    assert [a.enqueued_at for a in stale[:3]] == [None, None, None]
+    assert {a.enqueued_at for a in stale[3:]} == {BASE + timedelta(seconds=1)}
+    assert {a.job.name for a in stale} == {"backlog"}
+    everything = pending_unclaimed(
+        mysql_engine, grace_seconds=30, unpublished_grace_seconds=5, now=now, limit=5000
+    )
+    assert len(everything) == 1203
+
+
 def test_pending_unclaimed_and_prune(mysql_engine: Engine) -> None:
     job_id = make_job(mysql_engine, "outbox")
     result = fire_due_jobs(mysql_engine, now=BASE + timedelta(seconds=2))

@@ -31,7 +31,7 @@ def test_head_has_no_worker_status_index_and_matches_the_models(tmp_path: Path) 
     upgrade(url)
     assert head_revision() >= "0005"
     assert INDEX not in _indexes(url)
-    assert "ix_job_runs_status_available" in _indexes(url)
+    assert "ix_job_runs_status_enqueued" in _indexes(url)  # since 0006 (the outbox sweep's)
     engine = make_engine(url)
     with engine.connect() as conn:
         diffs = compare_metadata(MigrationContext.configure(conn), Base.metadata)
@@ -46,3 +46,16 @@ def test_downgrade_restores_the_index_and_upgrade_drops_it_again(tmp_path: Path)
     assert INDEX in _indexes(url)
     upgrade(url)
     assert INDEX not in _indexes(url)
+
+
+def test_0006_swaps_the_status_index_for_the_outbox_sweeps_and_back(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    upgrade(url)
+    assert head_revision() >= "0006"
+    assert "ix_job_runs_status_available" not in _indexes(url)
+    command.downgrade(alembic_config(url), "0005")
+    assert "ix_job_runs_status_available" in _indexes(url)
+    assert "ix_job_runs_status_enqueued" not in _indexes(url)
+    upgrade(url)
+    assert "ix_job_runs_status_enqueued" in _indexes(url)
+    assert "ix_job_runs_status_available" not in _indexes(url)

@@ -8,7 +8,7 @@ A limited job's claim is one transaction:
 1. ``SELECT max_concurrency FROM jobs WHERE id = :job FOR UPDATE``: the job's row lock
    serializes the claims of this job across every worker process and machine, so two workers
    can never both see the last free slot;
-2. count the job's ``RUNNING`` attempts (on ``ix_job_runs_status_available``: RUNNING rows are
+2. count the job's ``RUNNING`` attempts (on ``ix_job_runs_status_enqueued``: RUNNING rows are
    few, at most the cluster's worker threads; no index was added to the hot ``job_runs``);
 3. if a slot is free, the usual ``PENDING → RUNNING`` compare-and-set.
 

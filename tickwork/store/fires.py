@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, tuple_, update
+from sqlalchemy import Connection, Engine, and_, func, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from tickwork.schedule.policy import FirePlan, apply_overlap, plan_fires
@@ -384,46 +384,52 @@ def pending_unclaimed(
     unpublished_cutoff = now - timedelta(
         seconds=grace_seconds if unpublished_grace_seconds is None else unpublished_grace_seconds
     )
-    query = (
-        select(
-            runs_table.c.id,
-            runs_table.c.scheduled_for,
-            runs_table.c.attempt,
-            runs_table.c.arguments,
-            runs_table.c.enqueued_at,
-            runs_table.c.trigger,
-            *(jobs_table.c[name] for name in _JOB_COLUMNS if name != "id"),
-            jobs_table.c.id.label("id_of_job"),
-        )
-        .join(jobs_table, jobs_table.c.id == runs_table.c.job_id)
-        .where(
-            runs_table.c.status == RunStatus.PENDING.value,
-            runs_table.c.available_at < max(cutoff, unpublished_cutoff),
-            or_(
-                and_(runs_table.c.enqueued_at.is_(None), runs_table.c.available_at < unpublished_cutoff),
-                and_(runs_table.c.enqueued_at < cutoff, runs_table.c.available_at < cutoff),
-            ),
-        )
-        # Never-published rows first: a backlog of published ones must not hide them.
-        .order_by(runs_table.c.enqueued_at.is_(None).desc(), runs_table.c.available_at)
+    c = runs_table.c
+    columns = (c.id, c.job_id, c.scheduled_for, c.attempt, c.arguments, c.enqueued_at, c.trigger)
+    pending = c.status == RunStatus.PENDING.value
+    # Two ranges of ix_job_runs_status_enqueued, each read in index order and stopped at the
+    # limit (one query ordered by "never published first" read and sorted every stale row).
+    # Never-published rows first: a backlog of published ones must not hide them.
+    never_published = (
+        select(*columns)
+        .where(pending, c.enqueued_at.is_(None), c.available_at < unpublished_cutoff)
+        .order_by(c.enqueued_at, c.available_at)
         .limit(limit)
     )
-    attempts: list[PendingAttempt] = []
+    unclaimed = (
+        select(*columns)
+        .where(pending, c.enqueued_at < cutoff, c.available_at < cutoff)
+        .order_by(c.enqueued_at, c.available_at)
+    )
     with engine.connect() as conn:
-        for row in conn.execute(query).mappings():
-            job_row = {name: row[name] for name in _JOB_COLUMNS if name != "id"}
-            job_row["id"] = row["id_of_job"]
-            attempts.append(
-                PendingAttempt(
-                    run_id=int(row["id"]),
-                    job=JobSnapshot(**job_row),
-                    scheduled_for=row["scheduled_for"],
-                    attempt=int(row["attempt"]),
-                    arguments=row["arguments"],
-                    enqueued_at=row["enqueued_at"],
-                    trigger=row["trigger"],
+        rows = list(conn.execute(never_published))
+        if len(rows) < limit:
+            rows += conn.execute(unclaimed.limit(limit - len(rows))).all()
+        job_ids = sorted({row.job_id for row in rows})
+        jobs: dict[int, JobSnapshot] = {}
+        for start in range(0, len(job_ids), 1000):
+            for found in conn.execute(
+                select(*(jobs_table.c[name] for name in _JOB_COLUMNS)).where(
+                    jobs_table.c.id.in_(job_ids[start : start + 1000])
                 )
+            ).mappings():
+                jobs[int(found["id"])] = JobSnapshot(**{name: found[name] for name in _JOB_COLUMNS})
+    attempts: list[PendingAttempt] = []
+    for row in rows:
+        job = jobs.get(int(row.job_id))
+        if job is None:
+            continue  # deleted since (its runs go with it)
+        attempts.append(
+            PendingAttempt(
+                run_id=int(row.id),
+                job=job,
+                scheduled_for=row.scheduled_for,
+                attempt=int(row.attempt),
+                arguments=row.arguments,
+                enqueued_at=row.enqueued_at,
+                trigger=row.trigger,
             )
+        )
     return attempts
 
 

@@ -182,7 +182,8 @@ class JobRun(Base):
     __table_args__ = (
         UniqueConstraint("job_id", "scheduled_for", "attempt", name="uq_job_runs_fire_attempt"),
         Index("ix_job_runs_job_id_id", "job_id", "id"),
-        Index("ix_job_runs_status_available", "status", "available_at"),
+        # The outbox sweep's two ranges (never published; published and unclaimed), migration 0006.
+        Index("ix_job_runs_status_enqueued", "status", "enqueued_at", "available_at"),
         Index("ix_job_runs_created_at", "created_at"),
         {"sqlite_autoincrement": True},
     )

@@ -3,7 +3,7 @@
 Each one is bounded by an index so it stays fast on 10,000 jobs and millions of run rows:
 jobs are paged by primary key (keyset, no OFFSET), a page's last runs come from
 ``ix_job_runs_job_id_id`` (one index dive per job), the status counts from
-``ix_job_runs_status_available`` and the timeline from a ``created_at`` range on
+``ix_job_runs_status_enqueued`` (its ``status`` prefix) and the timeline from a ``created_at`` range on
 ``ix_job_runs_created_at``. ``docs/operations.md`` shows the EXPLAIN output on MariaDB.
 """
 
