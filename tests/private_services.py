@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import random
 import shutil
 import signal
 import socket
@@ -25,8 +26,34 @@ RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
 START_TIMEOUT = 90.0
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A port no one listens on, below the kernel's ephemeral range.
+
+    A port from ``bind(0)`` comes from the ephemeral range, which outgoing connections also draw
+    from: between choosing it and a server binding it (seconds later for a private RabbitMQ, whose
+    distribution port is taken after MariaDB and Redis have started) a client socket of the
+    running suite can take it, and the server fails with "address in use" (seen in CI:
+    RabbitMQ's ``dist_port_already_used``). Below the range only a listener can take it.
+    """
+    low, _ = _ephemeral_range()
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, max(20001, low))
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:  # no free port found below the range: the kernel's choice
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
