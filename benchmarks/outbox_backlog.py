@@ -11,6 +11,10 @@ To compare with other code (a git worktree at another commit), put that tree fir
 ``PYTHONPATH=/path/to/worktree python benchmarks/outbox_backlog.py --label before``. Each run adds
 its entry (by label) to benchmarks/results/outbox_backlog.json, with the EXPLAIN of every
 statement the pass sent.
+
+It imports nothing from the other benchmarks (``scale.py`` has a similar EXPLAIN capture,
+``worker_throughput.py`` a similar CPU reading): those would import this tree's tickwork before
+the worktree's on the path.
 """
 
 from __future__ import annotations

@@ -45,8 +45,8 @@ def free_port() -> int:
     """
     low, _ = _ephemeral_range()
     rng = random.Random()
-    for _ in range(200):
-        port = rng.randrange(20000, max(20001, low))
+    for _ in range(200 if low > 21000 else 0):
+        port = rng.randrange(20000, low)
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))

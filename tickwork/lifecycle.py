@@ -197,7 +197,6 @@ def settle_failure(
         if next_message is None:
             raise ValueError("a retry needs next_message to build the next attempt's message")
         retry = step
-        build_next = next_message
         new_id = write(
             lambda: finish_and_retry(
                 engine,
@@ -218,7 +217,7 @@ def settle_failure(
         if new_id is None:
             return Settled(step=step, recorded=False)
         publish_committed(
-            engine, broker, [new_id], [build_next(new_id, retry)], delay_ms=int(retry.delay * 1000)
+            engine, broker, [new_id], [next_message(new_id, retry)], delay_ms=int(retry.delay * 1000)
         )
         return Settled(step=step, recorded=True, retry_run_id=new_id)
     # DEAD, and in the same transaction what follows a dead run (issue 13): ``run.dead`` and,

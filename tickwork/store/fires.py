@@ -393,7 +393,7 @@ def pending_unclaimed(
     never_published = (
         select(*columns)
         .where(pending, c.enqueued_at.is_(None), c.available_at < unpublished_cutoff)
-        .order_by(c.enqueued_at, c.available_at)
+        .order_by(c.enqueued_at, c.available_at)  # the index's order (enqueued_at all NULL): no sort
         .limit(limit)
     )
     unclaimed = (
@@ -413,7 +413,7 @@ def pending_unclaimed(
                     jobs_table.c.id.in_(job_ids[start : start + 1000])
                 )
             ).mappings():
-                jobs[int(found["id"])] = JobSnapshot(**{name: found[name] for name in _JOB_COLUMNS})
+                jobs[int(found["id"])] = _job_snapshot(found)
     attempts: list[PendingAttempt] = []
     for row in rows:
         job = jobs.get(int(row.job_id))
