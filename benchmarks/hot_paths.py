@@ -1,8 +1,9 @@
 """Python cost of tickwork's two hot paths without services, to compare code before and after a
 refactoring on a machine too loaded for the end-to-end benchmarks to tell a few per cent apart.
 
-1. worker: one message through the middleware hooks of a successful attempt (RunLog's claim and
-   finish are stubbed; Backoff and DeadLetter see no failure);
+1. worker: one successful message through the worker's whole middleware list, dispatched by the
+   broker's signals as Dramatiq's worker thread does (``process_message`` and ``ack``, before and
+   after, and the actor itself); RunLog's committer is replaced by one that answers at once;
 2. scheduler: one fire's job snapshot and message (``store.fires._job_snapshot`` and
    ``messaging.build_message``).
 
@@ -25,12 +26,12 @@ import dramatiq
 from dramatiq.broker import MessageProxy
 from sqlalchemy import create_engine
 
+from tickwork.amqp import pin_fields
 from tickwork.config import load_settings
-from tickwork.messaging import build_message
-from tickwork.middleware.backoff import Backoff
-from tickwork.middleware.dead_letter import DeadLetter
+from tickwork.messaging import build_message, make_broker
 from tickwork.middleware.run_log import RunLog
 from tickwork.store import fires
+from tickwork.worker import build_middleware
 
 OPTIONS = {
     "run_id": 1,
@@ -67,11 +68,16 @@ JOB_ROW = {
 
 
 class StubRecorder:
+    """The committer answering at once: the hooks' own cost, without MySQL or the hand-off."""
+
     def claim(self, *args: Any, **kwargs: Any) -> bool:
         return True
 
     def finish(self, *args: Any, **kwargs: Any) -> bool:
         return True
+
+    def finish_later(self, run_id: int, worker_id: str, then: Callable[..., None], **kwargs: Any) -> None:
+        then(True, None)
 
 
 def best_microseconds(step: Callable[[int], object], count: int) -> float:
@@ -92,21 +98,29 @@ def main() -> None:
     url = f"sqlite:///{Path(tempfile.mkdtemp()) / 'unused.db'}"
     settings = load_settings(database_url=url, namespace="hot-paths")
     engine = create_engine("sqlite://")
-    run_log = RunLog(engine=engine, worker_id=lambda: "w1")
-    run_log.recorder = StubRecorder()  # type: ignore[assignment]
-    backoff = Backoff(engine=engine)
-    dead_letter = DeadLetter(settings=settings, engine=engine)
+    broker = make_broker(settings, middleware=build_middleware(settings, engine))
+    for middleware in broker.middleware:
+        if isinstance(middleware, RunLog):
+            middleware.recorder = StubRecorder()  # type: ignore[assignment]
+    broker.emit_after("process_boot")  # TimeLimit's deadline thread
+
+    @dramatiq.actor(actor_name="noop", queue_name="q", broker=broker)
+    def noop() -> None:
+        return None
+
     message = dramatiq.Message(
-        queue_name="q", actor_name="a", args=(), kwargs={}, options={"tickwork": OPTIONS}
+        queue_name="q", actor_name="noop", args=(), kwargs={}, options={"tickwork": OPTIONS}
     )
-    broker: Any = None
 
     def one_message(_: int) -> None:
+        # What Dramatiq's WorkerThread.process_message and the consumer's ack do around the actor.
         proxy = MessageProxy(message)
-        run_log.before_process_message(broker, proxy)
-        backoff.after_process_message(broker, proxy, result=1)
-        dead_letter.after_process_message(broker, proxy, result=1)
-        run_log.after_process_message(broker, proxy, result=1)
+        pin_fields(proxy)  # as tickwork's RabbitMQ consumer hands it over
+        broker.emit_before("process_message", proxy)
+        result = noop(*proxy.args, **proxy.kwargs)
+        broker.emit_after("process_message", proxy, result=result)
+        broker.emit_before("ack", proxy)
+        broker.emit_after("ack", proxy)
 
     now = datetime.now(UTC)
 

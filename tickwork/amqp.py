@@ -12,7 +12,7 @@ broker's own work, ~30-40 ms for 1,000 persistent messages on this 2-core machin
 The frames are marshalled for one channel of one connection; if the thread's connection or
 channel changed meanwhile (a reconnect), the batch is marshalled again before it is sent.
 
-Acks: see :class:`GroupedAcks`.
+Acks: see :class:`GroupedAcks`. Deliveries: :func:`pin_fields`.
 """
 
 from __future__ import annotations
@@ -135,6 +135,25 @@ def publish_prepared(broker: Any, batch: PreparedBatch) -> None:
         broker.emit_after("enqueue", routed, batch.delay_ms)
 
 
+def pin_fields(proxy: MessageProxy) -> None:
+    """Copy the message's fields onto its delivery proxy, where attribute lookup finds them.
+
+    ``MessageProxy`` reads every field through ``__getattr__`` (a Python call, ~0.5 µs), and a
+    tickwork worker reads them ~18 times per message (its middleware and Dramatiq's): ~8 µs per
+    message, against ~0.25 µs for the copy. The message itself is a frozen dataclass, so the
+    copies cannot go stale; ``options`` stays the same dict.
+    """
+    message = proxy._message
+    fields = vars(proxy)
+    fields["queue_name"] = message.queue_name
+    fields["actor_name"] = message.actor_name
+    fields["args"] = message.args
+    fields["kwargs"] = message.kwargs
+    fields["options"] = message.options
+    fields["message_id"] = message.message_id
+    fields["message_timestamp"] = message.message_timestamp
+
+
 class GroupedAcks(Consumer):
     """Dramatiq's RabbitMQ consumer with the acks of finished messages sent in groups.
 
@@ -161,7 +180,10 @@ class GroupedAcks(Consumer):
         return all(hasattr(consumer, name) for name in ("known_tags", "connection", "channel"))
 
     def __next__(self) -> MessageProxy | None:
-        return next(self.consumer)  # type: ignore[no-any-return]
+        message: MessageProxy | None = next(self.consumer)
+        if message is not None:
+            pin_fields(message)
+        return message
 
     def ack(self, message: MessageProxy) -> None:
         tag = message._tag

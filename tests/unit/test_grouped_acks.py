@@ -94,3 +94,30 @@ def test_the_rest_is_the_wrapped_consumers() -> None:
     consumer.close()
     assert fake.nacked and fake.closed and consumer.known_tags is fake.known_tags
     assert GroupedAcks.wraps(fake) and not GroupedAcks.wraps(object())
+
+
+def test_deliveries_come_with_the_message_fields_pinned_and_none_passes_through() -> None:
+    """The fields are copied onto the proxy (read without MessageProxy.__getattr__), equal to
+    the message's, and ``options`` is the message's own dict (a middleware writing to it writes
+    to the message)."""
+    import dramatiq
+    from dramatiq.broker import MessageProxy
+
+    inner = dramatiq.Message(
+        queue_name="ns.q", actor_name="a", args=(1,), kwargs={"k": 2}, options={"tickwork": {"run_id": 7}}
+    )
+    deliveries: list[Any] = [MessageProxy(inner), None]
+
+    class Iterating(FakeConsumer):
+        def __next__(self) -> Any:
+            return deliveries.pop(0)
+
+    consumer = GroupedAcks(Iterating())
+    proxy = next(consumer)
+    assert proxy is not None
+    fields = ("queue_name", "actor_name", "args", "kwargs", "options", "message_id", "message_timestamp")
+    assert {name: vars(proxy)[name] for name in fields} == {name: getattr(inner, name) for name in fields}
+    assert proxy.options is inner.options
+    proxy.options["tickwork"]["attempt"] = 2
+    assert inner.options["tickwork"]["attempt"] == 2
+    assert next(consumer) is None  # the idle timeout's None reaches Dramatiq's consumer thread

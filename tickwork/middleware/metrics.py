@@ -19,7 +19,8 @@ from tickwork.vocabulary import RunTrigger
 
 #: Label for messages that name no queue (never the case for a tickwork message).
 DEFAULT_QUEUE_LABEL = "default"
-#: The attribute of a delivery holding when it started: (timer, wall clock).
+#: The attribute of a delivery holding when it started (timer, wall clock), its queue label and
+#: that queue's in-progress gauge.
 _STARTED = "tickwork_metrics_started"
 
 
@@ -52,6 +53,8 @@ class Metrics(Middleware):
         #: (metric, labels) → the labelled child: prometheus-client's ``labels()`` validates and
         #: locks on every call, a few µs each, five calls per attempt on the worker's hot path.
         self._children: dict[tuple[Any, ...], Any] = {}
+        #: A delivery's queue name → (its label, the in-progress gauge's child for it).
+        self._queues: dict[str | None, tuple[str, Any]] = {}
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric), *labels)
@@ -60,12 +63,21 @@ class Metrics(Middleware):
             child = self._children[key] = metric.labels(*labels)
         return child
 
+    def _queue(self, message: MessageProxy) -> tuple[str, Any]:
+        name = message.queue_name
+        known = self._queues.get(name)
+        if known is None:
+            label = _queue(name)
+            known = self._queues[name] = (label, self._child(self.metrics.in_progress, label))
+        return known
+
     def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         if _run_options(message) is None:
             return
+        label, in_progress = self._queue(message)
         # On the delivery itself (Dramatiq's per-delivery proxy): no shared map, no lock.
-        setattr(message, _STARTED, (self.timer(), self.wall_clock()))
-        self._child(self.metrics.in_progress, _queue(message)).inc()
+        setattr(message, _STARTED, (self.timer(), self.wall_clock(), label, in_progress))
+        in_progress.inc()
 
     def after_process_message(
         self,
@@ -75,12 +87,14 @@ class Metrics(Middleware):
         result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
-        options = _run_options(message)
         started = self._pop(message)
-        if options is None or started is None:
+        if started is None:
             return
-        queue = _queue(message)
-        self._child(self.metrics.in_progress, queue).dec()
+        options = _run_options(message)
+        if options is None:
+            return
+        timer, wall, queue, in_progress = started
+        in_progress.dec()
         job_name = str(options.get("job_name") or message.actor_name)
         attempt = int(options.get("attempt") or 1)
         if exception is None:
@@ -92,9 +106,9 @@ class Metrics(Middleware):
             status = "DEAD"
             self._child(self.metrics.dead_letters, job_name).inc()
         self._child(self.metrics.runs, job_name, status).inc()
-        self._child(self.metrics.attempt_duration, queue, status).observe(max(0.0, self.timer() - started[0]))
+        self._child(self.metrics.attempt_duration, queue, status).observe(max(0.0, self.timer() - timer))
         if attempt == 1:
-            lag = _lag_seconds(options.get("scheduled_for"), started[1])
+            lag = _lag_seconds(options.get("scheduled_for"), wall)
             if lag is not None:
                 trigger = str(options.get("trigger") or RunTrigger.SCHEDULE.value)
                 self._child(self.metrics.scheduling_lag, queue, trigger).observe(lag)
@@ -102,13 +116,13 @@ class Metrics(Middleware):
     def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         if _run_options(message) is None:
             return
-        queue = _queue(message)
-        if self._pop(message) is not None:
-            self._child(self.metrics.in_progress, queue).dec()
-        self._child(self.metrics.skipped_messages, queue).inc()
+        started = self._pop(message)
+        if started is not None:
+            started[3].dec()
+        self._child(self.metrics.skipped_messages, self._queue(message)[0]).inc()
 
-    def _pop(self, message: MessageProxy) -> tuple[float, float] | None:
-        started: tuple[float, float] | None = getattr(message, _STARTED, None)
+    def _pop(self, message: MessageProxy) -> tuple[float, float, str, Any] | None:
+        started: tuple[float, float, str, Any] | None = getattr(message, _STARTED, None)
         if started is not None:
             setattr(message, _STARTED, None)
         return started
@@ -119,9 +133,9 @@ def _run_options(message: MessageProxy) -> dict[str, Any] | None:
     return options if isinstance(options, dict) else None
 
 
-def _queue(message: MessageProxy) -> str:
+def _queue(queue_name: str | None) -> str:
     """The job queue without the namespace prefix (``<namespace>.<queue>``), a bounded label."""
-    name = q_name(message.queue_name or DEFAULT_QUEUE_LABEL)  # drop a delay queue's ``.DQ``
+    name = q_name(queue_name or DEFAULT_QUEUE_LABEL)  # drop a delay queue's ``.DQ``
     return name.rsplit(".", 1)[-1]
 
 

@@ -214,7 +214,8 @@ class AttemptRecorder:
 
     def _ensure_thread(self) -> None:
         pid = _pid
-        if self._pid == pid and self._threads and all(t.is_alive() for t in self._threads):
+        threads = self._threads
+        if self._pid == pid and threads and all(map(threading.Thread.is_alive, threads)):
             return
         with self._lock:
             if self._pid != pid:  # forked: the parent's threads and connections are not ours
