@@ -45,6 +45,13 @@ def worker_rows(r: dict[str, Any]) -> list[str]:
         f"**ratio {r['ratio']}** (rounds {rounds}); worker CPU per job {tw['worker_cpu_ms_per_job_median']} "
         f"vs {bare['worker_cpu_ms_per_job_median']} ms"
     )
+    if "ratio_from_first_take" in r:
+        # Since 2026-12-03 17:00 the clock starts once every worker process consumes.
+        text += (
+            f" (clock from every worker process consuming; from the first message taken: ratio "
+            f"{r['ratio_from_first_take']}; workers consuming {tw['start_seconds_median']} vs "
+            f"{bare['start_seconds_median']} s after the spawn)"
+        )
     if "tickwork_sync" in r:
         text += (
             f"; with successes written before the thread goes on (the old path) "
