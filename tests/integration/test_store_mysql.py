@@ -174,6 +174,55 @@ def test_recorder_group_commit_gives_each_statement_its_own_result(mysql_engine,
         recorder.close()
 
 
+def test_recorder_warm_connects_before_the_first_claim_and_survives_a_failed_connect(
+    mysql_engine, monkeypatch
+) -> None:
+    """warm() (RunLog calls it at worker boot) starts the committer, which connects before any
+    claim; the first claim uses that connection. A connect failing at warm-up leaves the thread
+    running and the first claim connects."""
+    from tickwork.store.recorder import AttemptRecorder
+
+    job = create_job(mysql_engine, JobSpec.model_validate(SEED))
+    base = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    first, second = (
+        insert_run(mysql_engine, job_id=job.id, scheduled_for=base + timedelta(seconds=i)) for i in (0, 1)
+    )
+    recorder = AttemptRecorder(mysql_engine)
+    try:
+        recorder.warm()
+        deadline = time.monotonic() + 10
+        while not recorder._conns and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(recorder._conns) == 1
+        warmed = recorder._conns[0]
+        assert recorder.claim(first, "wa")
+        assert recorder._conns == [warmed]
+    finally:
+        recorder.close()
+
+    attempts: list[int] = []
+    real_connect = AttemptRecorder._connect
+
+    def connect_fails_once(self: AttemptRecorder) -> object:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise OSError("database not up yet")
+        return real_connect(self)
+
+    monkeypatch.setattr(AttemptRecorder, "_connect", connect_fails_once)
+    recorder = AttemptRecorder(mysql_engine)
+    try:
+        recorder.warm()
+        deadline = time.monotonic() + 10
+        while not attempts and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert recorder._threads[0].is_alive() and recorder._conns == []
+        assert recorder.claim(second, "wa")
+        assert len(attempts) == 2 and get_run(mysql_engine, second).status == "RUNNING"
+    finally:
+        recorder.close()
+
+
 def test_recorder_delays_a_commit_only_after_a_group_of_several_claims(mysql_engine, monkeypatch) -> None:
     """The commit delay (fewer, larger transactions under load) never delays a lone claim: it
     applies after a group that held several claims, and stops once groups are single again."""

@@ -288,6 +288,13 @@ class RunLog(Middleware):
         except Exception:
             self.logger.exception("Recording the unknown handler of run %s failed.", options["run_id"])
 
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
+        """The committer and its connection are ready before the first message is claimed."""
+        try:
+            self.recorder.warm()
+        except Exception:  # the first claim starts it again
+            self.logger.warning("Starting the attempt committer failed.", exc_info=True)
+
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
         """The worker threads have stopped: wait for the outcomes still being written."""
         if not self.flush():
