@@ -74,8 +74,10 @@ def worker_rows(r: dict[str, Any]) -> list[str]:
         )
     if "tickwork_latency_ms" in r:
         t, b = r["tickwork_latency_ms"], r["bare_latency_ms"]
+        warm = (t.get("conditions") or {}).get("warmup")
+        after = f", after a {warm['messages']}-message warm-up not counted" if warm else ""
         rows.append(
-            f"| same run: enqueue → start at {n(t['rate_per_s'])} jobs/s ({at}) | tickwork p50 / p99 "
+            f"| same run: enqueue → start at {n(t['rate_per_s'])} jobs/s{after} ({at}) | tickwork p50 / p99 "
             f"{t['p50']} / {t['p99']} ms (of which the row's insert p50 / p99 {t['insert_p50']} / "
             f"{t['insert_p99']} ms) vs bare Dramatiq {b['p50']} / {b['p99']} ms | same command |"
         )
