@@ -223,6 +223,29 @@ def test_recorder_warm_connects_before_the_first_claim_and_survives_a_failed_con
         recorder.close()
 
 
+def test_run_log_warms_its_committer_at_worker_boot(mysql_engine, caplog) -> None:
+    """A worker's boot (RunLog.after_worker_boot) opens the committer's connection; a failure
+    there is logged, not raised (the worker still starts; its first claim connects)."""
+    from tickwork.middleware.run_log import RunLog
+
+    run_log = RunLog(engine=mysql_engine, worker_id=lambda: "wa")
+    try:
+        run_log.after_worker_boot(None, None)  # type: ignore[arg-type]
+        deadline = time.monotonic() + 10
+        while not run_log.recorder._conns and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(run_log.recorder._conns) == 1
+    finally:
+        run_log.recorder.close()
+
+    def broken() -> None:
+        raise RuntimeError("no threads left")
+
+    run_log.recorder.warm = broken  # type: ignore[method-assign]
+    run_log.after_worker_boot(None, None)  # type: ignore[arg-type]
+    assert "Starting the attempt committer failed" in caplog.text
+
+
 def test_recorder_delays_a_commit_only_after_a_group_of_several_claims(mysql_engine, monkeypatch) -> None:
     """The commit delay (fewer, larger transactions under load) never delays a lone claim: it
     applies after a group that held several claims, and stops once groups are single again."""
