@@ -172,6 +172,12 @@ def user_system_seconds(pid: int) -> tuple[float, float]:
     return int(fields[11]) / tick, int(fields[12]) / tick
 
 
+def workers_cpu(pids: list[int]) -> tuple[float, float]:
+    """(all, of which system) CPU seconds of the worker processes ``pids`` so far."""
+    times = [user_system_seconds(pid) for pid in pids]
+    return sum(u + s for u, s in times), sum(s for _, s in times)
+
+
 def stop_workers(proc: Any) -> None:
     os.kill(proc.pid, signal.SIGTERM)
     try:
@@ -181,14 +187,14 @@ def stop_workers(proc: Any) -> None:
         proc.wait(10)
 
 
-def ready_count(channel: Any, queue: str) -> int:
-    return int(channel.queue_declare(queue=queue, durable=True, passive=True).method.message_count)
-
-
 def queue_counts(channel: Any, queue: str) -> tuple[int, int]:
     """(messages ready, consumers) of ``queue``."""
     method = channel.queue_declare(queue=queue, durable=True, passive=True).method
     return int(method.message_count), int(method.consumer_count)
+
+
+def ready_count(channel: Any, queue: str) -> int:
+    return queue_counts(channel, queue)[0]
 
 
 def wait_for_consumers(connection: Any, queue: str, processes: int, timeout: float = 60) -> float:
@@ -273,16 +279,17 @@ def drain(
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{consumers} of {args.processes} worker processes consume {queue}")
             time.sleep(0.005)
-        # Drained before the last process came up (a small N): the old clock, every job.
+        # Drained before the last process came up (a small N): the old clock, every job (the
+        # CPU read below then misses what was spent since the first take).
         t0, counted = (time.monotonic(), left) if left else (first_take, n)
-        sys0 = sum(user_system_seconds(pid)[1] for pid in group_pids(proc.pid))
-        cpu0 = sum(cpu_seconds(pid) for pid in group_pids(proc.pid))
+        pids = group_pids(proc.pid)
+        cpu0, sys0 = workers_cpu(pids)
         services = service_pids()
         svc0 = services_cpu(services)
         spies = []
         if profile is not None:
             # py-spy on every worker process for the drain (SIGINT at the end writes the stacks).
-            for pid in group_pids(proc.pid):
+            for pid in pids:
                 out = profile.with_name(f"{profile.stem}.{pid}.txt")
                 spies.append(
                     subprocess.Popen(
@@ -298,9 +305,9 @@ def drain(
         t1 = time.monotonic()
         if extra is not None:
             t1 = extra(t0, t1)
-        rss = {pid: round(peak_rss_mb(pid), 1) for pid in group_pids(proc.pid)}
-        cpu = sum(cpu_seconds(pid) for pid in group_pids(proc.pid)) - cpu0
-        system = sum(user_system_seconds(pid)[1] for pid in group_pids(proc.pid)) - sys0
+        rss = {pid: round(peak_rss_mb(pid), 1) for pid in pids}
+        cpu1, sys1 = workers_cpu(pids)
+        cpu, system = cpu1 - cpu0, sys1 - sys0
         svc1 = services_cpu(services)
         for spy in spies:
             spy.send_signal(signal.SIGINT)

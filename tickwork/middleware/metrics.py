@@ -63,7 +63,8 @@ class Metrics(Middleware):
             child = self._children[key] = metric.labels(*labels)
         return child
 
-    def _queue(self, message: MessageProxy) -> tuple[str, Any]:
+    def _queue_of(self, message: MessageProxy) -> tuple[str, Any]:
+        """The delivery's queue label and that queue's in-progress gauge."""
         name = message.queue_name
         known = self._queues.get(name)
         if known is None:
@@ -74,7 +75,7 @@ class Metrics(Middleware):
     def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         if _run_options(message) is None:
             return
-        label, in_progress = self._queue(message)
+        label, in_progress = self._queue_of(message)
         # On the delivery itself (Dramatiq's per-delivery proxy): no shared map, no lock.
         setattr(message, _STARTED, (self.timer(), self.wall_clock(), label, in_progress))
         in_progress.inc()
@@ -119,7 +120,7 @@ class Metrics(Middleware):
         started = self._pop(message)
         if started is not None:
             started[3].dec()
-        self._child(self.metrics.skipped_messages, self._queue(message)[0]).inc()
+        self._child(self.metrics.skipped_messages, self._queue_of(message)[0]).inc()
 
     def _pop(self, message: MessageProxy) -> tuple[float, float, str, Any] | None:
         started: tuple[float, float, str, Any] | None = getattr(message, _STARTED, None)
