@@ -294,6 +294,66 @@ def test_recorder_delays_a_commit_only_after_a_group_of_several_claims(mysql_eng
     assert {get_run(mysql_engine, r).status for r in ids} == {"RUNNING"}
 
 
+def test_recorder_commits_a_success_with_the_next_claim_or_after_the_linger(mysql_engine) -> None:
+    """Outcomes nobody waits for (successes, ``finish_later``) wait up to ``finish_linger`` for a
+    claim and are committed in its group (one commit, so a claim never queues behind a commit of
+    outcomes alone); a finish a caller waits for is never held; ``close`` cuts a linger short."""
+    from tickwork.store.recorder import AttemptRecorder
+
+    job = create_job(mysql_engine, JobSpec.model_validate(SEED))
+    base = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    ids = [
+        insert_run(mysql_engine, job_id=job.id, scheduled_for=base + timedelta(seconds=i)) for i in range(5)
+    ]
+    settled: dict[int, tuple[bool, float]] = {}
+
+    def then_for(run_id: int):  # type: ignore[no-untyped-def]
+        def then(finished: bool, error: BaseException | None) -> None:
+            settled[run_id] = (finished and error is None, time.monotonic())
+
+        return then
+
+    # A long linger: the claim, not the clock, ends it.
+    recorder = AttemptRecorder(mysql_engine, finish_linger=60)
+    try:
+        assert recorder.claim(ids[0], "w1") and recorder.claim(ids[3], "w1")
+        recorder.finish_later(ids[0], "w1", then_for(ids[0]), status=RunStatus.SUCCESS)
+        assert ids[0] not in settled  # held for a claim
+        started = time.monotonic()
+        assert recorder.claim(ids[1], "w1")
+        assert time.monotonic() - started < 30  # not the 60 s linger
+        assert settled[ids[0]][0] is True
+        finished_with, claimed = get_run(mysql_engine, ids[0]), get_run(mysql_engine, ids[1])
+        assert finished_with.status == RunStatus.SUCCESS and claimed.status == RunStatus.RUNNING
+        assert finished_with.finished_at == claimed.started_at  # one group, one commit
+
+        started = time.monotonic()
+        assert recorder.finish(ids[3], "w1", status=RunStatus.FAILED, error="boom")  # a waiting caller
+        assert time.monotonic() - started < 30
+
+        recorder.finish_later(ids[1], "w1", then_for(ids[1]), status=RunStatus.SUCCESS)
+        started = time.monotonic()
+    finally:
+        recorder.close()  # the end-of-work marker ends the linger; the outcome is written
+    assert time.monotonic() - started < 30
+    assert settled[ids[1]][0] is True and get_run(mysql_engine, ids[1]).status == RunStatus.SUCCESS
+
+    # Without a claim, the outcome goes alone once the linger is over, not before.
+    recorder = AttemptRecorder(mysql_engine, finish_linger=0.3)
+    try:
+        assert recorder.claim(ids[2], "w1")
+        handed = time.monotonic()
+        recorder.finish_later(ids[2], "w1", then_for(ids[2]), status=RunStatus.SUCCESS)
+        deadline = time.monotonic() + 30
+        while ids[2] not in settled and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert settled[ids[2]][0] is True
+        assert settled[ids[2]][1] - handed >= 0.3
+        assert get_run(mysql_engine, ids[2]).status == RunStatus.SUCCESS
+    finally:
+        recorder.close()
+
+
 def test_recorder_runs_a_failed_group_again_one_by_one(mysql_engine, monkeypatch) -> None:
     """A group whose transaction fails (here: a deadlock on the merged statement) is run again
     claim by claim; each caller still gets its own answer and only a failing one sees an error."""
