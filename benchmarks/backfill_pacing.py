@@ -44,7 +44,15 @@ from sqlalchemy import func, insert, select, text
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.scheduling import AMQP, REDIS, Receiver, create_database, pct, tickwork_env  # noqa: E402
+from benchmarks.scheduling import (  # noqa: E402
+    AMQP,
+    REDIS,
+    Receiver,
+    create_database,
+    pct,
+    tickwork_env,
+    wait_for_workers,
+)
 from tickwork.backfill import backfill  # noqa: E402
 from tickwork.config import load_settings  # noqa: E402
 from tickwork.messaging import queue_name  # noqa: E402
@@ -246,7 +254,7 @@ def run_with_workers(schedules: int, baseline: float, tail: float) -> dict[str, 
                 start_new_session=True,
             )
         )
-        time.sleep(6)  # worker boot (registers bench_noop)
+        wait_for_workers(name)
         now = datetime.now(UTC)
         start_at = datetime.fromtimestamp(math.ceil(time.time()) + 4, UTC)
         rows = [

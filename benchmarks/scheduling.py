@@ -53,6 +53,7 @@ from sqlalchemy import create_engine, insert, select, text
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.worker_throughput import wait_for_consumers  # noqa: E402
 from tickwork.config import load_settings  # noqa: E402
 from tickwork.keys import leader_key  # noqa: E402
 from tickwork.messaging import queue_name  # noqa: E402
@@ -130,6 +131,17 @@ def cpu_model() -> str:
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
     return "?"
+
+
+def wait_for_workers(namespace: str, processes: int = 2, queue: str = "bench") -> float:
+    """Seconds until ``processes`` worker processes consume ``queue`` (they have booted and
+    registered their ``@job`` functions by then); replaces a fixed sleep for worker boot."""
+    settings = load_settings(broker_url=AMQP, namespace=namespace)
+    connection = pika.BlockingConnection(pika.URLParameters(AMQP))
+    try:
+        return wait_for_consumers(connection, queue_name(settings, queue), processes)
+    finally:
+        connection.close()
 
 
 def tickwork_env(url: str, namespace: str, **extra: str) -> dict[str, str]:
@@ -452,7 +464,7 @@ def run_end_to_end(size: int, duration: float, workdir: Path) -> dict[str, Any]:
                 start_new_session=True,
             )
         )
-        time.sleep(6)  # worker boot (registers bench_noop)
+        wait_for_workers(name)
         start_at = datetime.fromtimestamp(math.ceil(time.time()) + 4, UTC)
         now = datetime.now(UTC)
         rows = [
