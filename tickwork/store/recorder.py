@@ -135,8 +135,8 @@ class AttemptRecorder:
         :meth:`finish_later`) waits for a claim to be committed with; a claim or a waited-for
         finish ends the wait at once. Without it, at a moderate rate a success was committed
         alone right after its claim, and the next claim waited for that commit before its own:
-        enqueue → start at 200 jobs/s p50 / p99 9.6 / 40.7 ms with none, 5.7 / 11.2 ms with
-        20 ms (benchmarks/results/worker_profile.txt, section 8).
+        enqueue → start p99 at 200 jobs/s 16-41 ms with none, 11-20 ms with 20 ms, better in
+        each of five alternating pairs (benchmarks/results/worker_profile.txt, section 8).
     """
 
     def __init__(
