@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from alembic import command
+from alembic.runtime.migration import MigrationContext
 
 from tickwork.errors import DatabaseNotMigrated
 from tickwork.store.engine import (
@@ -25,6 +26,16 @@ from tickwork.store.engine import (
 pytestmark = pytest.mark.unit
 
 
+def _alembics_current(url: str) -> str | None:
+    """What Alembic itself reads as the database's revision."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()
+
+
 def test_the_gates_revision_is_alembics_head() -> None:
     """A new migration must move SCHEMA_REVISION too, or every process would refuse its schema."""
     assert head_revision() == SCHEMA_REVISION
@@ -38,13 +49,18 @@ def test_the_gate_refuses_no_schema_and_an_older_revision_and_passes_at_head(tmp
         with pytest.raises(DatabaseNotMigrated, match=r"has no tickwork schema.*tickwork db upgrade"):
             ensure_migrated(engine)
         upgrade(url, "0005")
-        assert stored_revisions(engine) == {"0005"} == {current_revision(engine)}
+        assert stored_revisions(engine) == {"0005"} == {current_revision(engine), _alembics_current(url)}
         with pytest.raises(DatabaseNotMigrated, match=f"is at revision 0005, expected {SCHEMA_REVISION}"):
             ensure_migrated(engine)
         upgrade(url)
-        assert stored_revisions(engine) == {SCHEMA_REVISION} == {current_revision(engine)}
+        assert (
+            stored_revisions(engine)
+            == {SCHEMA_REVISION}
+            == {current_revision(engine), _alembics_current(url)}
+        )
         ensure_migrated(engine)
         command.downgrade(alembic_config(url), "base")
+        assert current_revision(engine) is None is _alembics_current(url)
         with pytest.raises(DatabaseNotMigrated, match="has no tickwork schema"):
             ensure_migrated(engine)
     finally:
