@@ -25,8 +25,9 @@ dramatiq.set_broker(broker)
 
 
 @dramatiq.actor(actor_name="bare_noop", queue_name=f"{_namespace}.bare")
-def bare_noop() -> None:
-    return None
+def bare_noop() -> float | None:
+    # --job-output distinct: a value of its own, as tickwork's job returns (Dramatiq drops it).
+    return time.time() if os.environ.get("BENCH_JOB_OUTPUT") == "distinct" else None
 
 
 @dramatiq.actor(actor_name="bare_latency", queue_name=f"{_namespace}.barelat")

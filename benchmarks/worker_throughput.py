@@ -428,6 +428,13 @@ def main() -> int:
         "--also-committers", type=int, metavar="N", help="a tickwork drain per round with N committer threads"
     )
     parser.add_argument(
+        "--job-output",
+        choices=["none", "distinct"],
+        default="none",
+        help="what each no-op job returns: None, or a value of its own (as real jobs do: each"
+        " success then records a different output)",
+    )
+    parser.add_argument(
         "--also-env",
         metavar="KEY=VALUE",
         action="append",
@@ -453,6 +460,7 @@ def main() -> int:
     )
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "worker_throughput.json"))
     args = parser.parse_args()
+    os.environ["BENCH_JOB_OUTPUT"] = args.job_output  # read by the jobs in the worker processes
     mysql = f"{DRIVERS[args.driver]}://{MYSQL_HOST}"
 
     run = uuid.uuid4().hex[:8]
@@ -487,6 +495,7 @@ def main() -> int:
         "jobs": args.jobs,
         "processes": args.processes,
         "threads": args.threads,
+        "job_output": args.job_output,
         "bare_anchor": "Dramatiq's own broker and default middleware (benchmarks/bare_dramatiq_jobs.py)"
         if args.bare_broker == "plain"
         else "bare actors inside tickwork's worker processes",

@@ -18,6 +18,8 @@ from tickwork.config import get_settings
 _settings = get_settings()
 _redis = redis.Redis.from_url(_settings.redis_url or "redis://127.0.0.1:6379/0")
 LATENCY_KEY = f"{_settings.namespace}:bench:latency"
+#: --job-output distinct: each job returns a value of its own, as real jobs do.
+_DISTINCT_OUTPUT = os.environ.get("BENCH_JOB_OUTPUT") == "distinct"
 
 if os.environ.get("BENCH_COMMITTERS"):
     # --also-committers N: the recorder with N committer threads instead of its default.
@@ -37,8 +39,8 @@ if os.environ.get("BENCH_SYNC_SUCCESS") == "1":
 
 
 @job(name="bench_noop", queue="bench")
-def bench_noop() -> None:
-    return None
+def bench_noop() -> float | None:
+    return time.time() if _DISTINCT_OUTPUT else None
 
 
 @job(name="bench_latency", queue="benchlat")
@@ -49,8 +51,8 @@ def bench_latency(sent_at: float) -> None:
 @dramatiq.actor(
     actor_name="bare_noop", queue_name=f"{_settings.namespace}.bare", broker=dramatiq.get_broker()
 )
-def bare_noop() -> None:
-    return None
+def bare_noop() -> float | None:
+    return time.time() if _DISTINCT_OUTPUT else None
 
 
 @dramatiq.actor(

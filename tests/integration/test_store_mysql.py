@@ -436,6 +436,76 @@ def test_recorder_merged_group_with_losers_names_the_winners(mysql_engine) -> No
     assert (rows[theirs].status, rows[theirs].worker_id) == ("RUNNING", "w-other")
 
 
+def test_recorder_writes_different_outputs_of_one_status_in_one_statement(mysql_engine) -> None:
+    """Finishes with different outputs, HTTP statuses, errors and tracebacks (real jobs return
+    different values) share one UPDATE per worker and status, and each row gets its own values,
+    quotes and all."""
+    from tickwork.store.recorder import CLAIM, FINISH, AttemptRecorder, _Pending
+
+    job = create_job(mysql_engine, JobSpec.model_validate(SEED))
+    base = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    ids = [
+        insert_run(mysql_engine, job_id=job.id, scheduled_for=base + timedelta(seconds=i)) for i in range(7)
+    ]
+    *finished, claimed_a, claimed_b = ids
+    for run_id in finished:
+        assert claim_attempt(mysql_engine, run_id, "w1")
+    outcomes = {
+        finished[0]: ("SUCCESS", 'it\'s \\ "quoted"', None, None, 200),
+        finished[1]: ("SUCCESS", None, None, None, 204),
+        finished[2]: ("SUCCESS", "ünïcödé ✓", None, None, None),
+        finished[3]: ("FAILED", "partial", "boom", "Traceback 1", 500),
+        finished[4]: ("FAILED", None, "bang; DROP TABLE job_runs", "Traceback 2", None),
+    }
+    batch = [
+        _Pending(CLAIM, claimed_a, "w1", message_id="m-a"),
+        _Pending(CLAIM, claimed_b, "w1", message_id=None),
+        *(_Pending(FINISH, run_id, "w1", outcome=outcome) for run_id, outcome in outcomes.items()),
+    ]
+    recorder = AttemptRecorder(mysql_engine)
+    sent: list[str] = []
+    conn = recorder._connection()  # the committer's driver connection: its SQL recorded
+    real_cursor = conn.cursor
+
+    class Spy:
+        def __init__(self, cursor):
+            self._cursor = cursor
+
+        def execute(self, sql, *args):
+            sent.append(sql)
+            return self._cursor.execute(sql, *args)
+
+        def __getattr__(self, name):
+            return getattr(self._cursor, name)
+
+    conn.cursor = lambda: Spy(real_cursor())
+    try:
+        recorder._commit(batch)
+    finally:
+        recorder.close()
+    assert [p.result for p in batch] == [True] * len(batch)
+    assert len(sent) == 1, sent  # every change went in one round trip, and none lost
+    updates = [part for part in sent[0].split(";\n") if part.startswith("UPDATE")]
+    assert len(updates) == 3, updates  # the claims, the successes, the failures
+    for run_id, (status, output, error, traceback, http_status) in outcomes.items():
+        row = get_run(mysql_engine, run_id)
+        assert (row.status, row.output, row.error, row.traceback, row.http_status) == (
+            status,
+            output,
+            error,
+            traceback,
+            http_status,
+        ), run_id
+    assert (get_run(mysql_engine, claimed_a).status, get_run(mysql_engine, claimed_a).message_id) == (
+        "RUNNING",
+        "m-a",
+    )
+    assert (get_run(mysql_engine, claimed_b).status, get_run(mysql_engine, claimed_b).message_id) == (
+        "RUNNING",
+        None,
+    )
+
+
 def test_ids_are_never_reused_after_a_delete(mysql_engine) -> None:
     from tickwork.store.jobs import delete_job
 

@@ -6,12 +6,13 @@ flush. Each caller still gets its own answer (did *its* compare-and-set win?) an
 after the commit.
 
 On MySQL/MariaDB (PyMySQL) a group is one multi-statement query: the claims of a worker in one
-``UPDATE … WHERE id IN (…) AND status = 'PENDING'``, the finishes with the same outcome in one
-``UPDATE … WHERE id IN (…) AND status = 'RUNNING' AND worker_id = …``, then ``COMMIT``. When a
-statement matches every row it names (the normal case) each caller has won; otherwise the rows
-it did change are identified afterwards by the group's unique timestamp. SQLAlchemy's statement
-building and PyMySQL's per-statement result parsing cost more CPU per message than all of
-Dramatiq, which is why this path is plain SQL on a kept driver connection.
+``UPDATE … WHERE id IN (…) AND status = 'PENDING'``, its finishes with the same status in one
+``UPDATE … WHERE id IN (…) AND status = 'RUNNING' AND worker_id = …`` (outputs that differ in a
+``CASE id``), then ``COMMIT``. When a statement matches every row it names (the normal case)
+each caller has won; otherwise the rows it did change are identified afterwards by the group's
+unique timestamp. SQLAlchemy's statement building and PyMySQL's per-statement result parsing
+cost more CPU per message than all of Dramatiq, which is why this path is plain SQL on a kept
+driver connection.
 
 On SQLite (the embedded mode) a group runs the store's own ``claim_attempt`` and
 ``finish_attempt`` one by one in one transaction.
@@ -338,41 +339,34 @@ class AttemptRecorder:
             cursor.close()
 
     def _merged(self, conn: Any, cursor: Any, batch: list[_Pending]) -> list[bool]:
-        """One multi-statement round trip: one UPDATE per worker's claims and per finish outcome."""
+        """One multi-statement round trip: one UPDATE per worker's claims and per worker and
+        final status of its finishes (outputs that differ go in one ``CASE``)."""
         now = group_time()
         esc = _escaper(conn)
         at = esc(now)
         results = dict.fromkeys(range(len(batch)), False)
-        groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+        groups: dict[tuple[str, str, str | None], list[int]] = defaultdict(list)
         seen: set[tuple[str, int]] = set()
         for index, p in enumerate(batch):
             if (p.kind, p.run_id) in seen:
                 continue  # a second claim (or finish) of the same run in this group loses
             seen.add((p.kind, p.run_id))
-            groups[(p.kind, p.worker_id, p.outcome)].append(index)
+            groups[(p.kind, p.worker_id, p.outcome[0] if p.outcome else None)].append(index)
         statements: list[str] = []
-        for (kind, worker_id, outcome), members in groups.items():
+        for (kind, worker_id, status), members in groups.items():
             ids = ",".join(str(int(batch[i].run_id)) for i in members)
             if kind == CLAIM:
-                ids_with_message = [i for i in members if batch[i].message_id is not None]
-                message = "message_id"
-                if ids_with_message:
-                    whens = " ".join(
-                        f"WHEN {int(batch[i].run_id)} THEN {esc(batch[i].message_id)}"
-                        for i in ids_with_message
-                    )
-                    message = f"CASE id {whens} ELSE message_id END"
+                message_ids = [(batch[i].run_id, batch[i].message_id) for i in members]
+                message = _column_value(esc, "message_id", message_ids, none_keeps=True)
                 statements.append(
                     f"UPDATE job_runs SET status = 'RUNNING', worker_id = {esc(worker_id)},"
                     f" started_at = {at}, updated_at = {at}, message_id = {message}"
                     f" WHERE id IN ({ids}) AND status = 'PENDING'"
                 )
             else:
-                status, output, error, traceback, http_status = outcome
+                columns = _outcome_columns(esc, [(batch[i].run_id, _outcome(batch[i])) for i in members])
                 statements.append(
-                    f"UPDATE job_runs SET status = {esc(status)}, output = {esc(output)},"
-                    f" http_status = {esc(http_status)},"
-                    f" error = {esc(error)}, traceback = {esc(traceback)},"
+                    f"UPDATE job_runs SET status = {esc(status)}, {columns},"
                     f" finished_at = {at}, updated_at = {at}"
                     f" WHERE id IN ({ids}) AND status = 'RUNNING' AND worker_id = {esc(worker_id)}"
                 )
@@ -382,7 +376,7 @@ class AttemptRecorder:
             cursor.nextset()
             matched.append(cursor.rowcount)
         cursor.nextset()  # the COMMIT's
-        for ((kind, worker_id, _outcome), members), count in zip(groups.items(), matched, strict=True):
+        for ((kind, worker_id, _status), members), count in zip(groups.items(), matched, strict=True):
             if count == len(members):
                 won = {batch[i].run_id for i in members}
             else:  # some rows were not ours to change: find the ones this group did change
@@ -480,6 +474,46 @@ def _escaper(conn: Any) -> Any:
         return str(literal(value).decode(encoding))
 
     return esc
+
+
+def _column_value(
+    esc: Callable[[Any], str], column: str, values: list[tuple[int, Any]], *, none_keeps: bool = False
+) -> str:
+    """The SQL value of ``column`` for a group's rows, given ``(run_id, value)`` for each: one
+    literal when every row gets the same (a no-op job's ``None``), else ``CASE id WHEN … END``,
+    so finishes with different outputs still share one statement: with a statement per output,
+    jobs returning values of their own cost MariaDB 0.11-0.17 ms of CPU per job against
+    0.07-0.10 (benchmarks/results/worker_profile.txt, section 9). With ``none_keeps``, a row
+    whose value is ``None`` keeps its column as it is."""
+    first = values[0][1]
+    if all(value == first for _, value in values):
+        return column if first is None and none_keeps else esc(first)
+    whens = " ".join(
+        f"WHEN {int(run_id)} THEN {esc(value)}"
+        for run_id, value in values
+        if value is not None or not none_keeps
+    )
+    return f"CASE id {whens} ELSE {column} END"
+
+
+#: A finish's outcome tuple: (index, column) of what it writes besides the status.
+_OUTCOME_COLUMNS = ((1, "output"), (4, "http_status"), (2, "error"), (3, "traceback"))
+
+
+def _outcome_columns(esc: Callable[[Any], str], outcomes: list[tuple[int, tuple[Any, ...]]]) -> str:
+    """``output = …, http_status = …, error = …, traceback = …`` for finishes of one status."""
+    first = outcomes[0][1]
+    if all(outcome == first for _, outcome in outcomes):  # the usual: every job returned None
+        return ", ".join(f"{name} = {esc(first[n])}" for n, name in _OUTCOME_COLUMNS)
+    return ", ".join(
+        f"{name} = {_column_value(esc, name, [(run_id, outcome[n]) for run_id, outcome in outcomes])}"
+        for n, name in _OUTCOME_COLUMNS
+    )
+
+
+def _outcome(pending: _Pending) -> tuple[str, str | None, str | None, str | None, int | None]:
+    assert pending.outcome is not None
+    return pending.outcome
 
 
 def _outcome_values(pending: _Pending) -> dict[str, Any]:
