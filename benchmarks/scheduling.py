@@ -112,6 +112,20 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def delete_queues(namespace: str, queues: tuple[str, ...] = ("default",)) -> None:
+    """Delete a run's queues (with their delay and dead-letter queues): a run that ends with
+    hundreds of thousands of unconsumed messages would otherwise leave them in RabbitMQ, slowing
+    every later benchmark on the machine."""
+    conn = pika.BlockingConnection(pika.URLParameters(AMQP))
+    try:
+        channel = conn.channel()
+        for queue in (*queues, "dead-letter"):
+            for tail in ("", ".DQ", ".XQ"):
+                channel.queue_delete(f"{namespace}.{queue}{tail}")
+    finally:
+        conn.close()
+
+
 def create_database(prefix: str) -> tuple[str, Any, str]:
     """A fresh database (also the run's namespace): its name, a server engine, its URL."""
     name = f"{prefix}_{uuid.uuid4().hex[:6]}"
@@ -530,12 +544,7 @@ def run_end_to_end(size: int, duration: float, workdir: Path) -> dict[str, Any]:
         with server.connect() as conn:
             conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
         server.dispose()
-        conn2 = pika.BlockingConnection(pika.URLParameters(AMQP))
-        channel = conn2.channel()
-        for suffix in ("bench", "benchlat", "bare", "barelat", "default"):
-            for tail in ("", ".DQ", ".XQ"):
-                channel.queue_delete(f"{name}.{suffix}{tail}")
-        conn2.close()
+        delete_queues(name, ("bench", "benchlat", "bare", "barelat", "default"))
 
 
 def run_apscheduler_anchor(jobs: int, duration: float, warmup: float = 3.0) -> dict[str, Any]:

@@ -803,7 +803,7 @@ def main() -> int:
     finally:
         conn.close()
         broker.close()
-        for suffix in ("bench", "bare", "benchlat", "barelat", "default"):
+        for suffix in ("bench", "bare", "benchlat", "barelat", "default", "celery"):
             for q in (
                 f"{settings.namespace}.{suffix}",
                 f"{settings.namespace}.{suffix}.DQ",
