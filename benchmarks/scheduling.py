@@ -115,15 +115,19 @@ def cpu_seconds(pid: int) -> float:
 def delete_queues(namespace: str, queues: tuple[str, ...] = ("default",)) -> None:
     """Delete a run's queues (with their delay and dead-letter queues): a run that ends with
     hundreds of thousands of unconsumed messages would otherwise leave them in RabbitMQ, slowing
-    every later benchmark on the machine."""
-    conn = pika.BlockingConnection(pika.URLParameters(AMQP))
+    every later benchmark on the machine. Called from ``finally`` blocks: a failure is printed,
+    not raised over the run's own error."""
     try:
-        channel = conn.channel()
-        for queue in (*queues, "dead-letter"):
-            for tail in ("", ".DQ", ".XQ"):
-                channel.queue_delete(f"{namespace}.{queue}{tail}")
-    finally:
-        conn.close()
+        conn = pika.BlockingConnection(pika.URLParameters(AMQP))
+        try:
+            channel = conn.channel()
+            for queue in (*queues, "dead-letter"):
+                for tail in ("", ".DQ", ".XQ"):
+                    channel.queue_delete(f"{namespace}.{queue}{tail}")
+        finally:
+            conn.close()
+    except pika.exceptions.AMQPError as exc:
+        print(f"could not delete the queues of {namespace}: {exc!r}", file=sys.stderr)
 
 
 def create_database(prefix: str) -> tuple[str, Any, str]:
