@@ -38,7 +38,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pika
 from sqlalchemy import func, insert, select, text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,6 +52,7 @@ from benchmarks.scheduling import (  # noqa: E402
     tickwork_env,
     wait_for_workers,
 )
+from benchmarks.worker_throughput import delete_queues  # noqa: E402
 from tickwork.backfill import backfill  # noqa: E402
 from tickwork.config import load_settings  # noqa: E402
 from tickwork.messaging import queue_name  # noqa: E402
@@ -381,12 +381,7 @@ def run_with_workers(schedules: int, baseline: float, tail: float) -> dict[str, 
         with server.connect() as conn:
             conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
         server.dispose()
-        conn2 = pika.BlockingConnection(pika.URLParameters(AMQP))
-        channel = conn2.channel()
-        for suffix in ("bench", "default"):
-            for tail_ in ("", ".DQ", ".XQ"):
-                channel.queue_delete(f"{name}.{suffix}{tail_}")
-        conn2.close()
+        delete_queues(AMQP, name, ("bench", "default"))
 
 
 def plot(result: dict[str, Any], path: Path) -> None:

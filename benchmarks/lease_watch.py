@@ -31,7 +31,8 @@ from sqlalchemy import func, insert, select, text
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.scheduling import REDIS, cpu_model, create_database, delete_queues, tickwork_env  # noqa: E402
+from benchmarks.scheduling import AMQP, REDIS, cpu_model, create_database, tickwork_env  # noqa: E402
+from benchmarks.worker_throughput import delete_queues  # noqa: E402
 from tickwork.config import load_settings  # noqa: E402
 from tickwork.keys import leader_key  # noqa: E402
 from tickwork.store.engine import make_engine, upgrade  # noqa: E402
@@ -151,7 +152,7 @@ def main() -> None:
         with server.connect() as conn:
             conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
         server.dispose()
-        delete_queues(name)  # ten minutes of fires nobody consumed: ~600,000 messages
+        delete_queues(AMQP, name)  # ten minutes of fires nobody consumed: ~600,000 messages
 
 
 if __name__ == "__main__":

@@ -38,7 +38,8 @@ from sqlalchemy import event, insert, select, text
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.scheduling import AMQP, cpu_seconds, create_database, delete_queues, pct, tickwork_env  # noqa: E402
+from benchmarks.scheduling import AMQP, cpu_seconds, create_database, pct, tickwork_env  # noqa: E402
+from benchmarks.worker_throughput import delete_queues  # noqa: E402
 from tickwork.config import load_settings  # noqa: E402
 from tickwork.messaging import queue_name  # noqa: E402
 from tickwork.store.engine import make_engine, upgrade  # noqa: E402
@@ -263,7 +264,7 @@ def main() -> None:
         with server.connect() as conn:
             conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
         server.dispose()
-        delete_queues(name)
+        delete_queues(AMQP, name)
 
 
 def plot(result: dict[str, Any], path: Path) -> None:

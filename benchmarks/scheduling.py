@@ -53,7 +53,7 @@ from sqlalchemy import create_engine, insert, select, text
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.worker_throughput import wait_for_consumers  # noqa: E402
+from benchmarks.worker_throughput import delete_queues, wait_for_consumers  # noqa: E402
 from tickwork.config import load_settings  # noqa: E402
 from tickwork.keys import leader_key  # noqa: E402
 from tickwork.messaging import queue_name  # noqa: E402
@@ -110,24 +110,6 @@ class Receiver(threading.Thread):
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def delete_queues(namespace: str, queues: tuple[str, ...] = ("default",)) -> None:
-    """Delete a run's queues (with their delay and dead-letter queues): a run that ends with
-    hundreds of thousands of unconsumed messages would otherwise leave them in RabbitMQ, slowing
-    every later benchmark on the machine. Called from ``finally`` blocks: a failure is printed,
-    not raised over the run's own error."""
-    try:
-        conn = pika.BlockingConnection(pika.URLParameters(AMQP))
-        try:
-            channel = conn.channel()
-            for queue in (*queues, "dead-letter"):
-                for tail in ("", ".DQ", ".XQ"):
-                    channel.queue_delete(f"{namespace}.{queue}{tail}")
-        finally:
-            conn.close()
-    except pika.exceptions.AMQPError as exc:
-        print(f"could not delete the queues of {namespace}: {exc!r}", file=sys.stderr)
 
 
 def create_database(prefix: str) -> tuple[str, Any, str]:
@@ -548,7 +530,7 @@ def run_end_to_end(size: int, duration: float, workdir: Path) -> dict[str, Any]:
         with server.connect() as conn:
             conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
         server.dispose()
-        delete_queues(name, ("bench", "benchlat", "bare", "barelat", "default"))
+        delete_queues(AMQP, name, ("bench", "benchlat", "bare", "barelat", "default"))
 
 
 def run_apscheduler_anchor(jobs: int, duration: float, warmup: float = 3.0) -> dict[str, Any]:

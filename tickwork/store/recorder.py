@@ -364,7 +364,11 @@ class AttemptRecorder:
                     f" WHERE id IN ({ids}) AND status = 'PENDING'"
                 )
             else:
-                columns = _outcome_columns(esc, [(batch[i].run_id, _outcome(batch[i])) for i in members])
+                outcomes = [(batch[i].run_id, _outcome_values(batch[i])) for i in members]
+                columns = ", ".join(
+                    f"{name} = {_column_value(esc, name, [(run_id, o[name]) for run_id, o in outcomes])}"
+                    for name in ("output", "http_status", "error", "traceback")
+                )
                 statements.append(
                     f"UPDATE job_runs SET status = {esc(status)}, {columns},"
                     f" finished_at = {at}, updated_at = {at}"
@@ -494,26 +498,6 @@ def _column_value(
         if value is not None or not none_keeps
     )
     return f"CASE id {whens} ELSE {column} END"
-
-
-#: A finish's outcome tuple: (index, column) of what it writes besides the status.
-_OUTCOME_COLUMNS = ((1, "output"), (4, "http_status"), (2, "error"), (3, "traceback"))
-
-
-def _outcome_columns(esc: Callable[[Any], str], outcomes: list[tuple[int, tuple[Any, ...]]]) -> str:
-    """``output = …, http_status = …, error = …, traceback = …`` for finishes of one status."""
-    first = outcomes[0][1]
-    if all(outcome == first for _, outcome in outcomes):  # the usual: every job returned None
-        return ", ".join(f"{name} = {esc(first[n])}" for n, name in _OUTCOME_COLUMNS)
-    return ", ".join(
-        f"{name} = {_column_value(esc, name, [(run_id, outcome[n]) for run_id, outcome in outcomes])}"
-        for n, name in _OUTCOME_COLUMNS
-    )
-
-
-def _outcome(pending: _Pending) -> tuple[str, str | None, str | None, str | None, int | None]:
-    assert pending.outcome is not None
-    return pending.outcome
 
 
 def _outcome_values(pending: _Pending) -> dict[str, Any]:
