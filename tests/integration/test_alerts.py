@@ -23,6 +23,7 @@ from tests.integration.api_support import Api, make_api
 from tests.webhook_receiver import Switchable
 from tests.worker_helpers import wait_for
 from tickwork.config import Settings
+from tickwork.notify import Deliverer
 from tickwork.scheduler.service import SchedulerService
 from tickwork.store.models import jobs_table, notifications_table, runs_table, utcnow
 from tickwork.worker import setup_broker, start_worker
@@ -184,7 +185,23 @@ def test_hanging_target_is_late_once_per_fire_then_recovers(
             )
             recovered = verified(receiver.events("job.recovered")[0])
             assert recovered["run"]["status"] == "SUCCESS"
-        # Stopped: every late fire is reported exactly once, and only late fires are.
+        # Stopped. A fire that was still hanging when the target recovered can be marked late
+        # just before the scheduler stops, its notification left PENDING in the outbox: the next
+        # leader's deliverer sends it. Play that deliverer until every job.late is delivered.
+        deliverer = Deliverer(settings, mysql_engine)
+        try:
+            wait_for(
+                lambda: (
+                    deliverer.deliver_due() >= 0
+                    and all(n.status == "DELIVERED" for n in notifications(mysql_engine, event="job.late"))
+                ),
+                30,
+                0.2,
+                "every job.late notification delivered",
+            )
+        finally:
+            deliverer.close()
+        # Every late fire is reported exactly once, and only late fires are.
         with mysql_engine.connect() as conn:
             late_runs = {
                 row.id
