@@ -443,9 +443,6 @@ def main() -> int:
         help="a Celery drain per round (prefork -c 2, SQLAlchemy backend on MariaDB; the bench extra)",
     )
     parser.add_argument(
-        "--also-committers", type=int, metavar="N", help="a tickwork drain per round with N committer threads"
-    )
-    parser.add_argument(
         "--job-output",
         choices=["none", "distinct"],
         default="none",
@@ -540,7 +537,6 @@ def main() -> int:
             "tickwork",
             *(["tickwork_sync"] if args.also_sync else []),
             *(["tickwork_mysqldb"] if args.also_mysqlclient else []),
-            *([f"tickwork_c{args.also_committers}"] if args.also_committers else []),
             *(["tickwork_env"] if args.also_env else []),
         ]
         # The same workers and code, another MySQL driver: only the URL's scheme differs.
@@ -549,7 +545,6 @@ def main() -> int:
             "tickwork": None,
             "tickwork_sync": {"BENCH_SYNC_SUCCESS": "1"},
             "tickwork_mysqldb": {"TICKWORK_DATABASE_URL": mysqldb_url},
-            f"tickwork_c{args.also_committers}": {"BENCH_COMMITTERS": str(args.also_committers)},
             "tickwork_env": dict(pair.split("=", 1) for pair in args.also_env),
         }
 

@@ -21,14 +21,6 @@ LATENCY_KEY = f"{_settings.namespace}:bench:latency"
 #: --job-output distinct: each job returns a value of its own, as real jobs do.
 _DISTINCT_OUTPUT = os.environ.get("BENCH_JOB_OUTPUT") == "distinct"
 
-if os.environ.get("BENCH_COMMITTERS"):
-    # --also-committers N: the recorder with N committer threads instead of its default.
-    from tickwork.middleware.run_log import RunLog
-
-    for _middleware in dramatiq.get_broker().middleware:
-        if isinstance(_middleware, RunLog):
-            _middleware.recorder.committers = int(os.environ["BENCH_COMMITTERS"])
-
 if os.environ.get("BENCH_SYNC_SUCCESS") == "1":
     # --also-sync: the worker thread waits for a success's outcome commit (the old hot path).
     from tickwork.middleware.run_log import RunLog

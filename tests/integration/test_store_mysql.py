@@ -133,11 +133,10 @@ def test_mark_enqueued_survives_being_the_deadlock_victim(mysql_engine) -> None:
     assert len(stamped) == 2 and all(v is not None for v in stamped)
 
 
-@pytest.mark.parametrize("committers", [1, 2])
-def test_recorder_group_commit_gives_each_statement_its_own_result(mysql_engine, committers: int) -> None:
-    """90 claims (three workers racing for each of 30 attempts) go through the group committer(s)
-    (one multi-statement round trip per group): exactly one claim per attempt wins, and only the
-    winner can finish it."""
+def test_recorder_group_commit_gives_each_statement_its_own_result(mysql_engine) -> None:
+    """90 claims (three workers racing for each of 30 attempts) are committed in groups by their
+    own threads, the lead handed from one to the next (one multi-statement round trip per group):
+    every thread returns, exactly one claim per attempt wins, and only the winner can finish it."""
     from tickwork.store.recorder import AttemptRecorder
 
     job = create_job(mysql_engine, JobSpec.model_validate(SEED))
@@ -145,7 +144,7 @@ def test_recorder_group_commit_gives_each_statement_its_own_result(mysql_engine,
     ids = [
         insert_run(mysql_engine, job_id=job.id, scheduled_for=base + timedelta(seconds=i)) for i in range(30)
     ]
-    recorder = AttemptRecorder(mysql_engine, max_batch=16, committers=committers)
+    recorder = AttemptRecorder(mysql_engine, max_batch=16)
     won: dict[tuple[int, str], bool] = {}
     barrier = threading.Barrier(90)
 
@@ -158,6 +157,7 @@ def test_recorder_group_commit_gives_each_statement_its_own_result(mysql_engine,
         t.start()
     for t in threads:
         t.join(30)
+    assert not any(t.is_alive() for t in threads)  # no caller left waiting for a lead
     try:
         winners = {}
         for run_id in ids:
@@ -177,7 +177,7 @@ def test_recorder_group_commit_gives_each_statement_its_own_result(mysql_engine,
 def test_recorder_warm_connects_before_the_first_claim_and_survives_a_failed_connect(
     mysql_engine, monkeypatch
 ) -> None:
-    """warm() (RunLog calls it at worker boot) starts the committer, which connects before any
+    """warm() (RunLog calls it at worker boot) starts the outcome thread, which connects before any
     claim; the first claim uses that connection. A connect failing at warm-up leaves the thread
     running and the first claim connects."""
     from tickwork.store.recorder import AttemptRecorder
@@ -216,15 +216,15 @@ def test_recorder_warm_connects_before_the_first_claim_and_survives_a_failed_con
         deadline = time.monotonic() + 10
         while not attempts and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert recorder._threads[0].is_alive() and recorder._conns == []
+        assert recorder._thread is not None and recorder._thread.is_alive() and recorder._conns == []
         assert recorder.claim(second, "wa")
         assert len(attempts) == 2 and get_run(mysql_engine, second).status == "RUNNING"
     finally:
         recorder.close()
 
 
-def test_run_log_warms_its_committer_at_worker_boot(mysql_engine, caplog) -> None:
-    """A worker's boot (RunLog.after_worker_boot) opens the committer's connection; a failure
+def test_run_log_warms_its_recorder_at_worker_boot(mysql_engine, caplog) -> None:
+    """A worker's boot (RunLog.after_worker_boot) opens the recorder's connection; a failure
     there is logged, not raised (the worker still starts; its first claim connects)."""
     from tickwork.middleware.run_log import RunLog
 
@@ -243,16 +243,17 @@ def test_run_log_warms_its_committer_at_worker_boot(mysql_engine, caplog) -> Non
 
     run_log.recorder.warm = broken  # type: ignore[method-assign]
     run_log.after_worker_boot(None, None)  # type: ignore[arg-type]
-    assert "Starting the attempt committer failed" in caplog.text
+    assert "Starting the attempt recorder failed" in caplog.text
 
 
 def test_recorder_delays_a_commit_only_after_a_group_of_several_claims(mysql_engine, monkeypatch) -> None:
     """The commit delay (fewer, larger transactions under load) never delays a lone claim: it
-    applies after a group that held several claims, and stops once groups are single again."""
+    applies after a group that held several claims, and stops once groups are single again.
+    Claims arriving while a group commits wait, and the first of them leads the next group."""
     from types import SimpleNamespace
 
     from tickwork.store import recorder as recorder_module
-    from tickwork.store.recorder import CLAIM, AttemptRecorder, _Pending
+    from tickwork.store.recorder import AttemptRecorder, _Pending
 
     job = create_job(mysql_engine, JobSpec.model_validate(SEED))
     base = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -260,11 +261,13 @@ def test_recorder_delays_a_commit_only_after_a_group_of_several_claims(mysql_eng
         insert_run(mysql_engine, job_id=job.id, scheduled_for=base + timedelta(seconds=i)) for i in range(6)
     ]
     waits: list[float] = []
-    monkeypatch.setattr(recorder_module, "time", SimpleNamespace(sleep=waits.append))
+    fake_time = SimpleNamespace(sleep=waits.append, monotonic=time.monotonic)
+    monkeypatch.setattr(recorder_module, "time", fake_time)
     recorder = AttemptRecorder(mysql_engine, commit_delay=0.25)
     real = recorder._run_group
     entered, gate = threading.Event(), threading.Event()
     groups: list[list[int]] = []
+    results: dict[int, bool] = {}
 
     def held(batch: list[_Pending]) -> list[bool]:
         entered.set()
@@ -272,23 +275,32 @@ def test_recorder_delays_a_commit_only_after_a_group_of_several_claims(mysql_eng
         groups.append([p.run_id for p in batch])
         return real(batch)
 
+    def claim(run_id: int) -> None:
+        results[run_id] = recorder.claim(run_id, "w1")
+
     monkeypatch.setattr(recorder, "_run_group", held)
     try:
-        lone = threading.Thread(target=lambda: recorder.claim(ids[0], "w1"))
+        lone = threading.Thread(target=claim, args=(ids[0],))
         lone.start()
-        queued = [_Pending(CLAIM, run_id, "w1") for run_id in ids[1:4]]
-        assert entered.wait(30)  # the committer has taken the lone claim and is held
-        for p in queued:
-            recorder._queue.put(p)
+        assert entered.wait(30)  # the lone claim's thread leads its group and is held
+        queued = [threading.Thread(target=claim, args=(run_id,)) for run_id in ids[1:4]]
+        for t in queued:
+            t.start()
+        deadline = time.monotonic() + 30
+        while len(recorder._waiting) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(recorder._waiting) == 3  # queued behind the held group
         gate.set()
-        lone.join(30)
-        for p in queued:
-            assert p.done.acquire(timeout=30) and p.result is True
+        for t in [lone, *queued]:
+            t.join(30)
+            assert not t.is_alive()
+        assert results == dict.fromkeys(ids[:4], True)
         assert groups == [[ids[0]], ids[1:4]] and waits == []  # neither group came after a busy one
         assert recorder.claim(ids[4], "w1")  # after a group of three claims: delayed
         assert waits == [0.25]
         assert recorder.claim(ids[5], "w1")  # after a single claim again: at once
         assert waits == [0.25] and groups[2:] == [[ids[4]], [ids[5]]]
+        assert not recorder._lead_lock.locked()  # nobody waits: nobody leads
     finally:
         recorder.close()
     assert {get_run(mysql_engine, r).status for r in ids} == {"RUNNING"}
@@ -464,7 +476,7 @@ def test_recorder_writes_different_outputs_of_one_status_in_one_statement(mysql_
     ]
     recorder = AttemptRecorder(mysql_engine)
     sent: list[str] = []
-    conn = recorder._connection()  # the committer's driver connection: its SQL recorded
+    conn = recorder._connection()  # the recorder's driver connection: its SQL recorded
     real_cursor = conn.cursor
 
     class Spy:
@@ -529,7 +541,7 @@ def _run_message(run_id: int, job_id: int) -> object:
 def test_run_log_success_is_written_after_the_thread_moves_on_and_stays_in_flight_until_then(
     mysql_engine, monkeypatch
 ) -> None:
-    """A success's outcome goes to the committer without holding the worker thread: until it is
+    """A success's outcome goes to the recorder without holding the worker thread: until it is
     committed the run stays RUNNING and in this process's in-flight list (so the reaper leaves
     it alone), and ``flush`` (what a worker shutdown calls) waits for it."""
     from tickwork.middleware.attempt import current_attempt, in_flight_runs
@@ -557,7 +569,7 @@ def test_run_log_success_is_written_after_the_thread_moves_on_and_stays_in_fligh
         # Returned with the outcome not yet written: still RUNNING, still in flight.
         assert get_run(mysql_engine, run_id).status == RunStatus.RUNNING
         assert run_id in in_flight_runs()
-        assert not run_log.flush(timeout=0.2)  # cannot finish: the committer is held at the gate
+        assert not run_log.flush(timeout=0.2)  # cannot finish: its commit is held at the gate
         gate.set()
         assert run_log.flush(timeout=60)
         run = get_run(mysql_engine, run_id)

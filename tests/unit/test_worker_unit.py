@@ -235,10 +235,67 @@ def test_recorder_commits_each_group_in_run_id_order(sqlite_engine: Engine) -> N
     committed: list[list[int]] = []
     recorder._commit = lambda batch: committed.append([p.run_id for p in batch])  # type: ignore[method-assign]
     for run_id in (42, 7, 19, 3):
-        recorder._queue.put(_Pending(CLAIM, run_id, "w1"))
-    recorder._queue.put(None)
-    recorder._commit_loop()
+        recorder._waiting.append(_Pending(CLAIM, run_id, "w1"))
+    assert recorder._lead_lock.acquire(blocking=False)
+    recorder._lead()
     assert committed == [[3, 7, 19, 42]]
+    assert not recorder._lead_lock.locked()  # nobody left waiting: the lead is given up
+
+
+def test_recorder_hands_the_lead_to_the_first_caller_still_waiting(sqlite_engine: Engine) -> None:
+    """After its group, a leader wakes the first caller that queued meanwhile as the next
+    leader (the lead lock stays held); a caller interrupted while it waited is passed over, its
+    claim left uncommitted."""
+    from tickwork.store.recorder import CLAIM, AttemptRecorder, _Pending
+
+    recorder = AttemptRecorder(sqlite_engine)
+    committed: list[list[int]] = []
+    recorder._commit = lambda batch: committed.append([p.run_id for p in batch])  # type: ignore[method-assign]
+    gone, next_leader, after = _Pending(CLAIM, 1, "w1"), _Pending(CLAIM, 2, "w1"), _Pending(CLAIM, 3, "w1")
+    gone.abandoned = True
+    assert recorder._lead_lock.acquire(blocking=False)
+    recorder._waiting.append(_Pending(CLAIM, 9, "w1"))
+    recorder._lead()  # commits run 9; nobody else waits
+    assert committed == [[9]] and not recorder._lead_lock.locked()
+
+    assert recorder._lead_lock.acquire(blocking=False)
+    for p in (gone, next_leader, after):
+        recorder._waiting.append(p)
+    recorder._pass_on()
+    assert next_leader.lead and next_leader.done.acquire(blocking=False)  # woken to lead
+    assert not after.lead and not after.done.acquire(blocking=False)  # still waiting
+    assert recorder._lead_lock.locked()  # held for the next leader
+    assert list(recorder._waiting) == [next_leader, after]  # the interrupted caller is dropped
+    next_leader.lead = False
+    recorder._lead()  # what the woken caller does
+    assert committed[-1] == [2, 3] and not recorder._lead_lock.locked()
+
+
+def test_an_interrupted_leader_answers_its_group_and_passes_the_lead_on(sqlite_engine: Engine) -> None:
+    """An exception raised into a leading thread mid-commit (none is raised there in a worker)
+    answers every caller of its group with an error instead of leaving them waiting, and the
+    lead goes to the next caller."""
+    from tickwork.store.recorder import CLAIM, AttemptRecorder, RecorderInterrupted, _Pending, _settle
+
+    recorder = AttemptRecorder(sqlite_engine)
+    group = [_Pending(CLAIM, run_id, "w1") for run_id in (1, 2, 3)]
+    later = _Pending(CLAIM, 4, "w1")
+
+    def interrupted(batch: list[_Pending]) -> None:
+        batch[0].result = True
+        _settle(batch[0])
+        recorder._waiting.append(later)  # queued while the group commits
+        raise KeyboardInterrupt
+
+    recorder._commit = interrupted  # type: ignore[method-assign]
+    recorder._waiting.extend(group)
+    assert recorder._lead_lock.acquire(blocking=False)
+    with pytest.raises(KeyboardInterrupt):
+        recorder._lead()
+    assert all(p.done.acquire(blocking=False) for p in group)  # every caller answered
+    assert group[0].result is True and group[0].error is None
+    assert all(isinstance(p.error, RecorderInterrupted) for p in group[1:])
+    assert later.lead and later.done.acquire(blocking=False) and recorder._lead_lock.locked()
 
 
 def test_send_keeps_the_run_when_the_publish_fails(
@@ -276,3 +333,62 @@ def test_send_refuses_oversize_arguments_and_writes_nothing(
     assert info.value.field == "arguments" and "TICKWORK_MAX_PAYLOAD_BYTES" in info.value.reason
     with sqlite_engine.connect() as conn:
         assert conn.scalar(select(func.count()).select_from(runs_table)) == 0
+
+
+def test_a_success_settled_on_another_threads_group_logs_with_its_own_ids(sqlite_engine: Engine) -> None:
+    """A success's outcome is committed by whichever thread leads the next group, inside that
+    thread's own log context (another attempt's ids): its warning still names its own run, and
+    nothing of the leader's message."""
+    import logging
+    from datetime import UTC, datetime
+
+    from tests.conftest import SEED
+    from tickwork.config.logging import bind_log_context, record_fields, reset_log_context
+    from tickwork.middleware.attempt import ClaimedAttempt
+    from tickwork.middleware.run_log import RunLog
+    from tickwork.spec import JobSpec
+    from tickwork.store.jobs import create_job
+
+    class Fields(logging.Handler):
+        """The context fields of each record as a formatter sees them: when it is emitted."""
+
+        def __init__(self) -> None:
+            super().__init__(logging.WARNING)
+            self.seen: list[tuple[str, dict[str, Any]]] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.seen.append((record.getMessage(), record_fields(record)))
+
+    job = create_job(sqlite_engine, JobSpec.model_validate(SEED))
+    reaped, other = (
+        insert_run(sqlite_engine, job_id=job.id, scheduled_for=datetime(2026, 1, 1, 12, i, tzinfo=UTC))
+        for i in (0, 1)
+    )
+    run_log = RunLog(engine=sqlite_engine, worker_id=lambda: "w1")
+    recorder = run_log.recorder
+    handler = Fields()
+    run_log.logger.addHandler(handler)
+    try:
+        assert recorder.claim(reaped, "w1")
+        with sqlite_engine.begin() as conn:  # the reaper took it meanwhile
+            conn.exec_driver_sql(f"UPDATE job_runs SET status = 'FAILED' WHERE id = {reaped}")
+        options: Any = {"run_id": reaped, "job_id": job.id, "job_name": job.name, "attempt": 1}
+        attempt = ClaimedAttempt(options=options, worker_id="w1", is_http=False)
+        token = bind_log_context(run_id=999_999, job_name="someone-else", attempt=7, message_id="not-its-own")
+        try:
+            run_log._finish_later(attempt, {"status": RunStatus.SUCCESS, "output": None, "http_status": None})
+            assert recorder.claim(other, "w1")  # this thread leads: the outcome goes in its group
+        finally:
+            reset_log_context(token)
+        assert run_log.flush(timeout=10)
+    finally:
+        run_log.logger.removeHandler(handler)
+        recorder.close()
+    [fields] = [fields for message, fields in handler.seen if "no longer RUNNING" in message]
+    assert fields == {
+        "job_id": job.id,
+        "job_name": job.name,
+        "run_id": reaped,
+        "attempt": 1,
+        "worker_id": "w1",
+    }

@@ -58,8 +58,8 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] = "text"
 
     output_max_bytes: int = Field(default=65536, ge=256, le=16 * 1024 * 1024)
-    #: Under load a worker's committer waits this long for more claims and outcomes before it
-    #: commits them together (fewer, larger transactions); 0 commits at once. MySQL only.
+    #: Under load the worker thread leading a group commit waits this long for more claims and
+    #: outcomes before it commits them together (fewer, larger transactions); 0 commits at once. MySQL only.
     commit_delay_ms: float = Field(default=1.0, ge=0, le=100)
     max_payload_bytes: int = Field(default=256 * 1024, ge=1024, le=64 * 1024 * 1024)
 

@@ -6,7 +6,7 @@ finish is one more ``UPDATE``. Everything else the worker needs is in ``options[
 so the hot path is two writes and no reads.
 
 A success is recorded without holding the worker thread: the thread takes its next message
-while the committer writes the outcome (with the next group's claims). The attempt stays in
+while its outcome is written with the next group of claims. The attempt stays in
 this process's in-flight list (the heartbeat's) until its outcome is committed, a worker
 shutdown waits for every outcome still being written, and an outcome that cannot be written at
 once is written by a fallback thread that waits out a database outage. A crash before the
@@ -98,7 +98,7 @@ class RunLog(Middleware):
         self.async_success = async_success
         #: Names the dead-letter queue and the global notify URL for a run of an unknown handler.
         self.settings = settings
-        #: Outcomes handed to the committer and not yet written (or given up on).
+        #: Outcomes handed to the recorder and not yet written (or given up on).
         self._pending = 0
         self._pending_cond = threading.Condition()
         self._fallback: ThreadPoolExecutor | None = None
@@ -216,7 +216,7 @@ class RunLog(Middleware):
                 }
                 if self.async_success:
                     self._finish_later(attempt, values)
-                    handed_over = True  # the committer (or the fallback) untracks it
+                    handed_over = True  # its commit (or the fallback) untracks it
                 else:
                     self._finish(attempt, **values)
                 self.logger.info(
@@ -289,11 +289,11 @@ class RunLog(Middleware):
             self.logger.exception("Recording the unknown handler of run %s failed.", options["run_id"])
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
-        """The committer and its connection are ready before the first message is claimed."""
+        """The recorder's connection is open before the first message is claimed."""
         try:
             self.recorder.warm()
         except Exception:  # the first claim starts it again
-            self.logger.warning("Starting the attempt committer failed.", exc_info=True)
+            self.logger.warning("Starting the attempt recorder failed.", exc_info=True)
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
         """The worker threads have stopped: wait for the outcomes still being written."""
@@ -319,7 +319,8 @@ class RunLog(Middleware):
             self._pending += 1
 
         def then(finished: bool, error: BaseException | None) -> None:
-            # On a committer thread: keep it short; a failed write goes to the fallback thread.
+            # On the thread that committed its group: keep it short; a failed write goes to the
+            # fallback thread.
             if error is not None:
                 self._fallback_executor().submit(self._finish_fallback, attempt, values)
                 return
@@ -355,11 +356,20 @@ class RunLog(Middleware):
             return self._fallback
 
     def _not_finished(self, attempt: ClaimedAttempt, values: dict[str, Any]) -> None:
+        options = attempt.options
         self.logger.warning(
             "Run %s was no longer RUNNING under worker %s (reaped?); outcome %s not recorded.",
             attempt.run_id,
             attempt.worker_id,
             values.get("status"),
+            # Its own ids: a success's outcome is settled on whichever thread committed it.
+            extra={
+                "job_id": options.get("job_id"),
+                "job_name": options.get("job_name"),
+                "run_id": attempt.run_id,
+                "attempt": options.get("attempt"),
+                "worker_id": attempt.worker_id,
+            },
         )
 
     def _finish(self, attempt: ClaimedAttempt, **values: Any) -> None:

@@ -1,9 +1,20 @@
 """The worker's hot path: claim an attempt (PENDING → RUNNING) and finish it, group-committed.
 
-Worker threads hand their claim or finish to one committer thread per process, which commits
-what has queued up in one transaction, so concurrent attempts share one round trip and one log
-flush. Each caller still gets its own answer (did *its* compare-and-set win?) and returns only
-after the commit.
+Concurrent claims and finishes of one process are committed together, in one transaction, so
+they share one round trip and one log flush; each caller still gets its own answer (did *its*
+compare-and-set win?) and returns only after the commit.
+
+The group is committed by one of its callers (leader/follower, as MySQL's binlog group commit
+and PostgreSQL's WAL insertion do): a worker thread whose claim finds nobody committing commits
+what has queued up, its own claim included; claims arriving meanwhile queue, and when the leader
+is done it hands the lead to the first of them, which commits the next group. A thread waiting
+for its claim is woken once, by the leader that committed it or to lead. With a separate
+committer thread every group also woke the committer and every caller: the hand-off between
+threads is the dearest thing on this path (a futex wake of a thread whose vCPU is idle, ~20-40 µs
+of CPU on the 2-core VMs measured), and the drain was 12 % faster without it
+(benchmarks/results/worker_profile.txt, section 10). Outcomes nobody waits for (successes,
+:meth:`AttemptRecorder.finish_later`) go with the next group; an outcome thread commits those
+still waiting after ``finish_linger``.
 
 On MySQL/MariaDB (PyMySQL) a group is one multi-statement query: the claims of a worker in one
 ``UPDATE … WHERE id IN (…) AND status = 'PENDING'``, its finishes with the same status in one
@@ -21,12 +32,12 @@ On SQLite (the embedded mode) a group runs the store's own ``claim_attempt`` and
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import os
-import queue
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -40,14 +51,10 @@ logger = logging.getLogger(__name__)
 
 #: The most claims and finishes committed in one transaction.
 DEFAULT_MAX_BATCH = 64
-#: Committer threads per process on MySQL (see :class:`AttemptRecorder`). One: with successes
-#: written without holding a worker thread, a second committer made smaller groups and more CPU
-#: per job, and drained slower (benchmarks/results/worker_committers_1.json, _4.json).
-DEFAULT_COMMITTERS = 1
-#: Under load, how long a committer waits for more claims and finishes before it commits (see
+#: Under load, how long a leader waits for more claims and finishes before it commits (see
 #: :class:`AttemptRecorder`).
 DEFAULT_COMMIT_DELAY = 0.001
-#: How long a group of outcomes written without a waiting caller (successes) waits for a claim to
+#: How long outcomes written without a waiting caller (successes) wait for a claim's group to
 #: be committed with (see :class:`AttemptRecorder`).
 DEFAULT_FINISH_LINGER = 0.02
 
@@ -58,7 +65,7 @@ _clock_lock = threading.Lock()
 _last_time = datetime.min
 
 #: This process's id, kept current by a fork hook: every claim and finish checks whether it runs
-#: in the process that started the committer, and ``os.getpid()`` is a system call.
+#: in the process that started the outcome thread, and ``os.getpid()`` is a system call.
 _pid = os.getpid()
 
 
@@ -82,10 +89,29 @@ def group_time() -> datetime:
     return now
 
 
+class RecorderInterrupted(RuntimeError):
+    """The thread committing this claim's or finish's group was interrupted before it answered;
+    whether it was written is unknown (a claim left RUNNING is the reaper's)."""
+
+
 class _Pending:
     """One caller's claim or finish, waiting for its group's commit."""
 
-    __slots__ = ("done", "error", "kind", "message_id", "outcome", "result", "run_id", "then", "worker_id")
+    __slots__ = (
+        "abandoned",
+        "done",
+        "error",
+        "kind",
+        "lead",
+        "message_id",
+        "outcome",
+        "queued",
+        "result",
+        "run_id",
+        "settled",
+        "then",
+        "worker_id",
+    )
 
     def __init__(
         self,
@@ -103,17 +129,26 @@ class _Pending:
         self.message_id = message_id
         #: For a finish: (status, output, error, traceback, http_status).
         self.outcome = outcome
-        #: Called by the committer with (result, error) instead of waking a waiting caller.
+        #: Called by the committing thread with (result, error) instead of waking a caller.
         self.then = then
-        # A held lock the committer releases: cheaper to wait on than an Event (no Condition).
+        # A held lock released once the group is committed, or to hand the caller the lead:
+        # cheaper to wait on than an Event (no Condition).
         self.done = threading.Lock()
         self.done.acquire()
+        #: Set by the passing leader: this caller commits the next group.
+        self.lead = False
+        #: Its caller was interrupted while it waited: never handed the lead.
+        self.abandoned = False
+        self.settled = False
+        #: When an outcome nobody waits for was queued (monotonic), for ``finish_linger``.
+        self.queued = 0.0
         self.result = False
         self.error: BaseException | None = None
 
 
 class AttemptRecorder:
-    """Claims and finishes attempts with compare-and-set ``UPDATE``\\ s, committed in groups.
+    """Claims and finishes attempts with compare-and-set ``UPDATE``\\ s, committed in groups by
+    their own callers (see the module's docstring).
 
     If a group's transaction fails (a deadlock victim, a lost connection), its claims and
     finishes are run again one by one, each in its own transaction.
@@ -121,23 +156,19 @@ class AttemptRecorder:
     Parameters:
       engine: the store's engine.
       max_batch: the most claims and finishes committed together.
-      committers: committer threads (each with its own connection) on MySQL. With one, a claim
-        arriving while a group is being committed waits for that group's round trip and log
-        flush; with more, the next group goes out at once, but groups are smaller (measured:
-        slower overall). SQLite has one writer: always one committer there.
-      commit_delay: seconds a committer waits for more claims and finishes before it commits a
+      commit_delay: seconds a leader waits for more claims and finishes before it commits a
         group, on MySQL, when the last group held more than one claim (under load; a lone claim
         is never delayed). MariaDB's cost of a transaction is mostly per commit, not per row:
         20,000 status changes took 3.4 s of its CPU in groups of 6 and 1.0 s in groups of 30.
         With 1 ms, MariaDB's CPU per job in a drain fell by a quarter (0.19 vs 0.245 ms,
         benchmarks/results/worker_profile.txt, section 6); like PostgreSQL's ``commit_delay``
         with ``commit_siblings``.
-      finish_linger: seconds a group holding only outcomes nobody waits for (successes, from
-        :meth:`finish_later`) waits for a claim to be committed with; a claim or a waited-for
-        finish ends the wait at once. Without it, at a moderate rate a success was committed
-        alone right after its claim, and the next claim waited for that commit before its own:
-        enqueue → start p99 at 200 jobs/s 16-41 ms with none, 11-20 ms with 20 ms, better in
-        each of five alternating pairs (benchmarks/results/worker_profile.txt, section 8).
+      finish_linger: seconds outcomes nobody waits for (successes, from :meth:`finish_later`)
+        wait for a claim's group to be committed with, before the outcome thread commits them
+        alone. Without it, at a moderate rate a success was committed alone right after its
+        claim, and the next claim waited for that commit before its own: enqueue → start p99 at
+        200 jobs/s 16-41 ms with none, 11-20 ms with 20 ms, better in each of five alternating
+        pairs (benchmarks/results/worker_profile.txt, section 8).
     """
 
     def __init__(
@@ -145,24 +176,38 @@ class AttemptRecorder:
         engine: Engine,
         *,
         max_batch: int = DEFAULT_MAX_BATCH,
-        committers: int = DEFAULT_COMMITTERS,
         commit_delay: float = DEFAULT_COMMIT_DELAY,
         finish_linger: float = DEFAULT_FINISH_LINGER,
     ) -> None:
         self.engine = engine
         self.max_batch = max_batch
-        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
-        self._threads: list[threading.Thread] = []
-        self._pid = 0
-        self._lock = threading.Lock()
-        #: Each committer thread's driver connection (kept across groups).
-        self._local = threading.local()
-        self._conns: list[Any] = []
         #: MySQL: a group goes to the server as one multi-statement query.
         self._merge = engine.dialect.name == "mysql"
-        self.committers = max(1, committers) if self._merge else 1
         self.commit_delay = commit_delay if self._merge else 0.0
         self.finish_linger = finish_linger
+        self._lock = threading.Lock()  # set-up and the connection list
+        self._pid = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        """Fresh state for this process (at start, and in a forked child: the parent's threads,
+        locks and connection are not ours)."""
+        #: Claims and finishes whose callers wait, in arrival order.
+        self._waiting: deque[_Pending] = deque()
+        #: Outcomes nobody waits for, in arrival order.
+        self._outcomes: deque[_Pending] = deque()
+        #: Held by the thread committing a group (the leader); handed on, not released, to the
+        #: next leader.
+        self._lead_lock = threading.Lock()
+        #: The last group held several claims: more are on their way (the commit delay).
+        self._busy = False
+        #: The driver connection (MySQL), used only by the leader.
+        self._conn: Any = None
+        self._conns: list[Any] = []
+        self._thread: threading.Thread | None = None
+        self._wake = threading.Event()
+        self._dozing = False
+        self._closing = False
 
     # -- the two calls ------------------------------------------------------------------------
 
@@ -195,117 +240,154 @@ class AttemptRecorder:
         output: str | None = None,
         http_status: int | None = None,
     ) -> None:
-        """:meth:`finish` without waiting: ``then(finished, error)`` runs on a committer thread
-        once the group holding it is committed (or failed). ``then`` must be quick."""
-        outcome = (str(status), output, None, None, http_status)
-        self._ensure_thread()
-        self._queue.put(_Pending(FINISH, run_id, worker_id, outcome=outcome, then=then))
+        """:meth:`finish` without waiting: ``then(finished, error)`` runs on the thread that
+        commits the group holding it (a worker thread leading a group, or the outcome thread)
+        once it is committed (or failed). ``then`` must be quick."""
+        self._ensure_started()
+        pending = _Pending(
+            FINISH, run_id, worker_id, outcome=(str(status), output, None, None, http_status), then=then
+        )
+        pending.queued = time.monotonic()
+        self._outcomes.append(pending)
+        if self._dozing:
+            self._wake.set()
 
     def warm(self) -> None:
-        """Start the committer threads and open their connections now (at worker boot), so the
+        """Start the outcome thread, which opens the connection now (at worker boot), so the
         first claims do not wait for a MySQL connect: measured as a worker's slowest starts."""
-        self._ensure_thread()
+        self._ensure_started()
 
     def close(self) -> None:
-        if self._pid == _pid:
-            alive = [t for t in self._threads if t.is_alive()]
-            if alive:
-                self._queue.put(None)  # each committer passes it on to the next
-                for thread in alive:
-                    thread.join(timeout=5)
+        """Commit the outcomes still waiting, stop the outcome thread, close the connection."""
+        thread = self._thread
+        if self._pid == _pid and thread is not None and thread.is_alive():
+            self._closing = True
+            self._wake.set()  # ends a doze or a linger: the thread commits what is left and ends
+            thread.join(timeout=5)
         with self._lock:
-            conns, self._conns = self._conns, []
+            conns, self._conns, self._conn = self._conns, [], None
         for conn in conns:
             with contextlib.suppress(Exception):  # closing anyway
                 conn.close()
 
-    # -- the committer ------------------------------------------------------------------------
+    # -- leader and followers -----------------------------------------------------------------
 
     def _submit(self, pending: _Pending) -> bool:
-        self._ensure_thread()
-        self._queue.put(pending)
-        pending.done.acquire()  # released by the committer once the group is committed
+        self._ensure_started()
+        self._waiting.append(pending)
+        try:
+            if self._lead_lock.acquire(blocking=False):  # nobody is committing: lead
+                self._lead()
+            while True:
+                pending.done.acquire()  # released once committed, or to hand this thread the lead
+                if not pending.lead:
+                    break
+                pending.lead = False
+                self._lead()
+        except BaseException:
+            # An exception raised into this thread (none is while a worker claims or records an
+            # outcome: the middleware's order sees to that). The lead must not die with it.
+            pending.abandoned = True
+            if pending.lead:
+                pending.lead = False
+                self._pass_on()
+            raise
         if pending.error is not None:
             raise pending.error
         return pending.result
 
-    def _ensure_thread(self) -> None:
+    def _lead(self) -> None:
+        """Holding the lead: commit one group (the callers waiting, then outcomes), pass it on."""
+        batch: list[_Pending] = []
+        try:
+            if self._busy and self.commit_delay > 0:
+                time.sleep(self.commit_delay)
+            # Only the leader takes from the queues, so a non-empty one stays non-empty here.
+            waiting, outcomes, most = self._waiting, self._outcomes, self.max_batch
+            while waiting and len(batch) < most:
+                batch.append(waiting.popleft())
+            while outcomes and len(batch) < most:
+                batch.append(outcomes.popleft())
+            if batch:
+                # Rows in id order: a statement's IN list locks them ascending, as every
+                # multi-row UPDATE on job_runs does.
+                batch.sort(key=lambda p: p.run_id)
+                self._busy = sum(p.kind == CLAIM for p in batch) > 1
+                self._commit(batch)
+        except BaseException as exc:  # an exception raised into this thread: answer everyone
+            for p in batch:
+                if not p.settled:
+                    p.error = RecorderInterrupted(f"interrupted by {type(exc).__name__}")
+                    _settle(p)
+            raise
+        finally:
+            self._pass_on()
+
+    def _pass_on(self) -> None:
+        """Hand the lead to the first waiting caller, or give it up if nobody waits."""
+        waiting = self._waiting
+        while True:
+            while waiting and waiting[0].abandoned:
+                waiting.popleft()  # nobody waits for it: its claim stays PENDING, its finish RUNNING
+            if waiting:
+                following = waiting[0]
+                following.lead = True
+                following.done.release()  # it wakes as the leader; the lead lock stays held
+                return
+            self._lead_lock.release()
+            # A caller that queued after the check above found the lock held and waits: lead
+            # again to hand it on (unless it, or another, took the lead already).
+            if not waiting or not self._lead_lock.acquire(blocking=False):
+                return
+
+    def _ensure_started(self) -> None:
         pid = _pid
-        threads = self._threads
-        if self._pid == pid and threads and all(map(threading.Thread.is_alive, threads)):
+        thread = self._thread
+        if self._pid == pid and thread is not None and thread.is_alive():
             return
         with self._lock:
-            if self._pid != pid:  # forked: the parent's threads and connections are not ours
-                self._queue = queue.SimpleQueue()
-                self._local = threading.local()
-                self._conns = []
-                self._threads = []
+            if self._pid != pid:  # forked: the parent's threads, locks and connection are not ours
+                self._reset()
                 self._pid = pid
-            self._threads = [t for t in self._threads if t.is_alive()]
-            while len(self._threads) < self.committers:
-                thread = threading.Thread(target=self._commit_loop, name="tickwork-commit", daemon=True)
-                thread.start()
-                self._threads.append(thread)
+            if self._thread is None or not self._thread.is_alive():
+                self._closing = False
+                self._thread = threading.Thread(
+                    target=self._outcome_loop, name="tickwork-outcomes", daemon=True
+                )
+                self._thread.start()
 
-    def _commit_loop(self) -> None:
-        busy = False  # the last group held more than one claim: more are on their way
+    def _outcome_loop(self) -> None:
+        """Commit outcomes nobody waits for that no group took within ``finish_linger``."""
         if self._merge:
+            self._lead_lock.acquire()
             try:
                 self._connection()  # before the first group; a failure is the first group's
             except Exception:  # the first group connects again and reports it
-                logger.debug("The committer could not connect yet.", exc_info=True)
+                logger.debug("The recorder could not connect yet.", exc_info=True)
                 self._discard()
-        while True:
-            first = self._queue.get()
+            finally:
+                self._pass_on()
+        while not self._closing:
+            first = _first(self._outcomes)
             if first is None:
-                self._queue.put(None)  # for the other committers
-                self._discard()
-                return
-            if busy and self.commit_delay > 0:
-                time.sleep(self.commit_delay)
-            batch = [first]
-            stop = self._take_queued(batch)
-            if not stop and self.finish_linger > 0 and all(p.then is not None for p in batch):
-                self._linger(batch)
-            # Rows in id order: a statement's IN list locks them ascending, as every multi-row
-            # UPDATE on job_runs does.
-            batch.sort(key=lambda p: p.run_id)
-            busy = sum(p.kind == CLAIM for p in batch) > 1
-            self._commit(batch)
-
-    def _take_queued(self, batch: list[_Pending]) -> bool:
-        """Add what is queued now to ``batch``; True if the end-of-work marker was among it."""
-        while len(batch) < self.max_batch:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return False
-            if item is None:
-                self._queue.put(None)  # seen again by the next get: this group is the last
-                return True
-            batch.append(item)
-        return False
-
-    def _linger(self, batch: list[_Pending]) -> None:
-        """Outcomes nobody waits for (successes) wait up to ``finish_linger`` for a claim, and
-        go with it: a claim arriving while such a group commits would wait for that commit
-        first, and one commit serves both."""
-        deadline = time.monotonic() + self.finish_linger
-        while len(batch) < self.max_batch:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            try:
-                item = self._queue.get(timeout=left)
-            except queue.Empty:
-                return
-            if item is None:
-                self._queue.put(None)
-                return
-            batch.append(item)
-            if item.then is None:  # a caller waits for this one: commit now
-                self._take_queued(batch)
-                return
+                self._dozing = True
+                if not self._outcomes and not self._closing:  # finish_later wakes a doze
+                    self._wake.wait()
+                self._dozing = False
+                self._wake.clear()
+                continue
+            left = first.queued + self.finish_linger - time.monotonic()
+            if left > 0:
+                if self._wake.wait(left) and not self._closing:  # close() cuts it short
+                    self._wake.clear()  # a finish_later that saw the last doze
+            elif self._lead_lock.acquire(timeout=self.finish_linger):
+                if _first(self._outcomes) is first:  # no group took it meanwhile
+                    self._lead()
+                else:
+                    self._pass_on()
+        while self._outcomes:  # closing: what is left goes now
+            self._lead_lock.acquire()
+            self._lead()
 
     def _commit(self, batch: list[_Pending]) -> None:
         try:
@@ -410,9 +492,10 @@ class AttemptRecorder:
     # -- the connection -----------------------------------------------------------------------
 
     def _connection(self) -> Any:
-        conn = getattr(self._local, "conn", None)
+        """The leader's driver connection, opened on first use and kept across groups."""
+        conn = self._conn
         if conn is None:
-            conn = self._local.conn = self._connect()
+            conn = self._conn = self._connect()
             with self._lock:
                 self._conns.append(conn)
         return conn
@@ -443,9 +526,8 @@ class AttemptRecorder:
         )
 
     def _discard(self) -> None:
-        """Close this committer thread's connection (after an error, or at the end)."""
-        conn = getattr(self._local, "conn", None)
-        self._local.conn = None
+        """Close the connection (after an error): the next group opens a new one."""
+        conn, self._conn = self._conn, None
         if conn is not None:
             with self._lock:
                 if conn in self._conns:
@@ -456,12 +538,15 @@ class AttemptRecorder:
 
 def _settle(pending: _Pending) -> None:
     """Hand a committed claim or finish to its caller: wake it, or call its ``then``."""
+    pending.settled = True
     if pending.then is None:
         pending.done.release()
         return
     try:
-        pending.then(pending.result, pending.error)
-    except Exception:  # the committer must go on with the other callers
+        # In a fresh context: the callback's log lines carry no fields of the message the
+        # leading worker thread is processing (another attempt's ids).
+        contextvars.Context().run(pending.then, pending.result, pending.error)
+    except Exception:  # the leader must go on with the other callers
         logger.exception("A finish callback of run %s failed.", pending.run_id)
 
 
@@ -510,3 +595,11 @@ def _outcome_values(pending: _Pending) -> dict[str, Any]:
         "traceback": traceback,
         "http_status": http_status,
     }
+
+
+def _first(items: deque[_Pending]) -> _Pending | None:
+    """The oldest of ``items`` (another thread may take it meanwhile)."""
+    try:
+        return items[0]
+    except IndexError:
+        return None
