@@ -3,7 +3,7 @@ refactoring on a machine too loaded for the end-to-end benchmarks to tell a few 
 
 1. worker: one successful message through the worker's whole middleware list, dispatched by the
    broker's signals as Dramatiq's worker thread does (``process_message`` and ``ack``, before and
-   after, and the actor itself); RunLog's committer is replaced by one that answers at once;
+   after, and the actor itself); RunLog's recorder is replaced by one that answers at once;
 2. scheduler: one fire's job snapshot and message (``store.fires._job_snapshot`` and
    ``messaging.build_message``).
 
@@ -68,7 +68,7 @@ JOB_ROW = {
 
 
 class StubRecorder:
-    """The committer answering at once: the hooks' own cost, without MySQL or the hand-off."""
+    """The recorder answering at once: the hooks' own cost, without MySQL or the hand-off."""
 
     def claim(self, *args: Any, **kwargs: Any) -> bool:
         return True

@@ -18,12 +18,14 @@ HOOK = re.compile(r";(\w+)\.((?:before|after)_\w+) \(")
 
 def category(stack: str) -> str:
     thread = stack.split(";", 1)[0]
-    if "tickwork-commit" in thread:
+    # The group commit runs on whichever thread leads it (a worker thread, or the recorder's
+    # outcome thread); the committer thread of the code before 2026-12-04 was "tickwork-commit".
+    if "AttemptRecorder._lead " in stack or "tickwork-commit" in thread:
         if "pymysql" in stack or "MySQLdb" in stack:
             if "converters" in stack or "escape" in stack or "literal" in stack:
-                return "committer: escaping values"
-            return "committer: MySQL driver (send, read, parse the results)"
-        return "committer: grouping, SQL text, waking callers"
+                return "group commit: escaping values"
+            return "group commit: MySQL driver (send, read, parse the results)"
+        return "group commit: grouping, SQL text, waking callers"
     if "ConsumerThread" in stack:
         if "basic_ack" in stack or "post_process" in stack or "handle_acks" in stack:
             return "consumer thread: acks (pika)"
@@ -33,7 +35,7 @@ def category(stack: str) -> str:
     if "WorkerThread" in stack:
         if HOOK.search(stack):
             if "recorder.py" in stack:
-                return "worker threads: RunLog handing claim/finish to the committer"
+                return "worker threads: RunLog waiting for a claim/finish, or queueing a success"
             return "worker threads: middleware hooks"
         if "emit_" in stack:
             return "worker threads: Dramatiq's emit loops"

@@ -11,10 +11,10 @@ is done it hands the lead to the first of them, which commits the next group. A 
 for its claim is woken once, by the leader that committed it or to lead. With a separate
 committer thread every group also woke the committer and every caller: the hand-off between
 threads is the dearest thing on this path (a futex wake of a thread whose vCPU is idle, ~20-40 µs
-of CPU on the 2-core VMs measured), and the drain was 12 % faster without it
-(benchmarks/results/worker_profile.txt, section 10). Outcomes nobody waits for (successes,
-:meth:`AttemptRecorder.finish_later`) go with the next group; an outcome thread commits those
-still waiting after ``finish_linger``.
+of CPU on the 2-core VMs measured). Without it the drain was faster in 22 of 30 alternating
+pairs of drains, by 5.5 % at the median (benchmarks/results/worker_profile.txt, section 10).
+Outcomes nobody waits for (successes, :meth:`AttemptRecorder.finish_later`) go with the next
+group; an outcome thread commits those still waiting after ``finish_linger``.
 
 On MySQL/MariaDB (PyMySQL) a group is one multi-statement query: the claims of a worker in one
 ``UPDATE … WHERE id IN (…) AND status = 'PENDING'``, its finishes with the same status in one
@@ -352,7 +352,7 @@ class AttemptRecorder:
             if self._thread is None or not self._thread.is_alive():
                 self._closing = False
                 self._thread = threading.Thread(
-                    target=self._outcome_loop, name="tickwork-outcomes", daemon=True
+                    target=self._outcome_loop, name="tickwork-recorder", daemon=True
                 )
                 self._thread.start()
 
