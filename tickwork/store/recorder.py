@@ -5,7 +5,7 @@ they share one round trip and one log flush; each caller still gets its own answ
 compare-and-set win?) and returns only after the commit.
 
 The group is committed by one of its callers (leader/follower, as MySQL's binlog group commit
-and PostgreSQL's WAL insertion do): a worker thread whose claim finds nobody committing commits
+and PostgreSQL's WAL flush do): a worker thread whose claim finds nobody committing commits
 what has queued up, its own claim included; claims arriving meanwhile queue, and when the leader
 is done it hands the lead to the first of them, which commits the next group. A thread waiting
 for its claim is woken once, by the leader that committed it or to lead. With a separate
