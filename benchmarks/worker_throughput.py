@@ -456,6 +456,14 @@ def main() -> int:
         default=[],
         help="a tickwork drain per round with these worker environment variables (repeatable)",
     )
+    parser.add_argument(
+        "--also-bare-env",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="a bare Dramatiq drain per round with these worker environment variables (repeatable):"
+        " is a setting's gain tickwork's own, or Dramatiq's too?",
+    )
     parser.add_argument("--celery-jobs", type=int, default=2000, help="tasks per Celery drain")
     parser.add_argument("--skip-latency", action="store_true", help="only the drain")
     parser.add_argument(
@@ -598,12 +606,15 @@ def main() -> int:
 
             return tickwork_done
 
-        def bare_starter(drain_args: argparse.Namespace) -> Any:
+        def bare_starter(drain_args: argparse.Namespace, env: dict[str, str] | None = None) -> Any:
             """Bare Dramatiq's workers for a drain (see the module docstring)."""
             plain = drain_args.bare_broker == "plain"
             return lambda: start_workers(
-                settings, [bare_queue], drain_args.processes, drain_args.threads, log, plain=plain
+                settings, [bare_queue], drain_args.processes, drain_args.threads, log, env, plain=plain
             )
+
+        bare_kinds = ["bare", *(["bare_env"] if args.also_bare_env else [])]
+        bare_env = {"bare": None, "bare_env": dict(pair.split("=", 1) for pair in args.also_bare_env)}
 
         if args.scale_out:
             # Workers scaling out: the same drain with 1, 2 and 4 processes at several thread
@@ -641,7 +652,11 @@ def main() -> int:
             celery = CeleryAnchor(settings, log, args)
         for round_no in range(args.rounds):
             row: dict[str, Any] = {}
-            for kind in kinds:
+            # With a variant, the order alternates from round to round: the second drain of a
+            # round finds MariaDB's purge and the page cache in another state than the first.
+            order = kinds if round_no % 2 == 0 else [*kinds[1:], kinds[0]]
+            row["order"] = list(order)
+            for kind in order:
                 now, load_seconds = load_tickwork()
                 tickwork_done = done_waiter(now)
                 profile = (
@@ -652,17 +667,19 @@ def main() -> int:
                     args.profile_gil, kind_env[kind],
                 )  # fmt: skip
                 row[kind]["load_seconds"] = load_seconds
-            for _ in range(args.jobs):
-                jobs_module.bare_noop.send()
-            bare_profile = (
-                Path(args.profile).with_name(f"{Path(args.profile).stem}-bare")
-                if args.profile and round_no == 0
-                else None
-            )
-            row["bare"] = drain(
-                settings, channel, bare_queue, args.jobs, args, log, profile=bare_profile,
-                gil=args.profile_gil, starter=bare_starter(args),
-            )  # fmt: skip
+            for kind in bare_kinds if round_no % 2 == 0 else bare_kinds[::-1]:
+                row["order"].append(kind)
+                for _ in range(args.jobs):
+                    jobs_module.bare_noop.send()
+                bare_profile = (
+                    Path(args.profile).with_name(f"{Path(args.profile).stem}-bare")
+                    if args.profile and round_no == 0 and kind == "bare"
+                    else None
+                )
+                row[kind] = drain(
+                    settings, channel, bare_queue, args.jobs, args, log, profile=bare_profile,
+                    gil=args.profile_gil, starter=bare_starter(args, bare_env[kind]),
+                )  # fmt: skip
             if celery is not None:
                 row["celery"] = celery.drain(channel)
                 row["ratio_vs_celery"] = round(row["tickwork"]["jobs_per_s"] / row["celery"]["jobs_per_s"], 3)
@@ -672,12 +689,13 @@ def main() -> int:
             rounds.append(row)
             print(
                 f"round {round_no + 1}: "
-                + ", ".join(f"{k} {row[k]['jobs_per_s']}/s" for k in [*kinds, "bare", "celery"] if k in row)
+                + ", ".join(f"{k} {row[k]['jobs_per_s']}/s" for k in row["order"])
+                + (f", celery {row['celery']['jobs_per_s']}/s" if "celery" in row else "")
                 + f" (load {os.getloadavg()[0]:.2f})",
                 flush=True,
             )
         results["rounds"] = rounds
-        for kind in [*kinds, "bare"]:
+        for kind in [*kinds, *bare_kinds]:
             results[kind] = {
                 "jobs_per_s_median": statistics.median(r[kind]["jobs_per_s"] for r in rounds),
                 "jobs_per_s_from_first_take_median": statistics.median(
@@ -718,6 +736,17 @@ def main() -> int:
                 results[kind]["jobs_per_s_median"] / results["bare"]["jobs_per_s_median"], 3
             )
             results[f"ratio{suffix}_per_round"] = [r[f"ratio{suffix}"] for r in rounds]
+            results[f"pairs{suffix}"] = paired(rounds, kind)
+        if args.also_env:
+            results["env_settings"] = kind_env["tickwork_env"]
+        if args.also_bare_env:
+            results["bare_env_settings"] = bare_env["bare_env"]
+            results["pairs_bare_env"] = paired(rounds, "bare_env", base="bare")
+            # Both kinds with the setting: what the ratio would be were Dramatiq tuned alike.
+            if args.also_env:
+                results["ratio_env_vs_bare_env"] = round(
+                    results["tickwork_env"]["jobs_per_s_median"] / results["bare_env"]["jobs_per_s_median"], 3
+                )
         print("drain medians:", results["tickwork"], results["bare"], "ratio", results["ratio"], flush=True)
 
         # --- latency at a fixed arrival rate, each kind on its own workers (as in the drain)
@@ -826,6 +855,28 @@ def main() -> int:
 
     values = {k: results.pop(f"_{k}_latency_values") for k in ("tickwork", "bare")}
     return finish(results, args, values)
+
+
+def paired(rounds: list[dict[str, Any]], variant: str, base: str = "tickwork") -> dict[str, Any]:
+    """A variant against its kind's defaults, drain by drain in the same round: one drain here
+    varies by ~30 % from the next, so only the pairs (how many faster, the median of their
+    ratios) say whether a change helps, not the ratio of two medians."""
+    ratios = [r[variant]["jobs_per_s"] / r[base]["jobs_per_s"] for r in rounds]
+    cpu = [r[variant]["worker_cpu_ms_per_job"] / r[base]["worker_cpu_ms_per_job"] for r in rounds]
+    mariadb = [
+        r[variant]["service_cpu_ms_per_job"]["mariadbd"] / r[base]["service_cpu_ms_per_job"]["mariadbd"]
+        for r in rounds
+        if base != "bare" and r[base]["service_cpu_ms_per_job"].get("mariadbd")
+    ]
+    return {
+        "pairs": len(ratios),
+        "variant_faster": sum(ratio > 1 for ratio in ratios),
+        "jobs_per_s_ratio_per_pair": [round(ratio, 3) for ratio in ratios],
+        "jobs_per_s_ratio_median": round(statistics.median(ratios), 3),
+        "jobs_per_s_ratio_mean": round(statistics.fmean(ratios), 3),
+        "worker_cpu_ratio_median": round(statistics.median(cpu), 3),
+        "mariadb_cpu_ratio_median": round(statistics.median(mariadb), 3) if mariadb else None,
+    }
 
 
 def finish(results: dict[str, Any], args: argparse.Namespace, values: dict[str, list[float]] | None) -> int:
