@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import dramatiq
-from dramatiq.middleware import AgeLimit, Callbacks, Middleware, Pipelines, ShutdownNotifications
+from dramatiq.middleware import AgeLimit, Callbacks, Middleware, ShutdownNotifications
 from sqlalchemy import Engine
 
 from tickwork import tracing
@@ -39,6 +39,7 @@ from tickwork.middleware.event_loop import EventLoop
 from tickwork.middleware.heartbeat import Heartbeat
 from tickwork.middleware.log_context import LogContext
 from tickwork.middleware.metrics import Metrics
+from tickwork.middleware.pipelines import Pipelines
 from tickwork.middleware.run_log import RunLog
 from tickwork.middleware.time_limit import TimeLimit
 from tickwork.middleware.traces import Traces
