@@ -56,6 +56,16 @@ DRIVERS = {"pymysql": "mysql+pymysql", "mysqldb": "mysql+mysqldb"}
 PY_SPY = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
 
 
+def git_head(path: Path) -> str | None:
+    """The commit checked out at ``path`` (None outside a git checkout)."""
+    try:
+        argv = ["git", "-C", str(path), "rev-parse", "HEAD"]
+        out = subprocess.run(argv, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip()
+
+
 def machine() -> dict[str, Any]:
     """Where and under what load the figures were taken (the machine is shared)."""
     model = ""
@@ -150,10 +160,15 @@ def start_workers(
         sys.executable, "-m", "dramatiq", *modules,
         "--processes", str(processes), "--threads", str(threads), "--queues", *queues,
     ]  # fmt: skip
+    env = {**worker_env(settings), **(extra_env or {})}
+    # BENCH_CHECKOUT (--also-checkout): the workers run another checkout's code; ``-m`` puts the
+    # working directory first on sys.path, ahead of the venv's editable install.
+    root = env.pop("BENCH_CHECKOUT", None) or str(ROOT)
+    env["PYTHONPATH"] = root
     return subprocess.Popen(
         argv,
-        env={**worker_env(settings), **(extra_env or {})},
-        cwd=ROOT,
+        env=env,
+        cwd=root,
         stdout=open(log, "ab"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -457,6 +472,12 @@ def main() -> int:
         help="a tickwork drain per round with these worker environment variables (repeatable)",
     )
     parser.add_argument(
+        "--also-checkout",
+        metavar="DIR",
+        help="a tickwork drain per round whose workers run the code of another checkout (e.g. a"
+        " git worktree of an earlier commit): a change against its parent, pair by pair",
+    )
+    parser.add_argument(
         "--also-bare-env",
         metavar="KEY=VALUE",
         action="append",
@@ -514,6 +535,7 @@ def main() -> int:
     rds = redis.Redis.from_url(settings.redis_url or "")
     results: dict[str, Any] = {
         "machine": machine(),
+        "commit": git_head(ROOT),
         "driver": args.driver,
         "jobs": args.jobs,
         "processes": args.processes,
@@ -546,6 +568,7 @@ def main() -> int:
             *(["tickwork_sync"] if args.also_sync else []),
             *(["tickwork_mysqldb"] if args.also_mysqlclient else []),
             *(["tickwork_env"] if args.also_env else []),
+            *(["tickwork_checkout"] if args.also_checkout else []),
         ]
         # The same workers and code, another MySQL driver: only the URL's scheme differs.
         mysqldb_url = settings.database_url.replace(DRIVERS[args.driver], DRIVERS["mysqldb"], 1)
@@ -554,6 +577,7 @@ def main() -> int:
             "tickwork_sync": {"BENCH_SYNC_SUCCESS": "1"},
             "tickwork_mysqldb": {"TICKWORK_DATABASE_URL": mysqldb_url},
             "tickwork_env": dict(pair.split("=", 1) for pair in args.also_env),
+            "tickwork_checkout": {"BENCH_CHECKOUT": str(Path(args.also_checkout or ".").resolve())},
         }
 
         def load_tickwork() -> tuple[Any, float]:
@@ -739,6 +763,8 @@ def main() -> int:
             results[f"pairs{suffix}"] = paired(rounds, kind)
         if args.also_env:
             results["env_settings"] = kind_env["tickwork_env"]
+        if args.also_checkout:
+            results["checkout"] = {"path": args.also_checkout, "commit": git_head(Path(args.also_checkout))}
         if args.also_bare_env:
             results["bare_env_settings"] = bare_env["bare_env"]
             results["pairs_bare_env"] = paired(rounds, "bare_env", base="bare")
