@@ -47,7 +47,7 @@ except ImportError:  # the optional extra is not installed
 class _AttemptState(threading.local):
     """This thread's attempt span. A class default, not ``getattr(local, name, None)``: with
     tracing off the attribute is never set, and a missing attribute of a ``threading.local``
-    raises inside ``getattr`` (1.5 µs, three times per attempt: 1.4 % of a worker's GIL samples
+    raises inside ``getattr`` (1.5 µs, five times per attempt: 1.4 % of a worker's GIL samples
     in a drain, benchmarks/results/worker_profile.txt, section 12)."""
 
     attempt: tuple[Any, Any] | None = None
