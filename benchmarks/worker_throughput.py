@@ -66,6 +66,22 @@ def git_head(path: Path) -> str | None:
     return out.stdout.strip()
 
 
+def env_pair(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` of ``--also-env`` and ``--also-bare-env``."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def checkout(text: str) -> str:
+    """``--also-checkout``: a directory holding tickwork's code."""
+    path = Path(text).resolve()
+    if not (path / "tickwork" / "__init__.py").is_file():
+        raise argparse.ArgumentTypeError(f"{text!r} holds no tickwork checkout (no tickwork/__init__.py)")
+    return str(path)
+
+
 def machine() -> dict[str, Any]:
     """Where and under what load the figures were taken (the machine is shared)."""
     model = ""
@@ -161,14 +177,12 @@ def start_workers(
         "--processes", str(processes), "--threads", str(threads), "--queues", *queues,
     ]  # fmt: skip
     env = {**worker_env(settings), **(extra_env or {})}
-    # BENCH_CHECKOUT (--also-checkout): the workers run another checkout's code; ``-m`` puts the
-    # working directory first on sys.path, ahead of the venv's editable install.
-    root = env.pop("BENCH_CHECKOUT", None) or str(ROOT)
-    env["PYTHONPATH"] = root
     return subprocess.Popen(
         argv,
         env=env,
-        cwd=root,
+        # The code's checkout (another one with --also-checkout): ``-m`` puts the working
+        # directory first on sys.path, ahead of the venv's editable install of this one.
+        cwd=env["PYTHONPATH"],
         stdout=open(log, "ab"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -467,6 +481,7 @@ def main() -> int:
     parser.add_argument(
         "--also-env",
         metavar="KEY=VALUE",
+        type=env_pair,
         action="append",
         default=[],
         help="a tickwork drain per round with these worker environment variables (repeatable)",
@@ -474,12 +489,14 @@ def main() -> int:
     parser.add_argument(
         "--also-checkout",
         metavar="DIR",
+        type=checkout,
         help="a tickwork drain per round whose workers run the code of another checkout (e.g. a"
         " git worktree of an earlier commit): a change against its parent, pair by pair",
     )
     parser.add_argument(
         "--also-bare-env",
         metavar="KEY=VALUE",
+        type=env_pair,
         action="append",
         default=[],
         help="a bare Dramatiq drain per round with these worker environment variables (repeatable):"
@@ -576,8 +593,8 @@ def main() -> int:
             "tickwork": None,
             "tickwork_sync": {"BENCH_SYNC_SUCCESS": "1"},
             "tickwork_mysqldb": {"TICKWORK_DATABASE_URL": mysqldb_url},
-            "tickwork_env": dict(pair.split("=", 1) for pair in args.also_env),
-            "tickwork_checkout": {"BENCH_CHECKOUT": str(Path(args.also_checkout or ".").resolve())},
+            "tickwork_env": dict(args.also_env),
+            "tickwork_checkout": {"PYTHONPATH": args.also_checkout or str(ROOT)},
         }
 
         def load_tickwork() -> tuple[Any, float]:
@@ -638,7 +655,7 @@ def main() -> int:
             )
 
         bare_kinds = ["bare", *(["bare_env"] if args.also_bare_env else [])]
-        bare_env = {"bare": None, "bare_env": dict(pair.split("=", 1) for pair in args.also_bare_env)}
+        bare_env = {"bare": None, "bare_env": dict(args.also_bare_env)}
 
         if args.scale_out:
             # Workers scaling out: the same drain with 1, 2 and 4 processes at several thread
@@ -676,8 +693,8 @@ def main() -> int:
             celery = CeleryAnchor(settings, log, args)
         for round_no in range(args.rounds):
             row: dict[str, Any] = {}
-            # With a variant, the order alternates from round to round: the second drain of a
-            # round finds MariaDB's purge and the page cache in another state than the first.
+            # With a variant, the order alternates from round to round: the second tickwork drain
+            # of a round was the faster more often (worker_profile.txt, section 12).
             order = kinds if round_no % 2 == 0 else [*kinds[1:], kinds[0]]
             row["order"] = list(order)
             for kind in order:
