@@ -448,10 +448,10 @@ def test_recorder_merged_group_with_losers_names_the_winners(mysql_engine) -> No
     assert (rows[theirs].status, rows[theirs].worker_id) == ("RUNNING", "w-other")
 
 
-def test_recorder_writes_different_outputs_of_one_status_in_one_statement(mysql_engine) -> None:
-    """Finishes with different outputs, HTTP statuses, errors and tracebacks (real jobs return
-    different values) share one UPDATE per worker and status, and each row gets its own values,
-    quotes and all."""
+def test_recorder_writes_a_workers_claims_and_finishes_in_one_statement(mysql_engine) -> None:
+    """Claims and finishes of different statuses, outputs, HTTP statuses, errors and tracebacks
+    (real jobs return different values) share one autocommitted UPDATE per worker, and each row
+    gets its own values, quotes and all; the claimed rows keep theirs."""
     from tickwork.store.recorder import CLAIM, FINISH, AttemptRecorder, _Pending
 
     job = create_job(mysql_engine, JobSpec.model_validate(SEED))
@@ -469,6 +469,14 @@ def test_recorder_writes_different_outputs_of_one_status_in_one_statement(mysql_
         finished[3]: ("FAILED", "partial", "boom", "Traceback 1", 500),
         finished[4]: ("FAILED", None, "bang; DROP TABLE job_runs", "Traceback 2", None),
     }
+    with mysql_engine.begin() as c:  # what a claim must leave as it is
+        c.execute(
+            text(
+                "UPDATE job_runs SET output = 'kept', error = 'e', traceback = 't', http_status = 599,"
+                " message_id = 'm-before' WHERE id = :id"
+            ),
+            {"id": claimed_b},
+        )
     batch = [
         _Pending(CLAIM, claimed_a, "w1", message_id="m-a"),
         _Pending(CLAIM, claimed_b, "w1", message_id=None),
@@ -497,8 +505,7 @@ def test_recorder_writes_different_outputs_of_one_status_in_one_statement(mysql_
         recorder.close()
     assert [p.result for p in batch] == [True] * len(batch)
     assert len(sent) == 1, sent  # every change went in one round trip, and none lost
-    updates = [part for part in sent[0].split(";\n") if part.startswith("UPDATE")]
-    assert len(updates) == 3, updates  # the claims, the successes, the failures
+    assert sent[0].startswith("UPDATE job_runs") and ";" not in sent[0].replace("; DROP", ""), sent
     for run_id, (status, output, error, traceback, http_status) in outcomes.items():
         row = get_run(mysql_engine, run_id)
         assert (row.status, row.output, row.error, row.traceback, row.http_status) == (
@@ -512,10 +519,45 @@ def test_recorder_writes_different_outputs_of_one_status_in_one_statement(mysql_
         "RUNNING",
         "m-a",
     )
-    assert (get_run(mysql_engine, claimed_b).status, get_run(mysql_engine, claimed_b).message_id) == (
+    b = get_run(mysql_engine, claimed_b)
+    assert (b.status, b.worker_id, b.message_id, b.output, b.error, b.traceback, b.http_status) == (
         "RUNNING",
-        None,
+        "w1",
+        "m-before",
+        "kept",
+        "e",
+        "t",
+        599,
     )
+    assert b.started_at is not None and b.finished_at is None
+    assert all(get_run(mysql_engine, r).finished_at is not None for r in finished)
+
+
+def test_recorder_claim_of_a_run_it_finishes_in_the_same_group_loses(mysql_engine) -> None:
+    """A redelivered message claimed while its run is being finished by the same worker, in one
+    group: the finish is written and the claim loses (it must not run the job a second time)."""
+    from tickwork.store.recorder import CLAIM, FINISH, AttemptRecorder, _Pending
+
+    job = create_job(mysql_engine, JobSpec.model_validate(SEED))
+    base = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    running, free = (
+        insert_run(mysql_engine, job_id=job.id, scheduled_for=base + timedelta(seconds=i)) for i in range(2)
+    )
+    assert claim_attempt(mysql_engine, running, "w1")
+    batch = [
+        _Pending(CLAIM, running, "w1", message_id="m-again"),
+        _Pending(FINISH, running, "w1", outcome=("SUCCESS", "done", None, None, None)),
+        _Pending(CLAIM, free, "w1", message_id="m-free"),
+    ]
+    recorder = AttemptRecorder(mysql_engine)
+    try:
+        recorder._commit(batch)
+    finally:
+        recorder.close()
+    assert [p.result for p in batch] == [False, True, True]
+    row = get_run(mysql_engine, running)
+    assert (row.status, row.output, row.message_id) == ("SUCCESS", "done", None)
+    assert get_run(mysql_engine, free).status == "RUNNING"
 
 
 def test_ids_are_never_reused_after_a_delete(mysql_engine) -> None:
