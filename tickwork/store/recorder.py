@@ -590,10 +590,10 @@ def _update(
 ) -> str:
     """One worker's claims (PENDING → RUNNING) and finishes (RUNNING → their status, its own
     runs only) as one compare-and-set ``UPDATE``: a row whose id is among the claims gets the
-    claim's columns, the others the finish's, and each keeps the rest. MariaDB's CPU per
-    statement, not per row, is what a group costs; one autocommitted statement instead of a
-    claims ``UPDATE``, a finishes ``UPDATE`` and a ``COMMIT`` cost it 13 % less CPU per job
-    (benchmarks/results/worker_profile.txt, section 13)."""
+    claim's columns, the others the finish's, and each keeps the rest. A group costs MariaDB
+    mostly per statement and per commit, not per row: one autocommitted statement instead of a
+    claims ``UPDATE``, a finishes ``UPDATE`` and a ``COMMIT`` cost it 7-9 % less CPU per job in
+    groups of 3-6 (``benchmarks/recorder_statements.py``)."""
     worker = esc(worker_id)
     claim_ids = ",".join(str(int(p.run_id)) for p in claims)
     finish_ids = ",".join(str(int(p.run_id)) for p in finishes)
