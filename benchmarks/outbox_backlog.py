@@ -20,11 +20,13 @@ the worktree's on the path.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,7 @@ from typing import Any
 from sqlalchemy import create_engine, event, text
 
 import tickwork
-from tickwork.config import load_settings
+from tickwork.config import Settings, load_settings
 from tickwork.spec import JobSpec
 from tickwork.store.engine import make_engine, upgrade
 from tickwork.store.fires import pending_unclaimed
@@ -56,6 +58,23 @@ def mariadb_cpu() -> float:
     return 0.0
 
 
+@contextlib.contextmanager
+def scratch_database(prefix: str) -> Iterator[Settings]:
+    """A fresh, migrated database named ``<prefix>_<8 hex>`` (dropped afterwards): its settings."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    server = create_engine(SERVER, isolation_level="AUTOCOMMIT")
+    with server.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+    try:
+        settings = load_settings(database_url=f"{SERVER}/{name}", namespace=f"tw{name[-8:]}")
+        upgrade(settings)
+        yield settings
+    finally:
+        with server.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+        server.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--backlog", type=int, default=200_000, help="published, unclaimed PENDING rows")
@@ -65,13 +84,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "outbox_backlog.json"))
     args = parser.parse_args()
 
-    name = f"tickwork_bench_outbox_{uuid.uuid4().hex[:8]}"
-    server = create_engine(SERVER, isolation_level="AUTOCOMMIT")
-    with server.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
-    try:
-        settings = load_settings(database_url=f"{SERVER}/{name}", namespace=f"twoutbox_{name[-8:]}")
-        upgrade(settings)
+    with scratch_database("tickwork_bench_outbox") as settings:
         engine = make_engine(settings)
         jobs = [
             create_job(
@@ -141,9 +154,6 @@ def main() -> None:
         results[args.label] = entry
         out.write_text(json.dumps(results, indent=2, default=str) + "\n")
         engine.dispose()
-    finally:
-        with server.connect() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
 
 
 if __name__ == "__main__":

@@ -28,18 +28,16 @@ import platform
 import statistics
 import threading
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pymysql
 from pymysql.constants import CLIENT
-from sqlalchemy import create_engine, text
 
-from tickwork.config import load_settings
+from benchmarks.outbox_backlog import mariadb_cpu, scratch_database
 from tickwork.spec import JobSpec
-from tickwork.store.engine import make_engine, upgrade
+from tickwork.store.engine import make_engine
 from tickwork.store.jobs import create_job
 from tickwork.store.recorder import CLAIM, FINISH, _escaper, _Pending, _update
 
@@ -48,19 +46,6 @@ SERVER = "mysql+pymysql://root@127.0.0.1:3306"
 SHAPES = ("statements", "combined")
 #: A no-op job's outcome: (status, output, error, traceback, http_status).
 SUCCESS = ("SUCCESS", None, None, None, None)
-
-
-def mariadb_cpu() -> float:
-    """CPU seconds of the local mariadbd (user + system)."""
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if Path(f"/proc/{entry}/comm").read_text().strip() == "mariadbd":
-                    fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-                    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-            except OSError:
-                continue
-    return 0.0
 
 
 def connect(database: str, *, autocommit: bool) -> Any:
@@ -170,16 +155,12 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "recorder_statements.json"))
     args = parser.parse_args()
 
-    name = f"tickwork_bench_stmts_{uuid.uuid4().hex[:8]}"
-    server = create_engine(SERVER, isolation_level="AUTOCOMMIT")
-    with server.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
-    try:
-        settings = load_settings(database_url=f"{SERVER}/{name}", namespace=f"twstmts_{name[-8:]}")
-        upgrade(settings)
+    with scratch_database("tickwork_bench_stmts") as settings:
         engine = make_engine(settings)
         job_id = create_job(engine, JobSpec(name="stmts", handler_type="python", handler_data="x")).id
         engine.dispose()
+        name = engine.url.database
+        assert name is not None
         loader = connect(name, autocommit=False)
         rounds: list[dict[str, Any]] = []
         for n in range(args.rounds):
@@ -218,9 +199,6 @@ def main() -> None:
         }
         print(json.dumps({k: v for k, v in result.items() if k != "rounds"}, indent=1))
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    finally:
-        with server.connect() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
 
 
 if __name__ == "__main__":
