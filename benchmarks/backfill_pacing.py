@@ -190,7 +190,7 @@ def run(schedules: int, baseline: float, tail: float) -> dict[str, Any]:
             )
         on_time = [r for r in runs if r["trigger"] == "schedule"]
         result_phases = {}
-        series: dict[str, list[tuple[float, float]]] = {}
+        series: dict[str, list[float]] = {}
         t_start = phases["baseline"][0]
         for phase, (a, b) in phases.items():
             result_phases[phase] = lags(on_time, receiver.received, a, b)

@@ -28,6 +28,6 @@ app.conf.update(
 )
 
 
-@app.task(name="bench_celery_noop")
+@app.task(name="bench_celery_noop")  # type: ignore[untyped-decorator,misc]  # Celery ships no types
 def noop() -> None:
     return None

@@ -108,7 +108,7 @@ def main() -> None:
     def noop() -> None:
         return None
 
-    message = dramatiq.Message(
+    message: dramatiq.Message[Any] = dramatiq.Message(
         queue_name="q", actor_name="noop", args=(), kwargs={}, options={"tickwork": OPTIONS}
     )
 

@@ -119,7 +119,7 @@ def main() -> None:
                     )
                 )
             )
-            jobs = conn.scalar(select(func.count()).select_from(jobs_table))
+            jobs = conn.scalar(select(func.count()).select_from(jobs_table)) or 0
         expected = jobs * (int((last - first) / timedelta(seconds=1)) + 1)
         holders = [v for _, v in values]
         result = {

@@ -208,11 +208,11 @@ def main() -> None:
         per_fire = Counter((r.job_id, r.scheduled_for) for r in fires)
         # Job i fires at second i % 60: the jobs due at each second of the window.
         at_second = Counter(i % 60 for i in range(args.schedules))
-        second = datetime.fromtimestamp(math.ceil(t0), UTC)
+        tick = datetime.fromtimestamp(math.ceil(t0), UTC)
         expected = 0
-        while second <= last:
-            expected += at_second[second.second]
-            second += timedelta(seconds=1)
+        while tick <= last:
+            expected += at_second[tick.second]
+            tick += timedelta(seconds=1)
         lags = [
             (r.enqueued_at - r.scheduled_for).total_seconds() * 1000
             for r in fires

@@ -376,7 +376,7 @@ def run_size(
         ]
         after = sorted(r["enqueued_at"] for r in runs if r["enqueued_at"] and r["enqueued_at"] > kill_dt)
         per_second = Counter(int(r["scheduled_for"].timestamp()) for r in steady)
-        lag_series = {}
+        lag_series: dict[int, list[float]] = {}
         for r in window:
             if r["enqueued_at"]:
                 key = int(r["scheduled_for"].timestamp() - t0)

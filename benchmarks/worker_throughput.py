@@ -890,14 +890,14 @@ def main() -> int:
         broker.close()
         queues = ("bench", "bare", "benchlat", "barelat", "default", "celery")
         delete_queues(settings.broker_url, settings.namespace, queues)
-        for key in rds.scan_iter(f"{settings.namespace}*"):
-            rds.delete(key)
+        for stale in rds.scan_iter(f"{settings.namespace}*"):
+            rds.delete(stale)
         engine.dispose()
         with server.connect() as c:
             c.execute(text(f"DROP DATABASE IF EXISTS `{dbname}`"))
 
-    values = {k: results.pop(f"_{k}_latency_values") for k in ("tickwork", "bare")}
-    return finish(results, args, values)
+    latency_values = {k: results.pop(f"_{k}_latency_values") for k in ("tickwork", "bare")}
+    return finish(results, args, latency_values)
 
 
 def paired(rounds: list[dict[str, Any]], variant: str, base: str = "tickwork") -> dict[str, Any]:

@@ -60,7 +60,7 @@ echo "test.sh: ruff"
 ruff check .
 ruff format --check .
 echo "test.sh: mypy"
-mypy tickwork
+mypy tickwork benchmarks
 echo "test.sh: import-linter (layers point down; pyproject.toml [tool.importlinter])"
 lint-imports
 echo "test.sh: pytest"

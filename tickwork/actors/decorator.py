@@ -6,7 +6,7 @@ import functools
 import inspect
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, overload
 
 import pydantic
 
@@ -77,6 +77,25 @@ class JobFunction:
         )
 
 
+@overload
+def job(fn: Callable[..., Any], /) -> JobFunction: ...
+
+
+@overload
+def job(
+    fn: None = None,
+    *,
+    cron: str | None = None,
+    tz: str = "UTC",
+    retries: int = 0,
+    backoff: int = DEFAULT_BACKOFF_SECONDS,
+    max_backoff: int = DEFAULT_MAX_BACKOFF_SECONDS,
+    timeout: float | None = None,
+    queue: str = DEFAULT_QUEUE,
+    name: str | None = None,
+) -> Callable[[Callable[..., Any]], JobFunction]: ...
+
+
 def job(
     fn: Callable[..., Any] | None = None,
     *,
@@ -88,8 +107,9 @@ def job(
     timeout: float | None = None,
     queue: str = DEFAULT_QUEUE,
     name: str | None = None,
-) -> Any:
-    """Make ``fn`` (sync or ``async def``) a tickwork job.
+) -> JobFunction | Callable[[Callable[..., Any]], JobFunction]:
+    """Make ``fn`` (sync or ``async def``) a tickwork job: ``@job`` or ``@job(cron=…, …)``, typed
+    for both (a strict mypy run sees a :class:`JobFunction`, not an untyped decorator).
 
     Parameters:
       cron: a schedule (6-field with seconds, 5-field, or ``@hourly``-style); None runs on demand.
