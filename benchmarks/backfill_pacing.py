@@ -43,11 +43,11 @@ from sqlalchemy import func, insert, select, text
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.databases import create_database  # noqa: E402
 from benchmarks.scheduling import (  # noqa: E402
     AMQP,
     REDIS,
     Receiver,
-    create_database,
     pct,
     tickwork_env,
     wait_for_workers,

@@ -31,7 +31,8 @@ from sqlalchemy import func, insert, select, text
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.scheduling import AMQP, REDIS, cpu_model, create_database, tickwork_env  # noqa: E402
+from benchmarks.databases import create_database  # noqa: E402
+from benchmarks.scheduling import AMQP, REDIS, cpu_model, tickwork_env  # noqa: E402
 from benchmarks.worker_throughput import delete_queues  # noqa: E402
 from tickwork.config import load_settings  # noqa: E402
 from tickwork.keys import leader_key  # noqa: E402

@@ -12,67 +12,31 @@ To compare with other code (a git worktree at another commit), put that tree fir
 its entry (by label) to benchmarks/results/outbox_backlog.json, with the EXPLAIN of every
 statement the pass sent.
 
-It imports nothing from the other benchmarks (``scale.py`` has a similar EXPLAIN capture,
-``worker_throughput.py`` a similar CPU reading): those would import this tree's tickwork before
-the worktree's on the path.
+It imports only ``benchmarks.databases`` of the other benchmarks (``scale.py`` has a similar
+EXPLAIN capture): the others would import this tree's tickwork before the worktree's on the path.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import statistics
 import time
-import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import event, text
 
 import tickwork
-from tickwork.config import Settings, load_settings
+from benchmarks.databases import mariadb_cpu, scratch_database
 from tickwork.spec import JobSpec
-from tickwork.store.engine import make_engine, upgrade
+from tickwork.store.engine import make_engine
 from tickwork.store.fires import pending_unclaimed
 from tickwork.store.jobs import create_job
 from tickwork.store.models import runs_table, utcnow
 
 ROOT = Path(__file__).resolve().parents[1]
-SERVER = "mysql+pymysql://root@127.0.0.1:3306"
-
-
-def mariadb_cpu() -> float:
-    """CPU seconds of the local mariadbd (user + system)."""
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if Path(f"/proc/{entry}/comm").read_text().strip() == "mariadbd":
-                    fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-                    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-            except OSError:
-                continue
-    return 0.0
-
-
-@contextlib.contextmanager
-def scratch_database(prefix: str) -> Iterator[Settings]:
-    """A fresh, migrated database named ``<prefix>_<8 hex>`` (dropped afterwards): its settings."""
-    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    server = create_engine(SERVER, isolation_level="AUTOCOMMIT")
-    with server.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
-    try:
-        settings = load_settings(database_url=f"{SERVER}/{name}", namespace=f"tw{name[-8:]}")
-        upgrade(settings)
-        yield settings
-    finally:
-        with server.connect() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
-        server.dispose()
 
 
 def main() -> None:

@@ -35,7 +35,7 @@ from typing import Any
 import pymysql
 from pymysql.constants import CLIENT
 
-from benchmarks.outbox_backlog import mariadb_cpu, scratch_database
+from benchmarks.databases import mariadb_cpu, scratch_database
 from tickwork.spec import JobSpec
 from tickwork.store.engine import make_engine
 from tickwork.store.jobs import create_job

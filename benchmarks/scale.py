@@ -38,7 +38,8 @@ from sqlalchemy import event, insert, select, text
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.scheduling import AMQP, cpu_seconds, create_database, pct, tickwork_env  # noqa: E402
+from benchmarks.databases import create_database  # noqa: E402
+from benchmarks.scheduling import AMQP, cpu_seconds, pct, tickwork_env  # noqa: E402
 from benchmarks.worker_throughput import delete_queues  # noqa: E402
 from tickwork.config import load_settings  # noqa: E402
 from tickwork.messaging import queue_name  # noqa: E402

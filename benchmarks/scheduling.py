@@ -40,7 +40,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -48,11 +47,12 @@ from typing import Any
 
 import pika
 import redis
-from sqlalchemy import create_engine, insert, select, text
+from sqlalchemy import insert, select, text
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.databases import create_database  # noqa: E402
 from benchmarks.worker_throughput import delete_queues, wait_for_consumers  # noqa: E402
 from tickwork.config import load_settings  # noqa: E402
 from tickwork.keys import leader_key  # noqa: E402
@@ -61,7 +61,6 @@ from tickwork.scheduler.policy import cron_schedule  # noqa: E402
 from tickwork.store.engine import make_engine, upgrade  # noqa: E402
 from tickwork.store.models import jobs_table, runs_table  # noqa: E402
 
-MYSQL = os.environ.get("TICKWORK_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306")
 REDIS = os.environ.get("TICKWORK_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 AMQP = os.environ.get("TICKWORK_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 
@@ -110,15 +109,6 @@ class Receiver(threading.Thread):
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def create_database(prefix: str) -> tuple[str, Any, str]:
-    """A fresh database (also the run's namespace): its name, a server engine, its URL."""
-    name = f"{prefix}_{uuid.uuid4().hex[:6]}"
-    server = create_engine(MYSQL, isolation_level="AUTOCOMMIT")
-    with server.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
-    return name, server, f"{MYSQL}/{name}"
 
 
 #: Settings given to every tickwork process of the run (``--set NAME=VALUE``).

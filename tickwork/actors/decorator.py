@@ -6,7 +6,7 @@ import functools
 import inspect
 import json
 from collections.abc import Callable
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, TypedDict, overload
 
 import pydantic
 
@@ -14,6 +14,9 @@ from tickwork.actors.registry import get_runtime, register
 from tickwork.errors import ValidationError
 from tickwork.spec import JobSpec
 from tickwork.vocabulary import HandlerType, RunTrigger
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 #: Defaults of the decorator (the same as an API-defined job's).
 DEFAULT_BACKOFF_SECONDS = 10
@@ -77,23 +80,25 @@ class JobFunction:
         )
 
 
-@overload
-def job(fn: Callable[..., Any], /) -> JobFunction: ...
+class JobOptions(TypedDict, total=False):
+    """The keyword arguments of :func:`job`, for its typed overloads (defaults: :func:`job`'s)."""
+
+    cron: str | None
+    tz: str
+    retries: int
+    backoff: int
+    max_backoff: int
+    timeout: float | None
+    queue: str
+    name: str | None
 
 
 @overload
-def job(
-    fn: None = None,
-    *,
-    cron: str | None = None,
-    tz: str = "UTC",
-    retries: int = 0,
-    backoff: int = DEFAULT_BACKOFF_SECONDS,
-    max_backoff: int = DEFAULT_MAX_BACKOFF_SECONDS,
-    timeout: float | None = None,
-    queue: str = DEFAULT_QUEUE,
-    name: str | None = None,
-) -> Callable[[Callable[..., Any]], JobFunction]: ...
+def job(fn: Callable[..., Any], /, **options: Unpack[JobOptions]) -> JobFunction: ...
+
+
+@overload
+def job(fn: None = None, /, **options: Unpack[JobOptions]) -> Callable[[Callable[..., Any]], JobFunction]: ...
 
 
 def job(
