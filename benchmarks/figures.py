@@ -78,8 +78,14 @@ def worker_rows(r: dict[str, Any]) -> list[str]:
         after = f", after a {warm['messages']}-message warm-up not counted" if warm else ""
         rows.append(
             f"| same run: enqueue → start at {n(t['rate_per_s'])} jobs/s{after} ({at}) | tickwork p50 / p99 "
-            f"{t['p50']} / {t['p99']} ms (of which the row's insert p50 / p99 {t['insert_p50']} / "
-            f"{t['insert_p99']} ms) vs bare Dramatiq {b['p50']} / {b['p99']} ms | same command |"
+            f"{t['p50']} / {t['p99']} ms (the row's insert p50 / p99 {t['insert_p50']} / "
+            f"{t['insert_p99']} ms"
+            + (
+                f"; from its commit to the start {t['after_insert_p50']} / {t['after_insert_p99']} ms"
+                if "after_insert_p50" in t
+                else ""
+            )
+            + f") vs bare Dramatiq {b['p50']} / {b['p99']} ms | same command |"
         )
     return rows
 

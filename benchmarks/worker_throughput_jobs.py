@@ -36,8 +36,12 @@ def bench_noop() -> float | None:
 
 
 @job(name="bench_latency", queue="benchlat")
-def bench_latency(sent_at: float) -> None:
-    _redis.rpush(f"{LATENCY_KEY}:tickwork", time.time() - sent_at)
+def bench_latency(sent_at: float, committed_at: float | None = None) -> None:
+    """``sent_at``: before the row's insert; ``committed_at``: after its commit (the worker side)."""
+    now = time.time()
+    if committed_at is not None:
+        _redis.rpush(f"{LATENCY_KEY}:tickwork:after_insert", now - committed_at)
+    _redis.rpush(f"{LATENCY_KEY}:tickwork", now - sent_at)
 
 
 @dramatiq.actor(
