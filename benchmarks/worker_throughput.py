@@ -863,7 +863,6 @@ def main() -> int:
                     rds.delete(key, f"{key}:after_insert")
                 parts = send_at_rate(count, first_attempt=1)
                 values = sorted(float(v) * 1000 for v in rds.lrange(key, 0, -1))
-                after_insert = [float(v) * 1000 for v in rds.lrange(f"{key}:after_insert", 0, -1)]
                 q = statistics.quantiles(values, n=100)
                 results[f"{kind}_latency_ms"] = {
                     "rate_per_s": args.rate,
@@ -879,6 +878,7 @@ def main() -> int:
                         results["tickwork_latency_ms"][f"{part}_p50"] = round(pq[49], 2)
                         results["tickwork_latency_ms"][f"{part}_p99"] = round(pq[98], 2)
                     # From the row's commit to the start: the publish, the delivery, the claim.
+                    after_insert = [float(v) * 1000 for v in rds.lrange(f"{key}:after_insert", 0, -1)]
                     aq = statistics.quantiles(after_insert, n=100)
                     results["tickwork_latency_ms"]["after_insert_p50"] = round(aq[49], 2)
                     results["tickwork_latency_ms"]["after_insert_p99"] = round(aq[98], 2)
