@@ -33,6 +33,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -438,6 +439,44 @@ class CeleryAnchor:
 
         args = argparse.Namespace(processes=1, threads=2)
         return drain(None, channel, self.queue, self.n, args, self.log, done, starter=self._start)  # type: ignore[arg-type]
+
+
+def latency_path(engine: Any, rds: Any, start_key: str, job_id: int, count: int) -> dict[str, Any]:
+    """Where each latency-phase run spent its time, from its row and its start: the insert (to
+    the row's commit), to the claim (the publish, the delivery and the wait for the worker's
+    group: its ``started_at`` is stamped as the claim's statement is sent) and from the claim to
+    the start (the claim's commit and the hand-over to the actor). Also each part's mean over
+    the runs slower than the whole path's p99: which part the tail is made of."""
+    seen: dict[int, tuple[float, float, float]] = {}
+    for raw in rds.lrange(start_key, 0, -1):
+        run_id, sent, committed, now = (raw.decode() if isinstance(raw, bytes) else raw).split()
+        seen[int(run_id)] = (float(sent), float(committed), float(now))
+    with engine.connect() as c:
+        rows = c.execute(
+            select(runs_table.c.id, runs_table.c.started_at).where(
+                runs_table.c.job_id == job_id, runs_table.c.attempt <= count
+            )
+        ).all()
+    parts: list[tuple[float, ...]] = []  # total, insert, to claim, claim to start
+    for run_id, started_at in rows:
+        if run_id not in seen or started_at is None:
+            continue
+        sent_at, committed_at, start = seen[run_id]
+        claim_at = started_at.replace(tzinfo=UTC).timestamp()
+        spans = (start - sent_at, committed_at - sent_at, claim_at - committed_at, start - claim_at)
+        parts.append(tuple(round(v * 1000, 3) for v in spans))
+    if len(parts) < 100:
+        return {"runs": len(parts)}
+    names = ("total", "insert", "to_claim", "claim_to_start")
+    out: dict[str, Any] = {"runs": len(parts)}
+    for i, name in enumerate(names):
+        q = statistics.quantiles([p[i] for p in parts], n=100)
+        out[f"{name}_p50"], out[f"{name}_p99"] = round(q[49], 2), round(q[98], 2)
+    cut = statistics.quantiles([p[0] for p in parts], n=100)[98]
+    tail = [p for p in parts if p[0] >= cut]
+    out["tail_runs"] = len(tail)
+    out["tail_mean"] = {name: round(statistics.fmean(p[i] for p in tail), 2) for i, name in enumerate(names)}
+    return out
 
 
 def main() -> int:
@@ -860,7 +899,7 @@ def main() -> int:
                         "messages": warm,
                         "max_ms": round(max(warm_values), 2) if warm_values else None,
                     }
-                    rds.delete(key, f"{key}:after_insert")
+                    rds.delete(key, f"{key}:after_insert", f"{key}:start")
                 parts = send_at_rate(count, first_attempt=1)
                 values = sorted(float(v) * 1000 for v in rds.lrange(key, 0, -1))
                 q = statistics.quantiles(values, n=100)
@@ -882,6 +921,9 @@ def main() -> int:
                     aq = statistics.quantiles(after_insert, n=100)
                     results["tickwork_latency_ms"]["after_insert_p50"] = round(aq[49], 2)
                     results["tickwork_latency_ms"]["after_insert_p99"] = round(aq[98], 2)
+                    results["tickwork_latency_ms"]["path"] = latency_path(
+                        engine, rds, f"{key}:start", lat_job.id, count
+                    )
                 results[f"_{kind}_latency_values"] = values
                 print(f"{kind} latency:", results[f"{kind}_latency_ms"], flush=True)
                 if kind == "tickwork":

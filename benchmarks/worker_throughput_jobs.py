@@ -14,6 +14,7 @@ import redis
 
 from tickwork import job
 from tickwork.config import get_settings
+from tickwork.middleware.attempt import current_attempt
 
 _settings = get_settings()
 _redis = redis.Redis.from_url(_settings.redis_url or "redis://127.0.0.1:6379/0")
@@ -41,6 +42,12 @@ def bench_latency(sent_at: float, committed_at: float | None = None) -> None:
     now = time.time()
     if committed_at is not None:
         _redis.rpush(f"{LATENCY_KEY}:tickwork:after_insert", now - committed_at)
+        # Joined with the run's row (its started_at) by the benchmark.
+        attempt = current_attempt()
+        if attempt is not None:
+            _redis.rpush(
+                f"{LATENCY_KEY}:tickwork:start", f"{attempt.run_id} {sent_at!r} {committed_at!r} {now!r}"
+            )
     _redis.rpush(f"{LATENCY_KEY}:tickwork", now - sent_at)
 
 
