@@ -48,10 +48,10 @@ from benchmarks.scheduling import (  # noqa: E402
     AMQP,
     REDIS,
     Receiver,
-    pct,
     tickwork_env,
     wait_for_workers,
 )
+from benchmarks.stats import percentile  # noqa: E402
 from benchmarks.worker_throughput import delete_queues  # noqa: E402
 from tickwork.backfill import backfill  # noqa: E402
 from tickwork.config import load_settings  # noqa: E402
@@ -105,13 +105,13 @@ def lags(rows: list[Any], received: dict[int, float], start: float, end: float) 
         "fires": len(window),
         "never_published": sum(1 for r in window if r["enqueued_at"] is None),
         "publish_lag_ms": {
-            "p50": pct(publish, 0.5),
-            "p99": pct(publish, 0.99),
+            "p50": percentile(publish, 0.5),
+            "p99": percentile(publish, 0.99),
             "max": max(publish, default=None),
         },
         "consumer_lag_ms": {
-            "p50": pct(consume, 0.5),
-            "p99": pct(consume, 0.99),
+            "p50": percentile(consume, 0.5),
+            "p99": percentile(consume, 0.99),
             "max": max(consume, default=None),
         },
     }
@@ -222,7 +222,7 @@ def run(schedules: int, baseline: float, tail: float) -> dict[str, Any]:
             },
             "backfills": backfills,
             "on_time_publish_lag_p99_per_second_ms": {
-                k: pct(v, 0.99) for k, v in sorted(series.items(), key=lambda kv: int(kv[0]))
+                k: percentile(v, 0.99) for k, v in sorted(series.items(), key=lambda kv: int(kv[0]))
             },
         }
     finally:
@@ -338,8 +338,8 @@ def run_with_workers(schedules: int, baseline: float, tail: float) -> dict[str, 
                 "fires": len(window),
                 "never_started": len(window) - len(start),
                 "start_lag_ms": {
-                    "p50": pct(start, 0.5),
-                    "p99": pct(start, 0.99),
+                    "p50": percentile(start, 0.5),
+                    "p99": percentile(start, 0.99),
                     "max": max(start, default=None),
                 },
             }
@@ -366,7 +366,7 @@ def run_with_workers(schedules: int, baseline: float, tail: float) -> dict[str, 
             "phases": out_phases,
             "backfills": backfills,
             "on_time_start_lag_p99_per_second_ms": {
-                k: pct(v, 0.99) for k, v in sorted(series.items(), key=lambda kv: int(kv[0]))
+                k: percentile(v, 0.99) for k, v in sorted(series.items(), key=lambda kv: int(kv[0]))
             },
         }
     finally:

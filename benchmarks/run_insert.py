@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -30,6 +29,7 @@ from typing import Any
 from sqlalchemy import Engine, insert
 
 from benchmarks.databases import scratch_database
+from benchmarks.stats import percentiles
 from tickwork.spec import JobSpec
 from tickwork.store.engine import make_engine
 from tickwork.store.jobs import create_job
@@ -68,8 +68,8 @@ MODES: dict[str, Callable[..., int]] = {"prepared": insert_run, "built": built_i
 
 
 def quantiles(values: list[float]) -> dict[str, float]:
-    q = statistics.quantiles(values, n=100)
-    return {"p50_ms": round(q[49], 3), "p90_ms": round(q[89], 3), "p99_ms": round(q[98], 3)}
+    p50, p90, p99 = percentiles(values, 0.5, 0.9, 0.99)
+    return {"p50_ms": round(p50, 3), "p90_ms": round(p90, 3), "p99_ms": round(p99, 3)}
 
 
 def main() -> int:

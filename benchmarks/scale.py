@@ -39,7 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.databases import create_database  # noqa: E402
-from benchmarks.scheduling import AMQP, cpu_seconds, pct, tickwork_env  # noqa: E402
+from benchmarks.scheduling import AMQP, cpu_seconds, tickwork_env  # noqa: E402
+from benchmarks.stats import percentile  # noqa: E402
 from benchmarks.worker_throughput import delete_queues  # noqa: E402
 from tickwork.config import load_settings  # noqa: E402
 from tickwork.messaging import queue_name  # noqa: E402
@@ -245,13 +246,17 @@ def main() -> None:
             "duplicates": sum(v - 1 for v in per_fire.values() if v > 1),
             "misses": expected - len(per_fire),
             "never_published": sum(1 for r in fires if r.enqueued_at is None),
-            "publish_lag_ms": {"p50": pct(lags, 0.5), "p99": pct(lags, 0.99), "max": max(lags, default=None)},
+            "publish_lag_ms": {
+                "p50": percentile(lags, 0.5),
+                "p99": percentile(lags, 0.99),
+                "max": max(lags, default=None),
+            },
             "ticker_cpu_percent": round(cpu_percent, 1),
             "ticker_cpu_percent_per_1000_schedules": round(cpu_percent / (args.schedules / 1000), 3),
             "ticker_rss_mb": round(rss, 1),
             "ticker_peak_rss_mb": round(hwm, 1),
             "ticker_peak_rss_mb_per_1000_schedules": round(hwm / (args.schedules / 1000), 3),
-            "lag_p99_per_second_ms": {k: pct(v, 0.99) for k, v in sorted(by_second.items())},
+            "lag_p99_per_second_ms": {k: percentile(v, 0.99) for k, v in sorted(by_second.items())},
             "explain": plans,
         }
         out.write_text(json.dumps(result, indent=2, default=str))

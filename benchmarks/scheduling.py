@@ -53,6 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.databases import create_database  # noqa: E402
+from benchmarks.stats import percentile  # noqa: E402
 from benchmarks.worker_throughput import delete_queues, wait_for_consumers  # noqa: E402
 from tickwork.config import load_settings  # noqa: E402
 from tickwork.keys import leader_key  # noqa: E402
@@ -63,13 +64,6 @@ from tickwork.store.models import jobs_table, runs_table  # noqa: E402
 
 REDIS = os.environ.get("TICKWORK_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 AMQP = os.environ.get("TICKWORK_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
 class Receiver(threading.Thread):
@@ -387,13 +381,13 @@ def run_size(
             "never_received": sum(1 for r in window if r["id"] not in receiver.received),
             "duplicate_messages_received": receiver.dup_messages,
             "publish_lag_ms": {
-                "p50": pct(publish_lag, 0.5),
-                "p99": pct(publish_lag, 0.99),
+                "p50": percentile(publish_lag, 0.5),
+                "p99": percentile(publish_lag, 0.99),
                 "max": max(publish_lag),
             },
             "consumer_lag_ms": {
-                "p50": pct(consumer_lag, 0.5),
-                "p99": pct(consumer_lag, 0.99),
+                "p50": percentile(consumer_lag, 0.5),
+                "p99": percentile(consumer_lag, 0.99),
                 "max": max(consumer_lag),
             },
             "fires_per_second_sustained": len(steady) / max(1, len(per_second)),
@@ -420,7 +414,7 @@ def run_size(
             "late_after_seconds": late_after,
             "fires_marked_late": late_marked(engine) if late_after else 0,
             "delivery_attempts": delivery_attempts(engine) if notify_backlog else 0,
-            "lag_p99_per_second_ms": {k: pct(v, 0.99) for k, v in sorted(lag_series.items())},
+            "lag_p99_per_second_ms": {k: percentile(v, 0.99) for k, v in sorted(lag_series.items())},
         }
         engine.dispose()
         return result
@@ -502,11 +496,15 @@ def run_end_to_end(size: int, duration: float, workdir: Path) -> dict[str, Any]:
             "runs": len(runs),
             "runs_started": len(started),
             "publish_lag_ms": {
-                "p50": pct(published, 0.5),
-                "p99": pct(published, 0.99),
+                "p50": percentile(published, 0.5),
+                "p99": percentile(published, 0.99),
                 "max": max(published),
             },
-            "start_lag_ms": {"p50": pct(started, 0.5), "p99": pct(started, 0.99), "max": max(started)},
+            "start_lag_ms": {
+                "p50": percentile(started, 0.5),
+                "p99": percentile(started, 0.99),
+                "max": max(started),
+            },
         }
     finally:
         for p in procs:
@@ -571,10 +569,14 @@ def run_apscheduler_anchor(jobs: int, duration: float, warmup: float = 3.0) -> d
         "fires_per_second_scheduled": jobs,
         "seconds": duration,
         "fires_dispatched": len(dispatch),
-        "dispatch_lag_ms": {"p50": pct(lags, 0.5), "p99": pct(lags, 0.99), "max": max(lags, default=0)},
+        "dispatch_lag_ms": {
+            "p50": percentile(lags, 0.5),
+            "p99": percentile(lags, 0.99),
+            "max": max(lags, default=0),
+        },
         "start_lag_ms": {
-            "p50": pct(start_lags, 0.5),
-            "p99": pct(start_lags, 0.99),
+            "p50": percentile(start_lags, 0.5),
+            "p99": percentile(start_lags, 0.99),
             "max": max(start_lags, default=0),
         },
         "start_valid": bool(lags) and max(lags) < 900,

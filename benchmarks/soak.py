@@ -37,6 +37,7 @@ from typing import Any
 import redis
 from sqlalchemy import select
 
+from benchmarks.stats import percentile
 from tests.private_services import PrivateMariaDB, PrivateRabbitMQ, PrivateRedis
 from tickwork.config import Settings, load_settings
 from tickwork.keys import leader_key
@@ -150,13 +151,6 @@ def leader(settings: Settings) -> str | None:
     finally:
         client.close()
     return raw.decode().split(" ", 1)[0] if raw else None
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
 def main() -> None:

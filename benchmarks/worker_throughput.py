@@ -50,6 +50,10 @@ from tickwork.store.models import RunStatus, runs_table, utcnow
 from tickwork.store.runs import insert_run, mark_enqueued
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # benchmarks.* when run as a script
+
+from benchmarks.stats import percentile, percentiles  # noqa: E402
+
 MYSQL_HOST = "root@127.0.0.1:3306"
 #: ``--driver`` → the SQLAlchemy URL scheme (the same code runs on either driver).
 DRIVERS = {"pymysql": "mysql+pymysql", "mysqldb": "mysql+mysqldb"}
@@ -470,9 +474,9 @@ def latency_path(engine: Any, rds: Any, start_key: str, job_id: int, count: int)
     names = ("total", "insert", "to_claim", "claim_to_start")
     out: dict[str, Any] = {"runs": len(parts)}
     for i, name in enumerate(names):
-        q = statistics.quantiles([p[i] for p in parts], n=100)
-        out[f"{name}_p50"], out[f"{name}_p99"] = round(q[49], 2), round(q[98], 2)
-    cut = statistics.quantiles([p[0] for p in parts], n=100)[98]
+        p50, p99 = percentiles((p[i] for p in parts), 0.5, 0.99)
+        out[f"{name}_p50"], out[f"{name}_p99"] = round(p50, 2), round(p99, 2)
+    cut = percentile((p[0] for p in parts), 0.99)
     tail = [p for p in parts if p[0] >= cut]
     out["tail_runs"] = len(tail)
     out["tail_mean"] = {name: round(statistics.fmean(p[i] for p in tail), 2) for i, name in enumerate(names)}
@@ -902,25 +906,25 @@ def main() -> int:
                     rds.delete(key, f"{key}:after_insert", f"{key}:start")
                 parts = send_at_rate(count, first_attempt=1)
                 values = sorted(float(v) * 1000 for v in rds.lrange(key, 0, -1))
-                q = statistics.quantiles(values, n=100)
+                p50, p99 = percentiles(values, 0.5, 0.99)
                 results[f"{kind}_latency_ms"] = {
                     "rate_per_s": args.rate,
                     "samples": len(values),
-                    "p50": round(q[49], 2),
-                    "p99": round(q[98], 2),
+                    "p50": round(p50, 2),
+                    "p99": round(p99, 2),
                     "max": round(values[-1], 2),
                     "conditions": conditions,
                 }
                 if kind == "tickwork":
                     for part, samples in parts.items():
-                        pq = statistics.quantiles(samples, n=100)
-                        results["tickwork_latency_ms"][f"{part}_p50"] = round(pq[49], 2)
-                        results["tickwork_latency_ms"][f"{part}_p99"] = round(pq[98], 2)
+                        p50, p99 = percentiles(samples, 0.5, 0.99)
+                        results["tickwork_latency_ms"][f"{part}_p50"] = round(p50, 2)
+                        results["tickwork_latency_ms"][f"{part}_p99"] = round(p99, 2)
                     # From the row's commit to the start: the publish, the delivery, the claim.
                     after_insert = [float(v) * 1000 for v in rds.lrange(f"{key}:after_insert", 0, -1)]
-                    aq = statistics.quantiles(after_insert, n=100)
-                    results["tickwork_latency_ms"]["after_insert_p50"] = round(aq[49], 2)
-                    results["tickwork_latency_ms"]["after_insert_p99"] = round(aq[98], 2)
+                    p50, p99 = percentiles(after_insert, 0.5, 0.99)
+                    results["tickwork_latency_ms"]["after_insert_p50"] = round(p50, 2)
+                    results["tickwork_latency_ms"]["after_insert_p99"] = round(p99, 2)
                     results["tickwork_latency_ms"]["path"] = latency_path(
                         engine, rds, f"{key}:start", lat_job.id, count
                     )

@@ -1,0 +1,27 @@
+"""One percentile for every benchmark, so a p99 here means what a p99 there means.
+
+Nearest rank: the smallest sample with at least ``q`` of the samples at or below it. No
+interpolation, so every figure is a time that was measured. The benchmarks used three
+definitions before (index ``int(n·q)``, nearest rank, and :func:`statistics.quantiles`'
+interpolation); on the sample sizes they take (2,000 to 600,000) the three differ by less
+than the gap between two neighbouring samples.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+
+def percentile(values: Iterable[float], q: float) -> float:
+    """The nearest-rank ``q`` quantile (``0 < q <= 1``) of ``values``; NaN when there are none."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+def percentiles(values: Iterable[float], *qs: float) -> list[float]:
+    """:func:`percentile` for several ``qs`` with one sort."""
+    ordered = sorted(values)
+    return [percentile(ordered, q) for q in qs]
