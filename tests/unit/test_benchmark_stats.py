@@ -1,0 +1,46 @@
+"""The benchmarks' one percentile (``benchmarks/stats.py``): every p50 and p99 in
+``benchmarks/results`` is computed by it, so its definition is pinned here."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from benchmarks.stats import percentile, percentiles
+
+pytestmark = pytest.mark.unit
+
+
+def test_nearest_rank_on_one_to_a_hundred() -> None:
+    values = list(range(100, 0, -1))  # order does not matter
+    assert percentile(values, 0.5) == 50
+    assert percentile(values, 0.99) == 99
+    assert percentile(values, 1.0) == 100
+    assert percentile(values, 0.001) == 1
+
+
+def test_always_a_measured_value_never_an_interpolation() -> None:
+    values = [1.0, 10.0]
+    assert percentile(values, 0.5) == 1.0
+    assert percentile(values, 0.51) == 10.0
+
+
+def test_p99_of_two_thousand_samples_is_the_1980th() -> None:
+    rng = random.Random(7)
+    values = [rng.random() for _ in range(2000)]
+    assert percentile(values, 0.99) == sorted(values)[1979]
+    # 20 samples lie above it: the slowest 1 %.
+    assert sum(v > percentile(values, 0.99) for v in values) == 20
+
+
+def test_empty_and_single() -> None:
+    assert math.isnan(percentile([], 0.5))
+    assert percentile([3.5], 0.99) == 3.5
+
+
+def test_percentiles_match_percentile() -> None:
+    rng = random.Random(11)
+    values = [rng.expovariate(1.0) for _ in range(999)]
+    assert percentiles(iter(values), 0.5, 0.9, 0.99) == [percentile(values, q) for q in (0.5, 0.9, 0.99)]
