@@ -85,6 +85,12 @@ def worker_rows(r: dict[str, Any]) -> list[str]:
                 if "after_insert_p50" in t
                 else ""
             )
+            + (
+                f": to the claim {t['path']['to_claim_p50']} / {t['path']['to_claim_p99']} ms, from the claim"
+                f" to the start {t['path']['claim_to_start_p50']} / {t['path']['claim_to_start_p99']} ms"
+                if "to_claim_p50" in t.get("path", {})
+                else ""
+            )
             + f") vs bare Dramatiq {b['p50']} / {b['p99']} ms | same command |"
         )
     return rows
@@ -169,6 +175,23 @@ def scale_row(r: dict[str, Any]) -> str:
     )
 
 
+def publish_instant_row(r: dict[str, Any]) -> str:
+    m, s = r["machine"], r["summary"]
+    at = where(m["host"], m["date"], (m["loadavg_start"][0], m["loadavg_end"][0]))
+
+    def send(arm: str) -> str:
+        return f"{s[arm]['send_ms']['p50']} / {s[arm]['send_ms']['p90']}"
+
+    return (
+        f"| one fire instant's publish: {r['messages_per_batch']:,} persistent messages, one write and one"
+        f" RabbitMQ transaction, {r['rounds']} alternating rounds ({at}) | tickwork's path p50 / p90"
+        f" {send('tickwork')} ms (marshalled before the instant: {s['tickwork']['prepare_ms']['p50']} ms);"
+        f" the same frames {send('tx')}; publisher confirms {send('confirm')}; over 2 / 4 channels"
+        f" {send('tx_2ch')} / {send('tx_4ch')}; not persistent {send('tx_transient')} ms"
+        " | `PYTHONPATH=. python benchmarks/publish_instant.py` |"
+    )
+
+
 def rows() -> list[str]:
     out = ["| what (date, machine, load average) | figure | reproduce |", "| --- | --- | --- |"]
     if (r := load("worker_throughput.json")) is not None:
@@ -177,6 +200,8 @@ def rows() -> list[str]:
         out.append(scale_out_row(r))
     if (r := load("scheduling.json")) is not None:
         out += scheduling_rows(r)
+    if (r := load("publish_instant.json")) is not None:
+        out.append(publish_instant_row(r))
     if (r := load("lease_watch.json")) is not None:
         out.append(lease_row(r))
     if (r := load("scale.json")) is not None:
