@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 import uuid
@@ -39,7 +38,7 @@ from pika import frame, spec
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.stats import percentiles  # noqa: E402
+from benchmarks.stats import percentiles, run_machine  # noqa: E402
 from tickwork import amqp  # noqa: E402
 from tickwork.config import load_settings  # noqa: E402
 from tickwork.messaging import build_message, make_broker, queue_name  # noqa: E402
@@ -178,13 +177,7 @@ def main() -> int:
             p50, p90, top = percentiles(values, 0.5, 0.9, 1.0)
             summary[arm][key] = {"p50": round(p50, 2), "p90": round(p90, 2), "max": round(top, 2)}
     results = {
-        "machine": {
-            "date": started.strftime("%Y-%m-%d %H:%M UTC"),
-            "host": platform.node(),
-            "cores": os.cpu_count(),
-            "loadavg_start": [round(x, 2) for x in load_start],
-            "loadavg_end": [round(x, 2) for x in os.getloadavg()],
-        },
+        "machine": run_machine(started, load_start),
         "messages_per_batch": n,
         "rounds": args.rounds,
         "nacks": acked["nacks"],

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -29,7 +28,7 @@ from typing import Any
 from sqlalchemy import Engine, insert
 
 from benchmarks.databases import scratch_database
-from benchmarks.stats import percentiles
+from benchmarks.stats import percentiles, run_machine
 from tickwork.spec import JobSpec
 from tickwork.store.engine import make_engine
 from tickwork.store.jobs import create_job
@@ -120,13 +119,7 @@ def main() -> int:
         for mode, values in samples.items()
     }
     results = {
-        "machine": {
-            "date": started.strftime("%Y-%m-%d %H:%M UTC"),
-            "host": platform.node(),
-            "cores": os.cpu_count(),
-            "loadavg_start": [round(x, 2) for x in load_start],
-            "loadavg_end": [round(x, 2) for x in os.getloadavg()],
-        },
+        "machine": run_machine(started, load_start),
         "inserts_per_mode_and_round": args.inserts,
         "rate_per_s": args.rate,
         "summary": summary,

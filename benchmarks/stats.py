@@ -1,4 +1,5 @@
-"""One percentile for every benchmark, so a p99 here means what a p99 there means.
+"""What the benchmarks' results share: one percentile, so a p99 here means what a p99 there
+means, and the record of where and when a run ran.
 
 Nearest rank: the smallest sample with at least ``q`` of the samples at or below it. No
 interpolation, so every figure is a time that was measured. The benchmarks used three
@@ -10,7 +11,11 @@ than the gap between two neighbouring samples.
 from __future__ import annotations
 
 import math
+import os
+import platform
 from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
 
 
 def percentile(values: Iterable[float], q: float) -> float:
@@ -25,3 +30,14 @@ def percentiles(values: Iterable[float], *qs: float) -> list[float]:
     """:func:`percentile` for several ``qs`` with one sort."""
     ordered = sorted(values)
     return [percentile(ordered, q) for q in qs]
+
+
+def run_machine(started: datetime, load_start: tuple[float, float, float]) -> dict[str, Any]:
+    """The ``machine`` of a results file: a ratio means little without the load it ran under."""
+    return {
+        "date": started.strftime("%Y-%m-%d %H:%M UTC"),
+        "host": platform.node(),
+        "cores": os.cpu_count(),
+        "loadavg_start": [round(x, 2) for x in load_start],
+        "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+    }

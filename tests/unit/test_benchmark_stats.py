@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import math
+import os
 import random
+from datetime import UTC, datetime
 
 import pytest
 
-from benchmarks.stats import percentile, percentiles
+from benchmarks.stats import percentile, percentiles, run_machine
 
 pytestmark = pytest.mark.unit
 
@@ -44,3 +46,12 @@ def test_percentiles_match_percentile() -> None:
     rng = random.Random(11)
     values = [rng.expovariate(1.0) for _ in range(999)]
     assert percentiles(iter(values), 0.5, 0.9, 0.99) == [percentile(values, q) for q in (0.5, 0.9, 0.99)]
+
+
+def test_run_machine_records_when_where_and_the_load() -> None:
+    started = datetime(2026, 12, 4, 23, 5, tzinfo=UTC)
+    machine = run_machine(started, (0.5, 0.25, 1.234))
+    assert machine["date"] == "2026-12-04 23:05 UTC"
+    assert machine["loadavg_start"] == [0.5, 0.25, 1.23]  # two decimals, as the load prints
+    assert len(machine["loadavg_end"]) == 3
+    assert machine["cores"] == os.cpu_count()
