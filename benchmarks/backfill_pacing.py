@@ -52,7 +52,7 @@ from benchmarks.scheduling import (  # noqa: E402
     wait_for_workers,
 )
 from benchmarks.stats import percentile  # noqa: E402
-from benchmarks.worker_throughput import delete_queues  # noqa: E402
+from benchmarks.worker_throughput import delete_keys, delete_queues  # noqa: E402
 from tickwork.backfill import backfill  # noqa: E402
 from tickwork.config import load_settings  # noqa: E402
 from tickwork.messaging import queue_name  # noqa: E402
@@ -231,6 +231,7 @@ def run(schedules: int, baseline: float, tail: float) -> dict[str, Any]:
         with server.connect() as conn:
             conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
         server.dispose()
+        delete_keys(REDIS, name)
 
 
 def run_with_workers(schedules: int, baseline: float, tail: float) -> dict[str, Any]:
@@ -382,6 +383,7 @@ def run_with_workers(schedules: int, baseline: float, tail: float) -> dict[str, 
             conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
         server.dispose()
         delete_queues(AMQP, name, ("bench", "default"))
+        delete_keys(REDIS, name)
 
 
 def plot(result: dict[str, Any], path: Path) -> None:

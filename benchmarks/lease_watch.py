@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.databases import create_database  # noqa: E402
 from benchmarks.scheduling import AMQP, REDIS, cpu_model, tickwork_env  # noqa: E402
-from benchmarks.worker_throughput import delete_queues  # noqa: E402
+from benchmarks.worker_throughput import delete_keys, delete_queues  # noqa: E402
 from tickwork.config import load_settings  # noqa: E402
 from tickwork.keys import leader_key  # noqa: E402
 from tickwork.store.engine import make_engine, upgrade  # noqa: E402
@@ -154,6 +154,7 @@ def main() -> None:
             conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
         server.dispose()
         delete_queues(AMQP, name)  # ten minutes of fires nobody consumed: ~600,000 messages
+        delete_keys(REDIS, name)
 
 
 if __name__ == "__main__":

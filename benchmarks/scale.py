@@ -39,9 +39,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.databases import create_database  # noqa: E402
-from benchmarks.scheduling import AMQP, cpu_seconds, tickwork_env  # noqa: E402
+from benchmarks.scheduling import AMQP, REDIS, cpu_seconds, tickwork_env  # noqa: E402
 from benchmarks.stats import percentile  # noqa: E402
-from benchmarks.worker_throughput import delete_queues  # noqa: E402
+from benchmarks.worker_throughput import delete_keys, delete_queues  # noqa: E402
 from tickwork.config import load_settings  # noqa: E402
 from tickwork.messaging import queue_name  # noqa: E402
 from tickwork.store.engine import make_engine, upgrade  # noqa: E402
@@ -271,6 +271,7 @@ def main() -> None:
             conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
         server.dispose()
         delete_queues(AMQP, name)
+        delete_keys(REDIS, name)
 
 
 def plot(result: dict[str, Any], path: Path) -> None:

@@ -54,7 +54,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.databases import create_database  # noqa: E402
 from benchmarks.stats import percentile  # noqa: E402
-from benchmarks.worker_throughput import delete_queues, wait_for_consumers  # noqa: E402
+from benchmarks.worker_throughput import delete_keys, delete_queues, wait_for_consumers  # noqa: E402
 from tickwork.config import load_settings  # noqa: E402
 from tickwork.keys import leader_key  # noqa: E402
 from tickwork.messaging import queue_name  # noqa: E402
@@ -427,6 +427,7 @@ def run_size(
         with server.connect() as conn:
             conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
         server.dispose()
+        delete_keys(REDIS, name)
 
 
 def run_end_to_end(size: int, duration: float, workdir: Path) -> dict[str, Any]:
@@ -519,6 +520,7 @@ def run_end_to_end(size: int, duration: float, workdir: Path) -> dict[str, Any]:
             conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
         server.dispose()
         delete_queues(AMQP, name, ("bench", "benchlat", "bare", "barelat", "default"))
+        delete_keys(REDIS, name)
 
 
 def run_apscheduler_anchor(jobs: int, duration: float, warmup: float = 3.0) -> dict[str, Any]:

@@ -147,6 +147,21 @@ def delete_queues(amqp_url: str, namespace: str, queues: tuple[str, ...] = ("def
         print(f"could not delete the queues of {namespace}: {exc!r}", file=sys.stderr)
 
 
+def delete_keys(redis_url: str, namespace: str) -> None:
+    """Delete a run's Redis keys (``<namespace>:*``: the lease, heartbeats, ``workers:since``,
+    which has no expiry): each run has a namespace of its own, so they would pile up. Called
+    from ``finally`` blocks: a failure is printed, not raised over the run's own error."""
+    try:
+        client = redis.Redis.from_url(redis_url)
+        try:
+            for key in client.scan_iter(f"{namespace}:*"):
+                client.delete(key)
+        finally:
+            client.close()
+    except redis.RedisError as exc:
+        print(f"could not delete the Redis keys of {namespace}: {exc!r}", file=sys.stderr)
+
+
 def worker_env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TICKWORK_")}
     env.update(
@@ -941,8 +956,7 @@ def main() -> int:
         broker.close()
         queues = ("bench", "bare", "benchlat", "barelat", "default", "celery")
         delete_queues(settings.broker_url, settings.namespace, queues)
-        for stale in rds.scan_iter(f"{settings.namespace}*"):
-            rds.delete(stale)
+        delete_keys(settings.redis_url or "redis://127.0.0.1:6379/0", settings.namespace)
         engine.dispose()
         with server.connect() as c:
             c.execute(text(f"DROP DATABASE IF EXISTS `{dbname}`"))
