@@ -20,16 +20,19 @@ from typing import Any
 
 def percentile(values: Iterable[float], q: float) -> float:
     """The nearest-rank ``q`` quantile (``0 < q <= 1``) of ``values``; NaN when there are none."""
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+    return _rank(sorted(values), q)
 
 
 def percentiles(values: Iterable[float], *qs: float) -> list[float]:
     """:func:`percentile` for several ``qs`` with one sort."""
     ordered = sorted(values)
-    return [percentile(ordered, q) for q in qs]
+    return [_rank(ordered, q) for q in qs]
+
+
+def _rank(ordered: list[float], q: float) -> float:
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
 def run_machine(started: datetime, load_start: tuple[float, float, float]) -> dict[str, Any]:

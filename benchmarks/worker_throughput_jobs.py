@@ -41,7 +41,6 @@ def bench_latency(sent_at: float, committed_at: float | None = None) -> None:
     """``sent_at``: before the row's insert; ``committed_at``: after its commit (the worker side)."""
     now = time.time()
     if committed_at is not None:
-        _redis.rpush(f"{LATENCY_KEY}:tickwork:after_insert", now - committed_at)
         # Joined with the run's row (its started_at) by the benchmark.
         attempt = current_attempt()
         if attempt is not None:
