@@ -16,6 +16,7 @@ from tickwork.errors import Conflict, DatabaseNotMigrated
 from tickwork.spec import JobSpec
 from tickwork.store import RunStatus, ensure_migrated, make_engine, upgrade
 from tickwork.store.jobs import create_job
+from tickwork.store.models import RunTrigger
 from tickwork.store.runs import claim_attempt, finish_attempt, get_run, insert_run, mark_enqueued
 
 pytestmark = pytest.mark.integration
@@ -57,6 +58,44 @@ def test_unique_constraint_rejects_a_second_row_for_the_same_attempt(mysql_engin
     # The next attempt of the same fire, and the same attempt of another fire, are fine.
     insert_run(mysql_engine, job_id=job.id, scheduled_for=fire, attempt=2)
     insert_run(mysql_engine, job_id=job.id, scheduled_for=fire + timedelta(minutes=1), attempt=1)
+
+
+def test_insert_run_writes_each_column_of_the_row(mysql_engine) -> None:
+    """``insert_run`` executes one prepared ``INSERT`` with the values as parameters (issue 15):
+    each column, the defaults and the terminal-status ``finished_at`` are as the statement built
+    per run wrote them."""
+    job = create_job(mysql_engine, JobSpec.model_validate(SEED))
+    now = datetime(2026, 1, 1, 12, 0, 0, 250000, tzinfo=UTC)
+    fire = now + timedelta(seconds=1)
+    later = now + timedelta(seconds=30)
+    pending = insert_run(mysql_engine, job_id=job.id, scheduled_for=fire, now=now)
+    retry = insert_run(
+        mysql_engine, job_id=job.id, scheduled_for=fire, attempt=2, trigger=RunTrigger.RETRY,
+        available_at=later, arguments={"args": [1], "kwargs": {"k": "v"}}, now=now,
+    )  # fmt: skip
+    dead = insert_run(
+        mysql_engine, job_id=job.id, scheduled_for=fire, attempt=3, status=RunStatus.DEAD,
+        error="boom", now=now,
+    )  # fmt: skip
+    with mysql_engine.connect() as conn:
+        rows = {
+            r.id: r
+            for r in conn.execute(
+                text(
+                    "SELECT id, job_id, attempt, status, `trigger`, available_at, created_at, updated_at,"
+                    " finished_at, error, arguments, JSON_TYPE(arguments) AS arguments_type FROM job_runs"
+                )
+            )
+        }
+    naive = now.replace(tzinfo=None)
+    a, b, c = rows[pending], rows[retry], rows[dead]
+    assert (a.job_id, a.attempt, a.status, a.trigger) == (job.id, 1, "PENDING", "schedule")
+    assert a.available_at == a.created_at == a.updated_at == naive  # available at once
+    assert a.finished_at is None and a.error is None
+    assert a.arguments_type == "NULL"  # no arguments: JSON null, as before the change
+    assert (b.attempt, b.trigger, b.available_at) == (2, "retry", later.replace(tzinfo=None))
+    assert get_run(mysql_engine, retry).arguments == {"args": [1], "kwargs": {"k": "v"}}
+    assert (c.status, c.error, c.finished_at) == ("DEAD", "boom", naive)  # terminal: finished now
 
 
 def test_microseconds_survive_the_round_trip(mysql_engine) -> None:
