@@ -32,10 +32,19 @@ def where(machine: str, date: str, load: tuple[Any, Any]) -> str:
     return f"{date}, {machine}, load {load[0]}-{load[1]}"
 
 
+def storage(r: dict[str, Any]) -> tuple[str, str]:
+    """What the run's queues were stored as (its ``--queue-version``), for the row and its command."""
+    version = r.get("queue_version")
+    if version in (1, 2):
+        return f", classic queues v{version} (a policy)", f" --queue-version {version}"
+    return "", ""
+
+
 def worker_rows(r: dict[str, Any]) -> list[str]:
     m = r["machine"]
     host = f"{m['host']} ({m['cpu']})" if m.get("cpu") else m["host"]
-    at = where(host, m["date"], (m["loadavg_start"][0], m["loadavg_end"][0]))
+    queues, flag = storage(r)
+    at = where(host, m["date"], (m["loadavg_start"][0], m["loadavg_end"][0])) + queues
     tw, bare = r["tickwork"], r["bare"]
     rounds = " / ".join(str(x) for x in r["ratio_per_round"])
     # Before 2026-12-03 11:00 the bare actors ran inside tickwork's worker processes.
@@ -62,7 +71,7 @@ def worker_rows(r: dict[str, Any]) -> list[str]:
         f"{r['processes']} processes x {r['threads']} threads ({at}) | {text} | "
         f"`PYTHONPATH=. python benchmarks/worker_throughput.py --jobs {r['jobs']} --rounds "
         f"{len(r['rounds'])}{' --also-sync' if 'tickwork_sync' in r else ''}"
-        f"{' --with-celery' if 'celery' in r else ''}` |"
+        f"{' --with-celery' if 'celery' in r else ''}{flag}` |"
     ]
     if "celery" in r:
         c = r["celery"]
@@ -114,14 +123,15 @@ def scale_out_row(r: dict[str, Any]) -> str:
 def scheduling_rows(r: dict[str, Any]) -> list[str]:
     date = r["measured_at"][:16].replace("T", " ") + " UTC"
     host = r.get("machine", "?") + (f" ({r['cpu']})" if r.get("cpu") else "")
-    at = where(host, date, (r["loadavg_start"][0], r["loadavg_end"][0]))
+    queues, flag = storage(r)
+    at = where(host, date, (r["loadavg_start"][0], r["loadavg_end"][0])) + queues
     a = r.get("apscheduler_anchor")
     rows = []
     if a:
         rows.append(
             f"| anchor: APScheduler 3 in-process, 1,000 cron jobs a second, no store, no broker ({at}) | "
             f"dispatch lag p50 / p99 {n(a['dispatch_lag_ms']['p50'])} / {n(a['dispatch_lag_ms']['p99'])} ms "
-            f"| `PYTHONPATH=. python benchmarks/scheduling.py --sizes 1000 10000` |"
+            f"| `PYTHONPATH=. python benchmarks/scheduling.py --sizes 1000 10000{flag}` |"
         )
     for res in r["results"]:
         lag = res["publish_lag_ms"]
@@ -162,7 +172,8 @@ def lease_row(r: dict[str, Any]) -> str:
 
 def scale_row(r: dict[str, Any]) -> str:
     date = r["measured_at"][:16].replace("T", " ") + " UTC"
-    at = where(r["machine"], date, (r["loadavg_start"][0], r["loadavg_end"][0]))
+    queues, flag = storage(r)
+    at = where(r["machine"], date, (r["loadavg_start"][0], r["loadavg_end"][0])) + queues
     lag = r["publish_lag_ms"]
     return (
         f"| scale: {r['schedules']:,} minutely schedules spread over the minute "
@@ -171,13 +182,14 @@ def scale_row(r: dict[str, Any]) -> str:
         f"{r['ticker_cpu_percent']} % of a core ({r['ticker_cpu_percent_per_1000_schedules']} % per 1,000 "
         f"schedules), peak RSS {r['ticker_peak_rss_mb']} MB ({r['ticker_peak_rss_mb_per_1000_schedules']} MB "
         f"per 1,000); {r['duplicates']} duplicates, {r['misses']} misses; EXPLAIN in `scale.json` | "
-        f"`PYTHONPATH=. python benchmarks/scale.py` |"
+        f"`PYTHONPATH=. python benchmarks/scale.py{flag}` |"
     )
 
 
 def publish_instant_row(r: dict[str, Any]) -> str:
     m, s = r["machine"], r["summary"]
-    at = where(m["host"], m["date"], (m["loadavg_start"][0], m["loadavg_end"][0]))
+    queues, flag = storage(r)
+    at = where(m["host"], m["date"], (m["loadavg_start"][0], m["loadavg_end"][0])) + queues
 
     def send(arm: str) -> str:
         return f"{s[arm]['send_ms']['p50']} / {s[arm]['send_ms']['p90']}"
@@ -186,9 +198,15 @@ def publish_instant_row(r: dict[str, Any]) -> str:
         f"| one fire instant's publish: {r['messages_per_batch']:,} persistent messages, one write and one"
         f" RabbitMQ transaction, {r['rounds']} alternating rounds ({at}) | tickwork's path p50 / p90"
         f" {send('tickwork')} ms (marshalled before the instant: {s['tickwork']['prepare_ms']['p50']} ms);"
-        f" the same frames {send('tx')}; publisher confirms {send('confirm')}; over 2 / 4 channels"
+        f" the same frames {send('tx')}"
+        + (
+            f"; written before the instant, only the commit at it {send('tx_staged')}"
+            if "tx_staged" in s
+            else ""
+        )
+        + f"; publisher confirms {send('confirm')}; over 2 / 4 channels"
         f" {send('tx_2ch')} / {send('tx_4ch')}; not persistent {send('tx_transient')} ms"
-        " | `PYTHONPATH=. python benchmarks/publish_instant.py` |"
+        f" | `PYTHONPATH=. python benchmarks/publish_instant.py{flag}` |"
     )
 
 

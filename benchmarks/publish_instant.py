@@ -8,6 +8,9 @@ publish lag of ``scheduling.py``, is stamped when that returns. This sends such 
 
 - ``tickwork``: tickwork's own path with real tickwork messages (``prepare`` timed apart);
 - ``tx``: the same frames built here (450-byte bodies), one channel, ``tx.commit``;
+- ``tx_staged``: the same frames written (and a ``basic.qos`` round trip, so RabbitMQ has read
+  them) before the clock starts; only ``tx.commit`` is timed: what writing the instant's
+  messages into the open transaction ahead of the instant would leave at it;
 - ``confirm``: publisher confirms instead of a transaction, waiting for the last ack;
 - ``tx_2ch`` / ``tx_4ch``: the batch split over 2 / 4 transactional channels committed at once;
 - ``tx_transient``: ``delivery_mode`` 1, what RabbitMQ's persistence costs (not an option:
@@ -21,6 +24,7 @@ Results go to benchmarks/results/publish_instant.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -39,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.stats import percentiles, run_machine  # noqa: E402
+from benchmarks.worker_throughput import queue_version  # noqa: E402
 from tickwork import amqp  # noqa: E402
 from tickwork.config import load_settings  # noqa: E402
 from tickwork.messaging import build_message, make_broker, queue_name  # noqa: E402
@@ -66,6 +71,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--pause", type=float, default=0.3, help="seconds between batches")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "publish_instant.json"))
+    parser.add_argument(
+        "--queue-version",
+        type=int,
+        choices=(1, 2),
+        help="classic queue storage of the scratch queues (a RabbitMQ policy; default: the broker's)",
+    )
     args = parser.parse_args()
     n = args.messages
     started = datetime.now(UTC)
@@ -81,6 +92,8 @@ def main() -> int:
         max_concurrency=None, parameters=None,
     )  # fmt: skip
 
+    policy = contextlib.ExitStack()
+    policy.enter_context(queue_version(f"^{namespace}\\.", args.queue_version))
     conn = pika.BlockingConnection(pika.URLParameters(AMQP))
     admin = conn.channel()
     queue = f"{namespace}.raw"
@@ -116,6 +129,15 @@ def main() -> int:
 
         return send
 
+    def staged() -> None:
+        c = tx_channels[0]
+        data = frames(c, queue, n)
+        conn._impl._output_marshaled_frames([data])
+        c.basic_qos(prefetch_count=0)  # a round trip: RabbitMQ has parsed every frame before it
+        start = time.perf_counter()
+        c.tx_commit()
+        timings["send_ms"] = (time.perf_counter() - start) * 1000
+
     def confirmed() -> None:
         data = frames(confirm, queue, n)
         start = time.perf_counter()
@@ -141,6 +163,7 @@ def main() -> int:
     arms: dict[str, Callable[[], None]] = {
         "tickwork": tickwork,
         "tx": split(1),
+        "tx_staged": staged,
         "confirm": confirmed,
         "tx_2ch": split(2),
         "tx_4ch": split(4),
@@ -170,6 +193,7 @@ def main() -> int:
                 with_errors.append(f"{name}: {exc}")
         conn.close()
         broker.close()
+        policy.close()
     summary: dict[str, dict[str, dict[str, float]]] = {}
     for arm, parts in samples.items():
         summary[arm] = {}
@@ -180,6 +204,7 @@ def main() -> int:
         "machine": run_machine(started, load_start),
         "messages_per_batch": n,
         "rounds": args.rounds,
+        "queue_version": args.queue_version or "broker default",
         "nacks": acked["nacks"],
         "cleanup_errors": with_errors,
         "summary": summary,

@@ -21,6 +21,7 @@ Writes benchmarks/results/scale.json and benchmarks/results/scale.png.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -41,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.databases import create_database  # noqa: E402
 from benchmarks.scheduling import AMQP, REDIS, cpu_seconds, tickwork_env  # noqa: E402
 from benchmarks.stats import percentile  # noqa: E402
-from benchmarks.worker_throughput import delete_keys, delete_queues  # noqa: E402
+from benchmarks.worker_throughput import delete_keys, delete_queues, queue_version  # noqa: E402
 from tickwork.config import load_settings  # noqa: E402
 from tickwork.messaging import queue_name  # noqa: E402
 from tickwork.store.engine import make_engine, upgrade  # noqa: E402
@@ -101,13 +102,21 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=90.0)
     parser.add_argument("--warmup", type=float, default=15.0, help="seconds left out of the lag figures")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scale.json"))
+    parser.add_argument(
+        "--queue-version",
+        type=int,
+        choices=(1, 2),
+        help="classic queue storage of the run's queues (a RabbitMQ policy; default: the broker's)",
+    )
     args = parser.parse_args()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     load_start = [round(x, 2) for x in os.getloadavg()]
     name, server, url = create_database("tw_scale")
     proc: subprocess.Popen[bytes] | None = None
+    policy = contextlib.ExitStack()
     try:
+        policy.enter_context(queue_version(f"^{name}\\.", args.queue_version))
         upgrade(url)
         engine = make_engine(url)
         settings = load_settings(database_url=url, broker_url=AMQP, namespace=name)
@@ -235,6 +244,7 @@ def main() -> None:
             "measured_at": datetime.now(UTC).isoformat(),
             "loadavg_start": load_start,
             "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+            "queue_version": args.queue_version or "broker default",
             "schedules": args.schedules,
             "fires_per_second_scheduled": round(args.schedules / 60, 1),
             "runs_in_table_before": history,
@@ -272,6 +282,7 @@ def main() -> None:
         server.dispose()
         delete_queues(AMQP, name)
         delete_keys(REDIS, name)
+        policy.close()
 
 
 def plot(result: dict[str, Any], path: Path) -> None:

@@ -54,7 +54,12 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.databases import create_database  # noqa: E402
 from benchmarks.stats import percentile  # noqa: E402
-from benchmarks.worker_throughput import delete_keys, delete_queues, wait_for_consumers  # noqa: E402
+from benchmarks.worker_throughput import (  # noqa: E402
+    delete_keys,
+    delete_queues,
+    queue_version,
+    wait_for_consumers,
+)
 from tickwork.config import load_settings  # noqa: E402
 from tickwork.keys import leader_key  # noqa: E402
 from tickwork.messaging import queue_name  # noqa: E402
@@ -637,12 +642,23 @@ def main() -> None:
         metavar="TICKWORK_NAME=VALUE",
         help="a setting for every tickwork process of the run (e.g. TICKWORK_PUBLISH_BATCH_SIZE=1000)",
     )
+    parser.add_argument(
+        "--queue-version",
+        type=int,
+        choices=(1, 2),
+        help="classic queue storage of the run's queues (a RabbitMQ policy; default: the broker's)",
+    )
     args = parser.parse_args()
     for item in args.set:
         name, sep, value = item.partition("=")
         if not sep or not name.startswith("TICKWORK_"):
             parser.error(f"--set {item!r}: expected TICKWORK_NAME=VALUE")
         EXTRA_SETTINGS[name] = value
+    with queue_version(r"^tw_(bench|e2e)_[0-9a-f]{6}\.", args.queue_version):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     load_start = [round(x, 2) for x in os.getloadavg()]
@@ -680,6 +696,7 @@ def main() -> None:
         "loadavg_end": [round(x, 2) for x in os.getloadavg()],
         "apscheduler_anchor": anchor,
         "settings": EXTRA_SETTINGS,
+        "queue_version": args.queue_version or "broker default",
         "results": results,
         "end_to_end": end_to_end,
     }

@@ -26,6 +26,7 @@ import contextlib
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import statistics
@@ -160,6 +161,35 @@ def delete_keys(redis_url: str, namespace: str) -> None:
             client.close()
     except redis.RedisError as exc:
         print(f"could not delete the Redis keys of {namespace}: {exc!r}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def queue_version(pattern: str, version: int | None) -> Any:
+    """The run's queues (names matching ``pattern``) on classic queue storage ``version``, by a
+    RabbitMQ policy set with ``rabbitmqctl`` for the run's length and cleared after it; a policy
+    converts a queue in place, whenever it was declared. ``None`` leaves the broker's default
+    (version 1 before RabbitMQ 4.0 unless ``classic_queue.default_version`` says otherwise;
+    only version 2 from 4.0). A policy is the broker's configuration, not tickwork's: it shows
+    what the operations guide's advice is worth on this broker."""
+    if version is None:
+        yield
+        return
+    if shutil.which("rabbitmqctl") is None:
+        raise SystemExit("--queue-version needs rabbitmqctl on PATH (the broker's own tool)")
+    name = f"tickwork-bench-{uuid.uuid4().hex[:8]}"
+    subprocess.run(
+        ["rabbitmqctl", "set_policy", "-p", "/", "--apply-to", "queues", name, pattern,
+         json.dumps({"queue-version": version})],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    try:
+        yield
+    finally:
+        cleared = subprocess.run(
+            ["rabbitmqctl", "clear_policy", "-p", "/", name], check=False, capture_output=True
+        )
+        if cleared.returncode:
+            print(f"could not clear the policy {name}: {cleared.stderr.decode()}", file=sys.stderr)
 
 
 def worker_env(settings: Settings) -> dict[str, str]:
@@ -577,6 +607,13 @@ def main() -> int:
     )
     parser.add_argument("--driver", choices=sorted(DRIVERS), default="pymysql", help="MySQL driver")
     parser.add_argument(
+        "--queue-version",
+        type=int,
+        choices=(1, 2),
+        help="classic queue storage of every queue of the run, tickwork's and bare Dramatiq's "
+        "(a RabbitMQ policy for the run; default: the broker's)",
+    )
+    parser.add_argument(
         "--profile",
         metavar="PREFIX",
         help="py-spy the first tickwork and bare drains (PREFIX.<pid>.txt, PREFIX-bare.<pid>.txt)",
@@ -618,6 +655,7 @@ def main() -> int:
         "machine": machine(),
         "commit": git_head(ROOT),
         "driver": args.driver,
+        "queue_version": args.queue_version or "broker default",
         "jobs": args.jobs,
         "processes": args.processes,
         "threads": args.threads,
@@ -626,7 +664,9 @@ def main() -> int:
         if args.bare_broker == "plain"
         else "bare actors inside tickwork's worker processes",
     }
+    policy = contextlib.ExitStack()
     try:
+        policy.enter_context(queue_version(f"^{re.escape(settings.namespace)}\\.", args.queue_version))
         noop_job = create_job(
             engine,
             JobSpec(name="bench-noop-api", handler_type="python", handler_data="bench_noop", queue="bench"),
@@ -958,6 +998,7 @@ def main() -> int:
             finally:
                 stop_workers(proc)
     finally:
+        policy.close()
         conn.close()
         broker.close()
         queues = ("bench", "bare", "benchlat", "barelat", "default", "celery")
