@@ -116,6 +116,36 @@ def test_prometheus_loads_the_alert_rules_and_sends_to_alertmanager() -> None:
     assert routes["route"]["receiver"] in names
 
 
+def conf_keys(path: Path) -> dict[str, str]:
+    """``key = value`` lines of a RabbitMQ (cuttlefish) config file."""
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    return dict((part.strip() for part in line.split("=", 1)) for line in lines if line)  # type: ignore[misc]
+
+
+def test_compose_rabbitmq_puts_new_queues_on_storage_version_2() -> None:
+    """A key RabbitMQ does not know stops the broker at boot, so each key of docker/rabbitmq.conf
+    is looked up in the schema of the RabbitMQ installed here (compose runs 3.13; this machine's
+    3.10 already has the key)."""
+    services = load("compose.yml")["services"]
+    mounts = dict(v.rsplit(":", 2)[:2] for v in services["rabbitmq"]["volumes"] if v.startswith("./"))
+    assert mounts["./rabbitmq.conf"].startswith("/etc/rabbitmq/conf.d/")
+    keys = conf_keys(DOCKER / "rabbitmq.conf")
+    assert keys == {"classic_queue.default_version": "2"}
+    schemas = sorted(
+        Path("/usr/lib/rabbitmq/lib").glob("rabbitmq_server-*/plugins/rabbit-*/priv/schema/rabbit.schema")
+    )
+    if not schemas:
+        message = (
+            "no RabbitMQ schema under /usr/lib/rabbitmq (Debian's rabbitmq-server) to check the keys against"
+        )
+        if IN_CI:
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    schema = schemas[-1].read_text()
+    for key in keys:
+        assert f'{{mapping, "{key}"' in schema, f"{key} is not a setting of {schemas[-1]}"
+
+
 TICKWORK_SERVICES = {"migrate", "api", "scheduler-1", "scheduler-2", "worker-1", "worker-2"}
 
 
