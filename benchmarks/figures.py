@@ -107,7 +107,8 @@ def worker_rows(r: dict[str, Any]) -> list[str]:
 
 def scale_out_row(r: dict[str, Any]) -> str:
     m = r["machine"]
-    at = where(m["host"], m["date"], (m["loadavg_start"][0], m["loadavg_end"][0]))
+    queues, flag = storage(r)
+    at = where(m["host"], m["date"], (m["loadavg_start"][0], m["loadavg_end"][0])) + queues
     parts = [
         f"{p['processes']}x{p['threads']}: {n(p['tickwork']['jobs_per_s'])} ({n(p['bare']['jobs_per_s'])})"
         for p in r["scale_out"]
@@ -116,7 +117,7 @@ def scale_out_row(r: dict[str, Any]) -> str:
         f"| workers scaling out, processes x threads, {r['jobs']:,} jobs per drain ({at}) | tickwork jobs/s "
         f"(bare Dramatiq): {'; '.join(parts)}; plot `worker_scale_out.png` | "
         f"`PYTHONPATH=. python benchmarks/worker_throughput.py --scale-out --jobs {r['jobs']} "
-        f"--out benchmarks/results/worker_scale_out.json` |"
+        f"--out benchmarks/results/worker_scale_out.json{flag}` |"
     )
 
 
