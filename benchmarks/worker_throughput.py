@@ -34,6 +34,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC
 from pathlib import Path
 from typing import Any
@@ -164,7 +165,7 @@ def delete_keys(redis_url: str, namespace: str) -> None:
 
 
 @contextlib.contextmanager
-def queue_version(pattern: str, version: int | None) -> Any:
+def queue_version(pattern: str, version: int | None) -> Iterator[None]:
     """The run's queues (names matching ``pattern``) on classic queue storage ``version``, by a
     RabbitMQ policy set with ``rabbitmqctl`` for the run's length and cleared after it; a policy
     converts a queue in place, whenever it was declared. ``None`` leaves the broker's default
