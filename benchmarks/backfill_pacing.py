@@ -51,7 +51,7 @@ from benchmarks.scheduling import (  # noqa: E402
     tickwork_env,
     wait_for_workers,
 )
-from benchmarks.stats import percentile  # noqa: E402
+from benchmarks.stats import lag_summary, percentile  # noqa: E402
 from benchmarks.worker_throughput import delete_keys, delete_queues  # noqa: E402
 from tickwork.backfill import backfill  # noqa: E402
 from tickwork.config import load_settings  # noqa: E402
@@ -104,16 +104,8 @@ def lags(rows: list[Any], received: dict[int, float], start: float, end: float) 
     return {
         "fires": len(window),
         "never_published": sum(1 for r in window if r["enqueued_at"] is None),
-        "publish_lag_ms": {
-            "p50": percentile(publish, 0.5),
-            "p99": percentile(publish, 0.99),
-            "max": max(publish, default=None),
-        },
-        "consumer_lag_ms": {
-            "p50": percentile(consume, 0.5),
-            "p99": percentile(consume, 0.99),
-            "max": max(consume, default=None),
-        },
+        "publish_lag_ms": lag_summary(publish),
+        "consumer_lag_ms": lag_summary(consume),
     }
 
 
@@ -338,11 +330,7 @@ def run_with_workers(schedules: int, baseline: float, tail: float) -> dict[str, 
                 "end_second": b - t_start,
                 "fires": len(window),
                 "never_started": len(window) - len(start),
-                "start_lag_ms": {
-                    "p50": percentile(start, 0.5),
-                    "p99": percentile(start, 0.99),
-                    "max": max(start, default=None),
-                },
+                "start_lag_ms": lag_summary(start),
             }
         series: dict[str, list[float]] = {}
         for r in on_time:

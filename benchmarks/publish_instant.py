@@ -24,7 +24,6 @@ Results go to benchmarks/results/publish_instant.json.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
@@ -43,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.stats import percentiles, run_machine  # noqa: E402
-from benchmarks.worker_throughput import queue_version  # noqa: E402
+from benchmarks.worker_throughput import add_queue_version_option, queue_version  # noqa: E402
 from tickwork import amqp  # noqa: E402
 from tickwork.config import load_settings  # noqa: E402
 from tickwork.messaging import build_message, make_broker, queue_name  # noqa: E402
@@ -71,18 +70,17 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--pause", type=float, default=0.3, help="seconds between batches")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "publish_instant.json"))
-    parser.add_argument(
-        "--queue-version",
-        type=int,
-        choices=(1, 2),
-        help="classic queue storage of the scratch queues (a RabbitMQ policy; default: the broker's)",
-    )
+    add_queue_version_option(parser, "the scratch queues")
     args = parser.parse_args()
+    namespace = f"twbench{uuid.uuid4().hex[:8]}"
+    with queue_version(f"^{namespace}\\.", args.queue_version):
+        return measure(args, namespace)
+
+
+def measure(args: argparse.Namespace, namespace: str) -> int:
     n = args.messages
     started = datetime.now(UTC)
     load_start = os.getloadavg()
-
-    namespace = f"twbench{uuid.uuid4().hex[:8]}"
     settings = load_settings(broker_url=AMQP, namespace=namespace, database_url="sqlite://")
     broker: Any = make_broker(settings)  # RabbitMQ (its thread's channel is used below)
     tw_queue = queue_name(settings, "default")
@@ -92,8 +90,6 @@ def main() -> int:
         max_concurrency=None, parameters=None,
     )  # fmt: skip
 
-    policy = contextlib.ExitStack()
-    policy.enter_context(queue_version(f"^{namespace}\\.", args.queue_version))
     conn = pika.BlockingConnection(pika.URLParameters(AMQP))
     admin = conn.channel()
     queue = f"{namespace}.raw"
@@ -193,7 +189,6 @@ def main() -> int:
                 with_errors.append(f"{name}: {exc}")
         conn.close()
         broker.close()
-        policy.close()
     summary: dict[str, dict[str, dict[str, float]]] = {}
     for arm, parts in samples.items():
         summary[arm] = {}

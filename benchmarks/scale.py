@@ -41,8 +41,13 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.databases import create_database  # noqa: E402
 from benchmarks.scheduling import AMQP, REDIS, cpu_seconds, tickwork_env  # noqa: E402
-from benchmarks.stats import percentile  # noqa: E402
-from benchmarks.worker_throughput import delete_keys, delete_queues, queue_version  # noqa: E402
+from benchmarks.stats import lag_summary, percentile  # noqa: E402
+from benchmarks.worker_throughput import (  # noqa: E402
+    add_queue_version_option,
+    delete_keys,
+    delete_queues,
+    queue_version,
+)
 from tickwork.config import load_settings  # noqa: E402
 from tickwork.messaging import queue_name  # noqa: E402
 from tickwork.store.engine import make_engine, upgrade  # noqa: E402
@@ -102,12 +107,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=90.0)
     parser.add_argument("--warmup", type=float, default=15.0, help="seconds left out of the lag figures")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scale.json"))
-    parser.add_argument(
-        "--queue-version",
-        type=int,
-        choices=(1, 2),
-        help="classic queue storage of the run's queues (a RabbitMQ policy; default: the broker's)",
-    )
+    add_queue_version_option(parser)
     args = parser.parse_args()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -256,11 +256,7 @@ def main() -> None:
             "duplicates": sum(v - 1 for v in per_fire.values() if v > 1),
             "misses": expected - len(per_fire),
             "never_published": sum(1 for r in fires if r.enqueued_at is None),
-            "publish_lag_ms": {
-                "p50": percentile(lags, 0.5),
-                "p99": percentile(lags, 0.99),
-                "max": max(lags, default=None),
-            },
+            "publish_lag_ms": lag_summary(lags),
             "ticker_cpu_percent": round(cpu_percent, 1),
             "ticker_cpu_percent_per_1000_schedules": round(cpu_percent / (args.schedules / 1000), 3),
             "ticker_rss_mb": round(rss, 1),

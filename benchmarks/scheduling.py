@@ -53,8 +53,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.databases import create_database  # noqa: E402
-from benchmarks.stats import percentile  # noqa: E402
+from benchmarks.stats import lag_summary, percentile  # noqa: E402
 from benchmarks.worker_throughput import (  # noqa: E402
+    add_queue_version_option,
     delete_keys,
     delete_queues,
     queue_version,
@@ -385,16 +386,8 @@ def run_size(
             "never_published": sum(1 for r in window if r["enqueued_at"] is None),
             "never_received": sum(1 for r in window if r["id"] not in receiver.received),
             "duplicate_messages_received": receiver.dup_messages,
-            "publish_lag_ms": {
-                "p50": percentile(publish_lag, 0.5),
-                "p99": percentile(publish_lag, 0.99),
-                "max": max(publish_lag),
-            },
-            "consumer_lag_ms": {
-                "p50": percentile(consumer_lag, 0.5),
-                "p99": percentile(consumer_lag, 0.99),
-                "max": max(consumer_lag),
-            },
+            "publish_lag_ms": lag_summary(publish_lag),
+            "consumer_lag_ms": lag_summary(consumer_lag),
             "fires_per_second_sustained": len(steady) / max(1, len(per_second)),
             # The most attempts published in one wall-clock second (the catch-up after the kill
             # shows the ticker's ceiling: it publishes the backlog as fast as it can).
@@ -501,16 +494,8 @@ def run_end_to_end(size: int, duration: float, workdir: Path) -> dict[str, Any]:
             "workers": "2 processes x 8 threads",
             "runs": len(runs),
             "runs_started": len(started),
-            "publish_lag_ms": {
-                "p50": percentile(published, 0.5),
-                "p99": percentile(published, 0.99),
-                "max": max(published),
-            },
-            "start_lag_ms": {
-                "p50": percentile(started, 0.5),
-                "p99": percentile(started, 0.99),
-                "max": max(started),
-            },
+            "publish_lag_ms": lag_summary(published),
+            "start_lag_ms": lag_summary(started),
         }
     finally:
         for p in procs:
@@ -576,16 +561,8 @@ def run_apscheduler_anchor(jobs: int, duration: float, warmup: float = 3.0) -> d
         "fires_per_second_scheduled": jobs,
         "seconds": duration,
         "fires_dispatched": len(dispatch),
-        "dispatch_lag_ms": {
-            "p50": percentile(lags, 0.5),
-            "p99": percentile(lags, 0.99),
-            "max": max(lags, default=0),
-        },
-        "start_lag_ms": {
-            "p50": percentile(start_lags, 0.5),
-            "p99": percentile(start_lags, 0.99),
-            "max": max(start_lags, default=0),
-        },
+        "dispatch_lag_ms": lag_summary(lags),
+        "start_lag_ms": lag_summary(start_lags),
         "start_valid": bool(lags) and max(lags) < 900,
         "cpu_percent": round(cpu / duration * 100, 1),
     }
@@ -642,12 +619,7 @@ def main() -> None:
         metavar="TICKWORK_NAME=VALUE",
         help="a setting for every tickwork process of the run (e.g. TICKWORK_PUBLISH_BATCH_SIZE=1000)",
     )
-    parser.add_argument(
-        "--queue-version",
-        type=int,
-        choices=(1, 2),
-        help="classic queue storage of the run's queues (a RabbitMQ policy; default: the broker's)",
-    )
+    add_queue_version_option(parser)
     args = parser.parse_args()
     for item in args.set:
         name, sep, value = item.partition("=")

@@ -29,6 +29,17 @@ def percentiles(values: Iterable[float], *qs: float) -> list[float]:
     return [_rank(ordered, q) for q in qs]
 
 
+def lag_summary(values: Iterable[float]) -> dict[str, float | None]:
+    """The ``{"p50", "p99", "max"}`` every lag in the results is reported as (``max`` None, the
+    percentiles NaN, when there are no samples)."""
+    ordered = sorted(values)
+    return {
+        "p50": _rank(ordered, 0.5),
+        "p99": _rank(ordered, 0.99),
+        "max": ordered[-1] if ordered else None,
+    }
+
+
 def _rank(ordered: list[float], q: float) -> float:
     if not ordered:
         return float("nan")

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from benchmarks.stats import percentile, percentiles, run_machine
+from benchmarks.stats import lag_summary, percentile, percentiles, run_machine
 
 pytestmark = pytest.mark.unit
 
@@ -46,6 +46,18 @@ def test_percentiles_match_percentile() -> None:
     rng = random.Random(11)
     values = [rng.expovariate(1.0) for _ in range(999)]
     assert percentiles(iter(values), 0.5, 0.9, 0.99) == [percentile(values, q) for q in (0.5, 0.9, 0.99)]
+
+
+def test_lag_summary_is_the_p50_the_p99_and_the_max() -> None:
+    rng = random.Random(3)
+    values = [rng.uniform(1, 500) for _ in range(1500)]
+    assert lag_summary(iter(values)) == {
+        "p50": percentile(values, 0.5),
+        "p99": percentile(values, 0.99),
+        "max": max(values),
+    }
+    empty = lag_summary([])
+    assert empty["max"] is None and math.isnan(empty["p50"] or 0.0) and math.isnan(empty["p99"] or 0.0)
 
 
 def test_run_machine_records_when_where_and_the_load() -> None:
