@@ -13,8 +13,10 @@ from __future__ import annotations
 import math
 import os
 import platform
+import time
 from collections.abc import Iterable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 
@@ -55,3 +57,18 @@ def run_machine(started: datetime, load_start: tuple[float, float, float]) -> di
         "loadavg_start": [round(x, 2) for x in load_start],
         "loadavg_end": [round(x, 2) for x in os.getloadavg()],
     }
+
+
+def cpu_times(stat: str) -> tuple[int, int]:
+    """(idle, total) jiffies from /proc/stat's text: idle and iowait, and every field but the
+    guest ones (already counted in user and nice)."""
+    fields = [int(x) for x in stat.split("\n", 1)[0].split()[1:9]]
+    return fields[3] + fields[4], sum(fields)
+
+
+def cpu_idle_fraction(seconds: float = 1.0) -> float:
+    """The share of the machine's CPU time that was idle over the next ``seconds``."""
+    idle0, total0 = cpu_times(Path("/proc/stat").read_text())
+    time.sleep(seconds)
+    idle1, total1 = cpu_times(Path("/proc/stat").read_text())
+    return (idle1 - idle0) / max(1, total1 - total0)

@@ -54,7 +54,7 @@ from tickwork.store.runs import insert_run, mark_enqueued
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # benchmarks.* when run as a script
 
-from benchmarks.stats import percentile, percentiles  # noqa: E402
+from benchmarks.stats import cpu_idle_fraction, percentile, percentiles  # noqa: E402
 
 MYSQL_HOST = "root@127.0.0.1:3306"
 #: ``--driver`` → the SQLAlchemy URL scheme (the same code runs on either driver).
@@ -342,6 +342,20 @@ def settle_purge(server: Any, below: int = 1000, timeout: float = 120) -> dict[s
         length = history_list_length(server)
     return {"history_list_before": first, "history_list_at_start": length,
             "waited_s": round(time.monotonic() - start, 1)}  # fmt: skip
+
+
+def settle_machine(server: Any, idle_at_least: float = 0.8, timeout: float = 60) -> dict[str, Any]:
+    """Wait (bounded) until MariaDB's purge has caught up and the CPU is mostly idle for a second:
+    a phase run right after another (a scale-out's processes exiting, their queues deleted, their
+    rows purged) otherwise measures the last one's clean-up too. What it found is recorded."""
+    conditions = settle_purge(server, timeout=timeout)
+    start = time.monotonic()
+    idle = cpu_idle_fraction()
+    while idle < idle_at_least and time.monotonic() - start < timeout:
+        idle = cpu_idle_fraction()
+    conditions["cpu_idle_at_start"] = round(idle, 3)
+    conditions["waited_for_idle_s"] = round(time.monotonic() - start, 1)
+    return conditions
 
 
 def drain(

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from benchmarks.stats import lag_summary, percentile, percentiles, run_machine
+from benchmarks.stats import cpu_idle_fraction, cpu_times, lag_summary, percentile, percentiles, run_machine
 
 pytestmark = pytest.mark.unit
 
@@ -67,3 +67,13 @@ def test_run_machine_records_when_where_and_the_load() -> None:
     assert machine["loadavg_start"] == [0.5, 0.25, 1.23]  # two decimals, as the load prints
     assert len(machine["loadavg_end"]) == 3
     assert machine["cores"] == os.cpu_count()
+
+
+def test_cpu_times_counts_idle_and_iowait_against_all_but_guest_time() -> None:
+    # user nice system idle iowait irq softirq steal guest guest_nice
+    stat = "cpu  100 5 50 800 20 3 2 10 40 1\ncpu0 50 2 25 400 10 1 1 5 20 0\n"
+    assert cpu_times(stat) == (820, 990)
+
+
+def test_cpu_idle_fraction_is_a_share() -> None:
+    assert 0.0 <= cpu_idle_fraction(0.05) <= 1.0
