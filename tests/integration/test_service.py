@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -245,8 +246,6 @@ def test_make_room_waits_while_the_ticker_fires(
     cluster_settings: Settings, mysql_engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The outbox sweep's chunks wait for the ticker's tick to end (bounded, see the constants)."""
-    import threading
-
     from tickwork.scheduler import service as service_module
 
     monkeypatch.setattr(service_module, "SWEEP_YIELD_MAX_SECONDS", 600.0)
@@ -271,3 +270,83 @@ def test_make_room_waits_while_the_ticker_fires(
             service.ticker._lock.release()
         broker.close()
     assert service.ticker.seconds_to_next_tick() is None
+
+
+def test_a_stopping_service_ends_its_outbox_sweep_between_chunks(
+    cluster_settings: Settings, mysql_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shutdown waits for the service's jobs and releases the lease after them: a sweep that
+    went on while leading (a large outbox) held a SIGTERMed scheduler past 30 s."""
+    from tickwork.backfill import backfill
+    from tickwork.scheduler import sweeps
+
+    monkeypatch.setattr(sweeps, "OUTBOX_CHUNK", 2)
+    settings = cluster_settings.model_copy(
+        update={"outbox_grace_seconds": 0.01, "backfill_fires_per_second": 1e9}
+    )
+    job = create_job(mysql_engine, job_spec("stopping", cron_expression="* * * * * *", enabled=False))
+    end = datetime.now(UTC).replace(microsecond=0)
+    assert backfill(settings, mysql_engine, job, end - timedelta(seconds=6), end).fires == 6
+    broker = make_broker(settings)
+    service = SchedulerService(settings, engine=mysql_engine, broker=broker)
+    publish = service.publish_attempts
+    chunks: list[int] = []
+
+    def publish_then_stop(attempts: list[Any]) -> int:
+        chunks.append(len(attempts))
+        sent = publish(attempts)
+        service._stop.set()  # what shutdown() does first
+        return sent
+
+    monkeypatch.setattr(service, "publish_attempts", publish_then_stop)
+    from tickwork.store.fires import pending_unclaimed
+
+    wait_for(
+        lambda: len(pending_unclaimed(mysql_engine, grace_seconds=0.01)) == 6,
+        timeout=30,
+        what="the six backfilled fires due for the sweep",
+    )
+    try:
+        assert service.lease.try_acquire()
+        assert service.sweep_outbox() == 2  # the first chunk, then nothing more
+    finally:
+        service.lease.release()
+        broker.close()
+    assert chunks == [2]
+    assert len(drain(settings)) == 2
+
+
+def test_sweeps_outlasting_their_interval_are_not_warnings(
+    cluster_settings: Settings, mysql_engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The outbox sweep waits up to a second for a gap between the ticker's fires, every second:
+    APScheduler's "maximum number of running instances reached" for it is expected (DEBUG),
+    and stays a warning for any other job."""
+    import logging
+
+    caplog.set_level(logging.DEBUG, logger="apscheduler.scheduler")
+    broker = make_broker(cluster_settings)
+    service = SchedulerService(cluster_settings, engine=mysql_engine, broker=broker)
+    release = threading.Event()
+    service.make_room = lambda: release.wait(30) and 0.0  # type: ignore[method-assign]
+
+    def skips() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if "maximum number of running instances" in r.getMessage()]
+
+    try:
+        service.start()
+        assert service.lease.try_acquire()
+        wait_for(lambda: any("sweep_outbox" in r.getMessage() for r in skips()), timeout=30,
+                 what="an outbox sweep skipped while the last one runs")  # fmt: skip
+    finally:
+        release.set()
+        service.shutdown()
+    sweep_skips = [r for r in skips() if "sweep_outbox" in r.getMessage()]
+    assert sweep_skips and {r.levelname for r in sweep_skips} == {"DEBUG"}
+    # Another job's skip (not one of the service's sweeps) is still a warning.
+    other = logging.LogRecord(
+        "apscheduler.scheduler", logging.WARNING, __file__, 0,
+        'Execution of job "%s" skipped: maximum number of running instances reached (%d)',
+        (type("Job", (), {"id": "outbox-sweep", "func": print})(), 1), None,
+    )  # fmt: skip
+    assert logging.getLogger("apscheduler.scheduler").filter(other) and other.levelname == "WARNING"
