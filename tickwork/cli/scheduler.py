@@ -41,6 +41,7 @@ def _node_id(text: str) -> str:
 
 def cmd_scheduler(args: argparse.Namespace) -> int:
     from tickwork.actors.registry import import_job_modules, register_definitions
+    from tickwork.heap import freeze_startup_heap
     from tickwork.scheduler.service import SchedulerService
 
     settings = settings_and_logging()
@@ -61,6 +62,7 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
 
         start_metrics_server(settings.metrics_port)
     service.start()
+    freeze_startup_heap()
     print(f"tickwork scheduler {service.node_id} running", flush=True)
     try:
         while not stop.wait(0.5):
