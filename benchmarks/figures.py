@@ -28,6 +28,11 @@ def n(value: float, digits: int = 0) -> str:
     return f"{value:,.{digits}f}"
 
 
+def ms(value: float) -> str:
+    """A median of an even count of rounds is the mean of two: three decimals are enough."""
+    return f"{round(value, 3):g}"
+
+
 def where(machine: str, date: str, load: tuple[Any, Any]) -> str:
     return f"{date}, {machine}, load {load[0]}-{load[1]}"
 
@@ -51,15 +56,15 @@ def worker_rows(r: dict[str, Any]) -> list[str]:
     anchor = "bare Dramatiq" if r.get("bare_anchor") else "bare Dramatiq (in tickwork's workers)"
     text = (
         f"tickwork {n(tw['jobs_per_s_median'])} jobs/s vs {anchor} {n(bare['jobs_per_s_median'])}: "
-        f"**ratio {r['ratio']}** (rounds {rounds}); worker CPU per job {tw['worker_cpu_ms_per_job_median']} "
-        f"vs {bare['worker_cpu_ms_per_job_median']} ms"
+        f"**ratio {r['ratio']}** (rounds {rounds}); worker CPU per job "
+        f"{ms(tw['worker_cpu_ms_per_job_median'])} vs {ms(bare['worker_cpu_ms_per_job_median'])} ms"
     )
     if "ratio_from_first_take" in r:
         # Since 2026-12-03 17:00 the clock starts once every worker process consumes.
         text += (
             f" (clock from every worker process consuming; from the first message taken: ratio "
-            f"{r['ratio_from_first_take']}; workers consuming {tw['start_seconds_median']} vs "
-            f"{bare['start_seconds_median']} s after the spawn)"
+            f"{r['ratio_from_first_take']}; workers consuming {ms(tw['start_seconds_median'])} vs "
+            f"{ms(bare['start_seconds_median'])} s after the spawn)"
         )
     if "tickwork_sync" in r:
         text += (
@@ -78,7 +83,7 @@ def worker_rows(r: dict[str, Any]) -> list[str]:
         rows.append(
             f"| same run: Celery, prefork c=2, SQLAlchemy result backend on MariaDB, task_track_started, "
             f"acks_late ({at}) | {n(c['jobs_per_s_median'])} tasks/s, worker CPU per task "
-            f"{c['worker_cpu_ms_per_job_median']} ms; tickwork **{r['ratio_vs_celery']}x** Celery"
+            f"{ms(c['worker_cpu_ms_per_job_median'])} ms; tickwork **{r['ratio_vs_celery']}x** Celery"
             " | same command |"
         )
     if "tickwork_latency_ms" in r:
