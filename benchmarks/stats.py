@@ -14,7 +14,7 @@ import math
 import os
 import platform
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -66,9 +66,10 @@ def cpu_times(stat: str) -> tuple[int, int]:
     return fields[3] + fields[4], sum(fields)
 
 
-def cpu_idle_fraction(seconds: float = 1.0) -> float:
-    """The share of the machine's CPU time that was idle over the next ``seconds``."""
-    idle0, total0 = cpu_times(Path("/proc/stat").read_text())
+def cpu_idle_fraction(seconds: float = 1.0, read: Callable[[], str] = Path("/proc/stat").read_text) -> float:
+    """The share of the machine's CPU time that was idle over the next ``seconds`` (``read``
+    gives /proc/stat's text)."""
+    idle0, total0 = cpu_times(read())
     time.sleep(seconds)
-    idle1, total1 = cpu_times(Path("/proc/stat").read_text())
+    idle1, total1 = cpu_times(read())
     return (idle1 - idle0) / max(1, total1 - total0)

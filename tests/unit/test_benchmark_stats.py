@@ -75,5 +75,13 @@ def test_cpu_times_counts_idle_and_iowait_against_all_but_guest_time() -> None:
     assert cpu_times(stat) == (820, 990)
 
 
-def test_cpu_idle_fraction_is_a_share() -> None:
-    assert 0.0 <= cpu_idle_fraction(0.05) <= 1.0
+def test_cpu_idle_fraction_is_the_idle_share_of_the_jiffies_between_two_reads() -> None:
+    reads = iter(
+        [
+            "cpu  100 0 50 800 20 0 0 0 0 0\n",
+            "cpu  160 0 70 880 20 0 0 0 0 0\n",  # +80 busy, +80 idle (iowait unchanged)
+        ]
+    )
+    assert cpu_idle_fraction(0, read=lambda: next(reads)) == 0.5
+    unchanged = "cpu  1 0 1 1 0 0 0 0 0 0\n"
+    assert cpu_idle_fraction(0, read=lambda: unchanged) == 0.0  # no jiffies passed: no division by 0
