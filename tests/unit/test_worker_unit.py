@@ -194,6 +194,36 @@ def test_reaper_fails_attempts_of_dead_workers_in_process(
     assert worker_jobs.tw_long.queue == "slow"
 
 
+def test_reaper_stops_between_attempts_when_told(
+    embedded: tuple[Settings, StubBroker], sqlite_engine: Engine
+) -> None:
+    """A stopping scheduler's sweep ends after the attempt in hand; the rest stay RUNNING for
+    the next sweep (the next leader's)."""
+    settings, broker = embedded
+    store = HeartbeatStore(namespace="unit-reaper-stop", ttl_seconds=0.2)
+    job = get_job_by_name(sqlite_engine, "tw_long")
+    run_ids = [
+        insert_run(sqlite_engine, job_id=job.id, scheduled_for=utcnow(), arguments={"args": ["/dev/null", 0]})
+        for _ in range(3)
+    ]
+    store.beat("w-gone")
+    for run_id in run_ids:
+        assert claim_attempt(sqlite_engine, run_id, "w-gone")
+    time.sleep(0.3)  # w-gone's heartbeat expires (the store's own TTL, no other condition)
+    store.beat("w-alive")
+    asked: list[int] = []
+
+    def keep_going() -> bool:
+        asked.append(1)
+        return len(asked) <= 2  # the worker loop's check and the first attempt's
+
+    assert reap_lost_attempts(settings, sqlite_engine, broker, store, keep_going=keep_going) == 1
+    statuses = sorted(get_run(sqlite_engine, run_id).status for run_id in run_ids)
+    assert statuses == [RunStatus.FAILED, RunStatus.RUNNING, RunStatus.RUNNING]
+    assert reap_lost_attempts(settings, sqlite_engine, broker, store) == 2  # the next sweep
+    assert all(get_run(sqlite_engine, run_id).status == RunStatus.FAILED for run_id in run_ids)
+
+
 def test_message_for_unknown_actor_is_recorded_dead(
     embedded: tuple[Settings, StubBroker], sqlite_engine: Engine
 ) -> None:

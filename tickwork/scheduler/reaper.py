@@ -8,6 +8,7 @@ an attempt that raised.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -39,6 +40,7 @@ def reap_lost_attempts(
     *,
     limit: int = 1000,
     grace_seconds: float = DEFAULT_ABANDON_GRACE_SECONDS,
+    keep_going: Callable[[], bool] = lambda: True,
 ) -> int:
     """Fail RUNNING attempts no live worker runs, and retry or dead-letter them under their policy.
 
@@ -46,7 +48,9 @@ def reap_lost_attempts(
     live worker no longer lists as in flight although they started ``grace_seconds`` before its
     last beat (its outcome could not be written: ``ABANDONED``). Each one is a compare-and-set
     on the worker's id, so a reaper racing the worker (or another reaper) changes it at most
-    once. Returns the number of attempts reaped.
+    once. ``keep_going`` is asked before each attempt (the scheduler passes "leading and not
+    stopping": a shutdown does not wait for up to ``limit`` retries per worker; what is left is
+    the next leader's). Returns the number of attempts reaped.
     """
     if store.redis is None and not settings.embedded_broker:
         # An in-process registry only sees this process's workers: every other worker would look dead.
@@ -59,6 +63,8 @@ def reap_lost_attempts(
     # believe a missing heartbeat once the heartbeats have been kept for a full TTL.
     believe_missing = store.kept_for() >= store.ttl_seconds
     for worker_id in running_workers(engine):
+        if not keep_going():
+            break
         beat = store.info(worker_id) if worker_id else None
         if beat is None:
             if not believe_missing:
@@ -80,6 +86,8 @@ def reap_lost_attempts(
         else:
             continue  # alive, and too old to say what it runs
         for row in rows:
+            if not keep_going():
+                return reaped
             reaped += _fail_lost_attempt(settings, engine, broker, row, reason)
     return reaped
 

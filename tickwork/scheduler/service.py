@@ -175,7 +175,9 @@ class SchedulerService:
             stopped=self._stop.is_set,
             node_id=self.node_id,
         )
-        self.dead_workers = DeadWorkerSweep(settings, self.engine, self.broker, node_id=self.node_id)
+        self.dead_workers = DeadWorkerSweep(
+            settings, self.engine, self.broker, node_id=self.node_id, keep_going=self._leading
+        )
         logging.getLogger("apscheduler.scheduler").addFilter(_expected_overlap)  # once: same instance
         self._scheduler = BackgroundScheduler(
             timezone="UTC",

@@ -110,23 +110,33 @@ def sweep_outbox(
 class DeadWorkerSweep:
     """Fails (and retries per policy) RUNNING attempts that no live worker runs (:mod:`.reaper`).
 
-    The heartbeat store is opened on the first sweep (a standby never needs it).
+    The heartbeat store is opened on the first sweep (a standby never needs it). ``keep_going``
+    is asked between attempts (the scheduler passes "leading and not stopping").
     """
 
     def __init__(
-        self, settings: Settings, engine: Engine, broker: dramatiq.Broker, *, node_id: str = ""
+        self,
+        settings: Settings,
+        engine: Engine,
+        broker: dramatiq.Broker,
+        *,
+        node_id: str = "",
+        keep_going: Callable[[], bool] = lambda: True,
     ) -> None:
         self.settings = settings
         self.engine = engine
         self.broker = broker
         self.node_id = node_id
+        self.keep_going = keep_going
         self.heartbeats: HeartbeatStore | None = None
 
     def __call__(self) -> int:
         if self.heartbeats is None:
             self.heartbeats = HeartbeatStore.from_settings(self.settings)
         try:
-            return reap_lost_attempts(self.settings, self.engine, self.broker, self.heartbeats)
+            return reap_lost_attempts(
+                self.settings, self.engine, self.broker, self.heartbeats, keep_going=self.keep_going
+            )
         except Exception:
             logger.exception("dead-worker sweep failed", extra={"node_id": self.node_id})
             return 0
