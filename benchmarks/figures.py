@@ -203,7 +203,14 @@ def publish_instant_row(r: dict[str, Any]) -> str:
     return (
         f"| one fire instant's publish: {r['messages_per_batch']:,} persistent messages, one write and one"
         f" RabbitMQ transaction, {r['rounds']} alternating rounds ({at}) | tickwork's path p50 / p90"
-        f" {send('tickwork')} ms (marshalled before the instant: {s['tickwork']['prepare_ms']['p50']} ms);"
+        f" {send('tickwork')} ms (before the instant: marshalled {s['tickwork']['prepare_ms']['p50']} ms"
+        + (
+            f", written into the transaction {s['tickwork']['stage_ms']['p50']} ms, the instant's"
+            " commit timed"
+            if "stage_ms" in s["tickwork"]
+            else ""
+        )
+        + ");"
         f" the same frames {send('tx')}"
         + (
             f"; written before the instant, only the commit at it {send('tx_staged')}"

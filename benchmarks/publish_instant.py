@@ -6,11 +6,14 @@ commits one RabbitMQ transaction (``publish_prepared``); the fires' ``enqueued_a
 publish lag of ``scheduling.py``, is stamped when that returns. This sends such batches of
 ``--messages`` persistent messages to a scratch durable queue, alternating, ``--rounds`` times:
 
-- ``tickwork``: tickwork's own path with real tickwork messages (``prepare`` timed apart);
+- ``tickwork``: tickwork's own path with real tickwork messages: ``prepare`` and ``stage`` (the
+  frames written into the transaction, ``--stage-ahead`` before the instant) timed apart, then
+  the instant's ``tx.commit``;
 - ``tx``: the same frames built here (450-byte bodies), one channel, ``tx.commit``;
 - ``tx_staged``: the same frames written (and a ``basic.qos`` round trip, so RabbitMQ has read
   them) before the clock starts; only ``tx.commit`` is timed: what writing the instant's
-  messages into the open transaction ahead of the instant would leave at it;
+  messages into the open transaction ahead of the instant leaves at it (tickwork's scheduler
+  does so since 2026-12-05; before, its path was the ``tx`` arm's);
 - ``confirm``: publisher confirms instead of a transaction, waiting for the last ack;
 - ``tx_2ch`` / ``tx_4ch``: the batch split over 2 / 4 transactional channels committed at once;
 - ``tx_transient``: ``delivery_mode`` 1, what RabbitMQ's persistence costs (not an option:
@@ -69,6 +72,12 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=1000, help="per batch (one fire instant)")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--pause", type=float, default=0.3, help="seconds between batches")
+    parser.add_argument(
+        "--stage-ahead",
+        type=float,
+        default=0.03,
+        help="tickwork arm: seconds between staging the batch and its instant's commit",
+    )
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "publish_instant.json"))
     add_queue_version_option(parser, "the scratch queues")
     args = parser.parse_args()
@@ -152,9 +161,14 @@ def measure(args: argparse.Namespace, namespace: str) -> int:
         start = time.perf_counter()
         batch = amqp.prepare(broker, messages)
         prepared = time.perf_counter()
+        amqp.stage(broker, batch)
+        staged = time.perf_counter()
+        time.sleep(args.stage_ahead)  # the scheduler stages the batch this long before its instant
+        instant = time.perf_counter()
         amqp.publish_prepared(broker, batch)
         timings["prepare_ms"] = (prepared - start) * 1000
-        timings["send_ms"] = (time.perf_counter() - prepared) * 1000
+        timings["stage_ms"] = (staged - prepared) * 1000
+        timings["send_ms"] = (time.perf_counter() - instant) * 1000
 
     arms: dict[str, Callable[[], None]] = {
         "tickwork": tickwork,

@@ -12,6 +12,12 @@ broker's own work, ~30-40 ms for 1,000 persistent messages on this 2-core machin
 The frames are marshalled for one channel of one connection; if the thread's connection or
 channel changed meanwhile (a reconnect), the batch is marshalled again before it is sent.
 
+A batch held for its instant can also be *staged* (:func:`stage`): its frames are written into
+the channel's open transaction before the instant, so that RabbitMQ has read and parsed the
+publishes by then and the instant only pays for ``tx.commit``. Nothing of a transaction is
+delivered before its commit, and a lost connection or channel discards the staged publishes
+with the transaction (the PENDING rows stay for the outbox sweep, as after any failed publish).
+
 Acks: see :class:`GroupedAcks`. Deliveries: :func:`pin_fields`.
 """
 
@@ -65,6 +71,8 @@ class PreparedBatch:
     routed: list[dramatiq.Message[Any]] = field(default_factory=list)
     data: bytes = b""
     channel: Any = None
+    #: The frames are written into ``channel``'s open transaction (:func:`stage`).
+    staged: bool = False
 
 
 def prepare(
@@ -114,6 +122,28 @@ def _marshal(broker: Any, batch: PreparedBatch) -> None:
     batch.channel = channel
 
 
+def stage(broker: Any, batch: PreparedBatch) -> None:
+    """Write a prepared batch into this thread's open transaction now; :func:`publish_prepared`
+    then only commits it. Only one batch may be staged on a thread at a time (a transaction
+    commits everything written into it), and nothing else may publish on the thread before
+    that batch is committed."""
+    if not batch.messages or batch.staged:
+        return
+    try:
+        channel = tx_channel(broker)
+        if channel is not batch.channel:
+            _marshal(broker, batch)
+            channel = batch.channel
+        if not channel.is_open:
+            raise pika.exceptions.ChannelWrongStateError("channel closed")
+        channel._impl.connection._output_marshaled_frames([batch.data])
+        batch.staged = True  # from here on the frames are the transaction's, sent or not
+        channel.connection.process_data_events(time_limit=0)  # out of pika's buffer, onto the socket
+    except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError):
+        forget_channel(broker)
+        raise
+
+
 def publish_prepared(broker: Any, batch: PreparedBatch) -> None:
     """Send a prepared batch and commit it; raises if RabbitMQ did not take all of it."""
     if not batch.messages:
@@ -121,12 +151,16 @@ def publish_prepared(broker: Any, batch: PreparedBatch) -> None:
     try:
         channel = tx_channel(broker)
         if channel is not batch.channel:
-            _marshal(broker, batch)  # reconnected since: the frames name another channel
+            # Reconnected since: the frames name another channel, and a transaction the batch
+            # was staged in went with the old connection.
+            batch.staged = False
+            _marshal(broker, batch)
             channel = batch.channel
         if not channel.is_open:
             raise pika.exceptions.ChannelWrongStateError("channel closed")
-        # One write of every frame; tx.commit then waits until RabbitMQ has the whole batch.
-        channel._impl.connection._output_marshaled_frames([batch.data])
+        if not batch.staged:
+            # One write of every frame; tx.commit then waits until RabbitMQ has the whole batch.
+            channel._impl.connection._output_marshaled_frames([batch.data])
         channel.tx_commit()
     except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError):
         forget_channel(broker)

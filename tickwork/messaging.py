@@ -251,6 +251,13 @@ def prepare_publish(
     return PreparedBatch(messages=messages, delay_ms=delay_ms)
 
 
+def stage_batch(broker: dramatiq.Broker, batch: PreparedBatch) -> None:
+    """Send a prepared batch ahead of its commit (:func:`tickwork.amqp.stage`); the in-memory
+    broker has nothing to send ahead. Raises like :func:`publish_batch`."""
+    if is_rabbitmq(broker):
+        amqp.stage(broker, batch)
+
+
 def publish_batch(broker: dramatiq.Broker, batch: PreparedBatch) -> None:
     """Publish a prepared batch durably; a failure raises, and the PENDING rows remain for the
     outbox sweep.

@@ -129,3 +129,61 @@ def test_acks_from_worker_threads_go_out_in_one_group_and_stick(cluster_settings
         assert left == 0, f"{left} of {len(sent)} acked messages came back to the queue"
     finally:
         broker.close()
+
+
+def _depth(settings: Settings, queue: str) -> int:
+    check = pika.BlockingConnection(pika.URLParameters(settings.broker_url))
+    try:
+        return int(check.channel().queue_declare(queue, durable=True, passive=True).method.message_count)
+    finally:
+        check.close()
+
+
+def _drain_ids(broker: dramatiq.Broker, queue: str) -> list[str]:
+    channel = broker.channel  # type: ignore[attr-defined]
+    ids = []
+    while True:
+        method, _properties, body = channel.basic_get(queue, auto_ack=True)
+        if method is None:
+            return ids
+        ids.append(dramatiq.Message.decode(body).message_id)
+
+
+def test_a_staged_batch_is_delivered_at_its_commit_and_once(cluster_settings: Settings) -> None:
+    """Staged frames sit in the open transaction: RabbitMQ has read them (a round trip on the
+    channel after them) and delivers none; the commit delivers each of them once."""
+    broker = make_broker(cluster_settings)
+    try:
+        sent = messages(cluster_settings, 50) + messages(cluster_settings, 1, big=True)
+        queue = sent[0].queue_name
+        batch = amqp.prepare(broker, sent)
+        amqp.stage(broker, batch)
+        assert batch.staged
+        batch.channel.basic_qos(prefetch_count=0)  # answered after RabbitMQ read every frame before it
+        assert _depth(cluster_settings, queue) == 0
+        amqp.publish_prepared(broker, batch)
+        assert _depth(cluster_settings, queue) == len(sent)
+        assert _drain_ids(broker, queue) == [m.message_id for m in sent]
+    finally:
+        broker.close()
+
+
+def test_a_staged_batch_whose_connection_died_is_sent_whole_on_a_new_one(
+    cluster_settings: Settings,
+) -> None:
+    """The transaction a batch was staged in dies with its connection (RabbitMQ discards it);
+    the publish then marshals and sends the whole batch on a fresh connection: every message
+    arrives, none twice."""
+    broker = make_broker(cluster_settings)
+    try:
+        sent = messages(cluster_settings, 30)
+        queue = sent[0].queue_name
+        batch = amqp.prepare(broker, sent)
+        amqp.stage(broker, batch)
+        old = batch.channel
+        old.connection.close()  # as if RabbitMQ had dropped it
+        amqp.publish_prepared(broker, batch)
+        assert batch.channel is not old
+        assert _drain_ids(broker, queue) == [m.message_id for m in sent]
+    finally:
+        broker.close()
