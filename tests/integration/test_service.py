@@ -242,6 +242,56 @@ def test_outbox_sweep_publishes_a_backfill_in_chunks_each_once(
     assert sorted(run_ids) == sorted(mine)  # each once, none other
 
 
+def test_retention_deletes_only_in_the_gaps_between_the_tickers_fires(
+    cluster_settings: Settings, mysql_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each retention batch waits for a gap between ticks (as the outbox sweep's chunks do):
+    while a tick runs, nothing is deleted; once it ends, the old rows go."""
+    from tickwork.scheduler import service as service_module
+    from tickwork.store.runs import insert_run
+
+    monkeypatch.setattr(service_module, "SWEEP_YIELD_MAX_SECONDS", 600.0)
+    settings = cluster_settings.model_copy(update={"retention_days": 7})
+    job = create_job(mysql_engine, job_spec("pruned-in-gaps", cron_expression="0 0 * * * *"))
+    old = datetime.now(UTC) - timedelta(days=8)
+    for i in range(3):
+        insert_run(
+            mysql_engine, job_id=job.id, scheduled_for=old + timedelta(seconds=i), status="SUCCESS", now=old
+        )
+
+    def left() -> int:
+        with mysql_engine.connect() as conn:
+            return len(conn.execute(select(runs_table.c.id)).all())
+
+    broker = make_broker(settings)
+    service = SchedulerService(settings, engine=mysql_engine, broker=broker)
+    waiting = threading.Event()
+    make_room = service.make_room
+
+    def noted_make_room() -> float:
+        waiting.set()
+        return make_room()
+
+    monkeypatch.setattr(service, "make_room", noted_make_room)
+    pruned: list[int] = []
+    try:
+        assert service.lease.try_acquire()
+        service.ticker._lock.acquire()  # a tick is running
+        sweep = threading.Thread(target=lambda: pruned.append(service.prune_retention()), daemon=True)
+        sweep.start()
+        assert waiting.wait(30), "the retention sweep did not wait for a gap"
+        assert left() == 3  # waiting for the tick to end (up to 600 s here): nothing deleted
+        service.ticker._lock.release()
+        sweep.join(30)
+        assert not sweep.is_alive()
+    finally:
+        if service.ticker._lock.locked():
+            service.ticker._lock.release()
+        service.lease.release()
+        broker.close()
+    assert pruned == [3] and left() == 0
+
+
 def test_make_room_waits_while_the_ticker_fires(
     cluster_settings: Settings, mysql_engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
