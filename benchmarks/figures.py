@@ -183,8 +183,13 @@ def scale_row(r: dict[str, Any]) -> str:
     lag = r["publish_lag_ms"]
     return (
         f"| scale: {r['schedules']:,} minutely schedules spread over the minute "
-        f"(~{n(r['fires_per_second_scheduled'])} fires/s), {r['runs_in_table_before']:,} runs in the table "
-        f"({at}) | publish lag p50 / p99 {n(lag['p50'])} / {n(lag['p99'])} ms; ticker CPU "
+        f"(~{n(r['fires_per_second_scheduled'])} fires/s), {r['runs_in_table_before']:,} runs in the table"
+        + (
+            f" ({r['runs_in_table_after']:,} of them at the end)"
+            if r.get("runs_in_table_after") is not None
+            else ""
+        )
+        + f" ({at}) | publish lag p50 / p99 {n(lag['p50'])} / {n(lag['p99'])} ms; ticker CPU "
         f"{r['ticker_cpu_percent']} % of a core ({r['ticker_cpu_percent_per_1000_schedules']} % per 1,000 "
         f"schedules), peak RSS {r['ticker_peak_rss_mb']} MB ({r['ticker_peak_rss_mb_per_1000_schedules']} MB "
         f"per 1,000); {r['duplicates']} duplicates, {r['misses']} misses; EXPLAIN in `scale.json` | "

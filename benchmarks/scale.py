@@ -2,7 +2,11 @@
 
 * ``--schedules`` jobs, job *i* firing at second ``i % 60`` of every minute (100,000 → ~1,667
   fires/s, the same number at each second);
-* ``--history`` finished runs already in ``job_runs`` (written server-side, ``INSERT … SELECT``);
+* ``--history`` finished runs already in ``job_runs`` (written server-side, ``INSERT … SELECT``),
+  the newest ``--history-age-days`` old (default 1: within the default 30-day retention, so they
+  stay in the table for the whole run; ``runs_in_table_after`` says so). Past the retention
+  (e.g. 40), the leader's retention sweep deletes them during the run, as it would on turning
+  retention on over an old table: its first pass starts ~60 s after the scheduler;
 * one ``tickwork scheduler`` (the leader) for ``--duration`` seconds; the queue is purged every
   2 s (no consumer: the publish is what is measured), and the outbox grace is a day (no worker
   claims the runs, so the sweep would otherwise republish every fire older than 30 s);
@@ -104,6 +108,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--schedules", type=int, default=100_000)
     parser.add_argument("--history", type=int, default=1_000_000, help="finished runs already in the table")
+    parser.add_argument(
+        "--history-age-days",
+        type=float,
+        default=1.0,
+        help="age of the newest history run (past TICKWORK_RETENTION_DAYS, 30: pruned during the run)",
+    )
     parser.add_argument("--duration", type=float, default=90.0)
     parser.add_argument("--warmup", type=float, default=15.0, help="seconds left out of the lag figures")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scale.json"))
@@ -139,16 +149,22 @@ def main() -> None:
                 conn.execute(insert(jobs_table), rows[chunk : chunk + 5000])
         per_job = math.ceil(args.history / args.schedules)
         if args.history:
-            # Finished runs from the past days, written by the server itself: per_job per job.
+            # Finished runs of past minutes, written by the server itself: per_job per job, the
+            # newest --history-age-days old (relative to now: a fixed date would age past the
+            # retention and be deleted during the run).
+            origin = datetime.now(UTC).replace(tzinfo=None, microsecond=0) - timedelta(
+                days=args.history_age_days, minutes=per_job
+            )
             with engine.begin() as conn:
                 conn.exec_driver_sql(
                     "INSERT INTO job_runs (job_id, scheduled_for, attempt, status, `trigger`, available_at,"
                     " enqueued_at, started_at, finished_at, worker_id, created_at, updated_at) "
                     "SELECT j.id, t.at, 1, 'SUCCESS', 'schedule', t.at, t.at, t.at, t.at, 'w-history',"
                     " t.at, t.at"
-                    " FROM jobs j JOIN (SELECT TIMESTAMP('2026-11-01') + INTERVAL seq MINUTE AS at"
+                    " FROM jobs j JOIN (SELECT %(origin)s + INTERVAL seq MINUTE AS at"
                     f" FROM seq_0_to_{per_job - 1}) t"
-                    f" WHERE j.id <= (SELECT MIN(id) FROM jobs) + {math.ceil(args.history / per_job) - 1}"
+                    f" WHERE j.id <= (SELECT MIN(id) FROM jobs) + {math.ceil(args.history / per_job) - 1}",
+                    {"origin": origin},
                 )
                 conn.exec_driver_sql("ANALYZE TABLE job_runs, jobs")
         with engine.connect() as conn:
@@ -205,6 +221,8 @@ def main() -> None:
         purge()
         amqp.close()
 
+        with engine.connect() as conn:
+            history_after = conn.scalar(text("SELECT COUNT(*) FROM job_runs WHERE worker_id = 'w-history'"))
         measured_from = datetime.fromtimestamp(t0 + args.warmup, UTC)
         last = datetime.fromtimestamp(math.floor(stop) - 3, UTC)
         with engine.connect() as conn:
@@ -248,6 +266,8 @@ def main() -> None:
             "schedules": args.schedules,
             "fires_per_second_scheduled": round(args.schedules / 60, 1),
             "runs_in_table_before": history,
+            "history_age_days": args.history_age_days,
+            "runs_in_table_after": history_after,
             "setup_seconds": setup_seconds,
             "duration_seconds": args.duration,
             "warmup_seconds": args.warmup,
