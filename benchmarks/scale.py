@@ -221,11 +221,10 @@ def main() -> None:
         purge()
         amqp.close()
 
-        with engine.connect() as conn:
-            history_after = conn.scalar(text("SELECT COUNT(*) FROM job_runs WHERE worker_id = 'w-history'"))
         measured_from = datetime.fromtimestamp(t0 + args.warmup, UTC)
         last = datetime.fromtimestamp(math.floor(stop) - 3, UTC)
         with engine.connect() as conn:
+            history_after = conn.scalar(text("SELECT COUNT(*) FROM job_runs WHERE worker_id = 'w-history'"))
             fires = list(
                 conn.execute(
                     select(runs_table.c.job_id, runs_table.c.scheduled_for, runs_table.c.enqueued_at).where(

@@ -122,6 +122,20 @@ def _marshal(broker: Any, batch: PreparedBatch) -> None:
     batch.channel = channel
 
 
+def _open_channel(broker: Any, batch: PreparedBatch) -> Any:
+    """This thread's transactional channel, with the batch marshalled for it (again after a
+    reconnect: the frames name another channel, and a transaction the batch was staged in went
+    with the old connection)."""
+    channel = tx_channel(broker)
+    if channel is not batch.channel:
+        batch.staged = False
+        _marshal(broker, batch)
+        channel = batch.channel
+    if not channel.is_open:
+        raise pika.exceptions.ChannelWrongStateError("channel closed")
+    return channel
+
+
 def stage(broker: Any, batch: PreparedBatch) -> None:
     """Write a prepared batch into this thread's open transaction now; :func:`publish_prepared`
     then only commits it. Only one batch may be staged on a thread at a time (a transaction
@@ -130,12 +144,7 @@ def stage(broker: Any, batch: PreparedBatch) -> None:
     if not batch.messages or batch.staged:
         return
     try:
-        channel = tx_channel(broker)
-        if channel is not batch.channel:
-            _marshal(broker, batch)
-            channel = batch.channel
-        if not channel.is_open:
-            raise pika.exceptions.ChannelWrongStateError("channel closed")
+        channel = _open_channel(broker, batch)
         channel._impl.connection._output_marshaled_frames([batch.data])
         batch.staged = True  # from here on the frames are the transaction's, sent or not
         channel.connection.process_data_events(time_limit=0)  # out of pika's buffer, onto the socket
@@ -149,15 +158,7 @@ def publish_prepared(broker: Any, batch: PreparedBatch) -> None:
     if not batch.messages:
         return
     try:
-        channel = tx_channel(broker)
-        if channel is not batch.channel:
-            # Reconnected since: the frames name another channel, and a transaction the batch
-            # was staged in went with the old connection.
-            batch.staged = False
-            _marshal(broker, batch)
-            channel = batch.channel
-        if not channel.is_open:
-            raise pika.exceptions.ChannelWrongStateError("channel closed")
+        channel = _open_channel(broker, batch)
         if not batch.staged:
             # One write of every frame; tx.commit then waits until RabbitMQ has the whole batch.
             channel._impl.connection._output_marshaled_frames([batch.data])

@@ -37,7 +37,7 @@ from sqlalchemy import Engine
 
 from tickwork.amqp import PreparedBatch
 from tickwork.config import Settings
-from tickwork.messaging import build_message, dlq_name, prepare_publish, publish_batch
+from tickwork.messaging import build_message, dlq_name, prepare_publish, publish_batch, stage_batch
 from tickwork.store.alerts import finish_dead
 from tickwork.store.attempts import finish_and_retry
 from tickwork.store.models import Job
@@ -330,12 +330,22 @@ def publish_committed_batches(
 ) -> list[int]:
     """Send prepared batches in order, each durable before the next, then mark them enqueued.
 
-    The ``enqueued_at`` writes come after the last batch (each with its own publish time) so
-    they do not delay it. A failed batch is logged and left PENDING. Returns the run ids sent.
+    A batch held for a later instant is written into its transaction before the wait
+    (:func:`tickwork.messaging.stage_batch`), so that only the commit is left at the instant
+    (alternating scheduling runs at 1,000 fires/s: the median instant's publish lag 63 against
+    75 ms, docs/scheduler.md); the batches before it are committed by then. The ``enqueued_at``
+    writes come after the last batch (each with its own publish time) so they do not delay it.
+    A failed batch is logged and left PENDING. Returns the run ids sent.
     """
     sent: list[tuple[list[int], datetime]] = []
     for committed in batches:
-        if committed.not_before is not None:
+        if committed.not_before is not None and committed.not_before > utcnow():
+            try:
+                stage_batch(broker, committed.batch)
+            except Exception:  # sent whole at the instant instead
+                logger.warning(
+                    _STAGE_FAILED, extra={**(extra or {}), "run_id": committed.run_ids[0]}, exc_info=True
+                )
             wait = (committed.not_before - utcnow()).total_seconds()
             if wait > 0:
                 time.sleep(wait)
@@ -356,6 +366,7 @@ def publish_committed_batches(
 
 
 _PUBLISH_FAILED = "Publishing run %s%s failed; it stays PENDING for the outbox sweep."
+_STAGE_FAILED = "Sending a batch ahead of its instant failed; it is sent whole at the instant."
 
 
 def _ids(run_ids: list[int]) -> tuple[int, str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dramatiq
 import pika
 import pytest
+from sqlalchemy import Engine
 
 from tickwork import amqp
 from tickwork.config import Settings
@@ -185,5 +186,30 @@ def test_a_staged_batch_whose_connection_died_is_sent_whole_on_a_new_one(
         amqp.publish_prepared(broker, batch)
         assert batch.channel is not old
         assert _drain_ids(broker, queue) == [m.message_id for m in sent]
+    finally:
+        broker.close()
+
+
+def test_a_batch_held_for_its_instant_is_staged_before_it_and_committed_at_it(
+    cluster_settings: Settings, mysql_engine: Engine
+) -> None:
+    """The scheduler's path (``publish_committed_batches``): a batch due later is written into
+    its transaction before the wait, committed at its instant, and arrives once."""
+    from datetime import timedelta
+
+    from tickwork.lifecycle import CommittedBatch, publish_committed_batches
+    from tickwork.vocabulary import utcnow
+
+    broker = make_broker(cluster_settings)
+    try:
+        sent = messages(cluster_settings, 20)
+        batch = amqp.prepare(broker, sent)
+        due = utcnow() + timedelta(seconds=0.3)
+        assert publish_committed_batches(
+            mysql_engine, broker, [CommittedBatch(list(range(20)), batch, not_before=due)]
+        ) == list(range(20))
+        assert utcnow() >= due
+        assert batch.staged  # written ahead; only tx.commit was left at the instant
+        assert _drain_ids(broker, sent[0].queue_name) == [m.message_id for m in sent]
     finally:
         broker.close()

@@ -1,10 +1,9 @@
 """The scheduler's publisher: committed attempts out in batches, held until their instant.
 
-Batches are built, encoded and marshalled before the fire instant, the first one is written
-into its RabbitMQ transaction ahead (:func:`tickwork.messaging.stage_batch`), and they are
-committed at the instant; the sending and the ``enqueued_at`` writes are
-:func:`tickwork.lifecycle.publish_committed_batches` (publish after commit; a failed batch stays
-PENDING for the outbox sweep).
+Batches are built, encoded and marshalled before the fire instant and committed at it; the
+sending (each batch written into its RabbitMQ transaction ahead of its instant) and the
+``enqueued_at`` writes are :func:`tickwork.lifecycle.publish_committed_batches` (publish after
+commit; a failed batch stays PENDING for the outbox sweep).
 """
 
 from __future__ import annotations
@@ -19,9 +18,8 @@ from sqlalchemy import Engine
 from tickwork import tracing
 from tickwork.config import Settings
 from tickwork.lifecycle import CommittedBatch, publish_committed_batches
-from tickwork.messaging import build_message, prepare_publish, stage_batch
+from tickwork.messaging import build_message, prepare_publish
 from tickwork.store.fires import PendingAttempt
-from tickwork.vocabulary import utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +78,6 @@ class Publisher:
                     not_before=chunk[0].scheduled_for if hold_until_due else None,
                 )
             )
-        self.stage_first(prepared)
         self.prepared_at = time.monotonic()
         sent = publish_committed_batches(self.engine, self.broker, prepared, extra={"node_id": self.node_id})
         for run_id in sent:
@@ -88,23 +85,6 @@ class Publisher:
         for span in spans.values():  # not published: the outbox sweep will
             tracing.end_fire(span, published=False)
         return len(sent)
-
-    def stage_first(self, prepared: list[CommittedBatch]) -> None:
-        """Write the first batch into its transaction if it is held for a later instant, so
-        that at the instant RabbitMQ only commits it (alternating scheduling runs at 1,000
-        fires/s: the median instant's publish lag 63 against 75 ms, docs/scheduler.md). Only
-        the first: a transaction commits all that was written into it. A failure here is only
-        logged: the batch is then sent whole at its instant."""
-        if not prepared or prepared[0].not_before is None or prepared[0].not_before <= utcnow():
-            return
-        try:
-            stage_batch(self.broker, prepared[0].batch)
-        except Exception:
-            logger.warning(
-                "sending a batch ahead of its instant failed; it is sent at the instant",
-                extra={"node_id": self.node_id, "run_id": prepared[0].run_ids[0]},
-                exc_info=True,
-            )
 
     def message(self, attempt: PendingAttempt, spans: dict[int, Any] | None = None) -> dramatiq.Message[Any]:
         """The attempt's message; with ``spans`` (and tracing on) it carries a new fire span's
